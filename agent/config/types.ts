@@ -1,0 +1,84 @@
+// The validated, defaulted configuration (SPEC §1). The zod schema in schema.ts is the
+// source of truth; this file names its output so other modules can import plain types.
+// schema.ts checks at compile time that its output is assignable to `Config`.
+
+export type Protocol = 'ALL' | 'ICMP' | 'TCP' | 'UDP';
+export type RuleAction = 'accept' | 'drop';
+export type DataPlane = 'auto' | 'ebpf' | 'pcap';
+export type TrafficType = 'All' | 'Allow' | 'Drop';
+
+/** "start/end" parsed; -1/-1 (any) becomes { start: -1, end: -1 }. */
+export interface PortRange {
+  start: number;
+  end: number;
+}
+
+export interface Rule {
+  priority: number;
+  action: RuleAction;
+  protocol: Protocol;
+  sourceCidrBlock: string;
+  destinationCidrBlock: string;
+  sourcePortRange: PortRange;
+  destinationPortRange: PortRange;
+}
+
+export interface Filter {
+  id: string;
+  name: string;
+  ingressRules: Rule[];
+  egressRules: Rule[];
+}
+
+export interface Target {
+  address: string;
+  port: number;
+}
+
+export interface Session {
+  id: string;
+  name: string;
+  enabled: boolean;
+  priority: number;
+  /** Resolved: when omitted in the file, derived from the session id (stable per config). */
+  vni: number;
+  /** True when vni was not in the file and was derived. */
+  vniDerived: boolean;
+  packetLength: number;
+  filterId: string;
+  sources: string[];
+  target: Target;
+}
+
+export type Sink =
+  | { type: 'file'; path: string; maxBytes: number; keep: number }
+  | { type: 'stdout' }
+  | { type: 'ipfix'; collector: string };
+
+export interface FlowLog {
+  id: string;
+  name: string;
+  enabled: boolean;
+  sources: string[];
+  trafficType: TrafficType;
+  window: number;
+  sink: Sink;
+}
+
+export interface AgentSettings {
+  vmId: string;
+  vpcId?: string;
+  vswitchId?: string;
+  accountId?: string;
+  dataPlane: DataPlane;
+  metrics: { listen: string };
+  control: { socket: string };
+  log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };
+}
+
+export interface Config {
+  agent: AgentSettings;
+  filters: Filter[];
+  sessions: Session[];
+  flowLogs: FlowLog[];
+}
