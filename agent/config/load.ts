@@ -1,0 +1,116 @@
+// Config text → validated, defaulted, deeply frozen Config (SPEC §1), or a ConfigError
+// listing every problem found, each as `<path>: <reason>`.
+
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, ConfigReadError, type ConfigIssue } from '../errors.js';
+import { createConfigSchema, errorMap } from './schema.js';
+import type { Config } from './types.js';
+
+export { formatIssues } from '../errors.js';
+
+export interface ParseOptions {
+  /** This host's addresses (a target among them is refused); default: os.networkInterfaces(). */
+  localAddresses?: readonly string[];
+  /** Where the text came from, for the error message (a file path). */
+  source?: string;
+}
+
+const ROOT = '(root)';
+const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+/** `sessions[0].target.address`; keys that are not identifiers as `["odd key"]`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const segment of path) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else if (typeof segment === 'string' && IDENTIFIER.test(segment)) out += out === '' ? segment : `.${segment}`;
+    else out += `[${JSON.stringify(String(segment))}]`;
+  }
+  return out === '' ? ROOT : out;
+}
+
+function hostAddresses(): string[] {
+  return Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address));
+}
+
+function toIssues(issues: readonly z.core.$ZodIssue[]): ConfigIssue[] {
+  return issues.flatMap((issue) =>
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }))
+      : [{ path: formatPath(issue.path), message: issue.message }],
+  );
+}
+
+/** The key as written at `offset` (quoted or plain), for duplicate-key messages. */
+function keyAt(text: string, offset: number): string {
+  const m = /^(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^:\s,{}[\]]+)/.exec(text.slice(offset));
+  return m === null ? '' : m[0].startsWith('"') || m[0].startsWith("'") ? m[0] : JSON.stringify(m[0]);
+}
+
+/** YAML (or JSON) text → plain data, or the syntax problems with line and column. */
+function parseText(text: string): { data: unknown } | { issues: ConfigIssue[] } {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const problems = [...doc.errors, ...doc.warnings];
+  if (problems.length > 0) {
+    return {
+      issues: problems.map((e) => {
+        const pos = e.linePos?.[0];
+        const reason =
+          e.code === 'DUPLICATE_KEY'
+            ? `duplicate key ${keyAt(text, e.pos[0])}`
+            : (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
+        return { path: pos === undefined ? ROOT : `line ${pos.line}, column ${pos.col}`, message: reason };
+      }),
+    };
+  }
+  try {
+    return { data: doc.toJS({ maxAliasCount: 100 }) };
+  } catch (err) {
+    return { issues: [{ path: ROOT, message: (err as Error).message }] };
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** Validates config text (YAML or JSON). Throws ConfigError with every issue found. */
+export function parseConfig(text: string, opts: ParseOptions = {}): Config {
+  const parsed = parseText(text);
+  if ('issues' in parsed) throw new ConfigError(parsed.issues, opts.source);
+  if (parsed.data === null || parsed.data === undefined) {
+    throw new ConfigError(
+      [{ path: ROOT, message: 'the document is empty; expected a mapping with agent, filters, sessions, flowLogs' }],
+      opts.source,
+    );
+  }
+  const schema = createConfigSchema({ localAddresses: opts.localAddresses ?? hostAddresses() });
+  const result = schema.safeParse(parsed.data, { error: errorMap });
+  if (!result.success) throw new ConfigError(toIssues(result.error.issues), opts.source);
+  return deepFreeze(result.data);
+}
+
+const READ_REASONS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory',
+};
+
+/** Reads and validates a config file. Throws ConfigReadError (MF_CONFIG_READ) or ConfigError. */
+export async function loadConfig(path: string, opts: ParseOptions = {}): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    throw new ConfigReadError(path, READ_REASONS[code] ?? (err as Error).message, err);
+  }
+  return parseConfig(text, { source: path, ...opts });
+}

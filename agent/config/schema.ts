@@ -1,0 +1,535 @@
+// The one schema of the configuration (SPEC §1): shapes, defaults and every check, so
+// that its output is the `Config` of types.ts. Messages are written for people: each says
+// what was expected and what was found; load.ts adds the path of the field.
+
+import os from 'node:os';
+import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { z } from 'zod';
+import type { Config, PortRange } from './types.js';
+import { deriveVni, VNI_MAX } from './vni.js';
+
+export interface SchemaEnv {
+  /** Addresses of this host: a session target among them would mirror into itself. */
+  localAddresses: readonly string[];
+}
+
+export const DEFAULTS = {
+  metricsListen: '127.0.0.1:9477',
+  controlSocket: '/run/mirrorflow/control.sock',
+  portRange: '-1/-1',
+  packetLength: 8500,
+  vxlanPort: 4789,
+  window: 600,
+  fileMaxBytes: 104857600,
+  fileKeep: 5,
+} as const;
+
+export const LIMITS = {
+  rulesPerDirection: 10,
+  sourcesPerSession: 10,
+  sessionsPerInterface: 3,
+} as const;
+
+// Longest unix socket path: sizeof(sockaddr_un.sun_path) - 1 on Linux.
+const SOCKET_PATH_MAX = 107;
+// Linux IFNAMSIZ (16) minus the terminating NUL.
+const IFNAME_MAX = 15;
+const IFNAME_CHARS = /^[A-Za-z0-9_.:@-]+$/;
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** A value as a person would recognise it in their file. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  switch (typeof value) {
+    case 'string':
+      return `string ${JSON.stringify(value)}`;
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+      return `${typeof value} ${String(value)}`;
+    case 'object':
+      return 'a mapping';
+    default:
+      return typeof value;
+  }
+}
+
+// ---- addresses ---------------------------------------------------------------------
+
+export interface IpAddress {
+  family: 4 | 6;
+  /** 4 or 16 bytes, network order. */
+  bytes: Uint8Array;
+}
+
+/** Parses an IPv4 or IPv6 literal (no zone index); undefined when it is not one. */
+export function parseIp(text: string): IpAddress | undefined {
+  if (isIPv4(text)) return { family: 4, bytes: Uint8Array.from(text.split('.'), Number) };
+  if (!isIPv6(text) || text.includes('%')) return undefined;
+  let s = text;
+  const tailStart = s.lastIndexOf(':') + 1;
+  const tail = s.slice(tailStart);
+  if (tail.includes('.')) {
+    // Embedded IPv4 (::ffff:1.2.3.4): rewrite as the two hex groups it stands for.
+    const [a = 0, b = 0, c = 0, d = 0] = tail.split('.').map(Number);
+    s = `${s.slice(0, tailStart)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [left = '', right] = s.split('::');
+  const head = left === '' ? [] : left.split(':');
+  const rest = right === undefined || right === '' ? [] : right.split(':');
+  const groups =
+    right === undefined ? head : [...head, ...Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
+  const bytes = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    const v = parseInt(g, 16);
+    bytes[2 * i] = v >> 8;
+    bytes[2 * i + 1] = v & 0xff;
+  });
+  return { family: 6, bytes };
+}
+
+/** The canonical text of an address (RFC 5952 compression for IPv6). */
+export function formatIp(ip: IpAddress): string {
+  if (ip.family === 4) return ip.bytes.join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((ip.bytes[i] ?? 0) << 8) | (ip.bytes[i + 1] ?? 0)).toString(16));
+  return new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+}
+
+/** IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) compare as the IPv4 address they carry. */
+function unmapped(ip: IpAddress): IpAddress {
+  const b = ip.bytes;
+  if (ip.family === 6 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
+    return { family: 4, bytes: b.slice(12) };
+  }
+  return ip;
+}
+
+function ipKey(ip: IpAddress): string {
+  return formatIp(unmapped(ip));
+}
+
+export interface Cidr {
+  family: 4 | 6;
+  network: IpAddress;
+  prefix: number;
+}
+
+/** Parses "address/prefix"; returns the reason as a string when it is not a valid network. */
+export function parseCidr(text: string): Cidr | string {
+  const expected = `expected a CIDR block like 10.0.0.0/8 or 2001:db8::/32, got ${JSON.stringify(text)}`;
+  const slash = text.indexOf('/');
+  if (slash < 0) return expected;
+  const ip = parseIp(text.slice(0, slash));
+  const prefixText = text.slice(slash + 1);
+  if (ip === undefined || !/^\d{1,3}$/.test(prefixText)) return expected;
+  const prefix = Number(prefixText);
+  const bits = ip.bytes.length * 8;
+  if (prefix > bits) return `prefix must be 0..${bits} for IPv${ip.family}, got /${prefix}`;
+  const net = ip.bytes.map((byte, i) => {
+    const keep = Math.min(8, Math.max(0, prefix - 8 * i));
+    return byte & ((0xff << (8 - keep)) & 0xff);
+  });
+  const network = { family: ip.family, bytes: net };
+  if (net.some((byte, i) => byte !== ip.bytes[i])) {
+    return `${text} has host bits set; did you mean ${formatIp(network)}/${prefix}?`;
+  }
+  return { family: ip.family, network, prefix };
+}
+
+/** Parses "start/end" (0..65535, start <= end) or "-1/-1" (any port); a reason string when invalid. */
+export function parsePortRange(text: string): PortRange | string {
+  const m = /^(-?\d{1,6})\/(-?\d{1,6})$/.exec(text);
+  if (m === null) return `expected "start/end" like "80/443", or "-1/-1" for any port, got ${JSON.stringify(text)}`;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  if (start === -1 && end === -1) return { start, end };
+  if (start === -1 || end === -1) return `-1 (any port) is only allowed as "-1/-1", got ${JSON.stringify(text)}`;
+  if (start < 0 || end < 0 || start > 65535 || end > 65535) {
+    return `ports must be 0..65535, got ${JSON.stringify(text)}`;
+  }
+  if (start > end) return `start must not exceed end, got ${JSON.stringify(text)}`;
+  return { start, end };
+}
+
+/** Parses "host:port" or "[v6]:port" (port 1..65535); a reason string when invalid. */
+export function parseHostPort(text: string): { host: string; port: number } | string {
+  const expected = `expected "host:port" or "[ipv6]:port", got ${JSON.stringify(text)}`;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (m === null) return expected;
+  const host = m[1] ?? m[2] ?? '';
+  if (m[1] !== undefined ? parseIp(host)?.family !== 6 : !isIPv4(host) && !HOSTNAME.test(host)) return expected;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return `port must be 1..65535, got ${JSON.stringify(text)}`;
+  return { host, port };
+}
+
+/** Why a name cannot be a Linux interface name, or undefined when it can. */
+export function interfaceNameProblem(name: string): string | undefined {
+  const got = JSON.stringify(name);
+  if (name.length < 1 || name.length > IFNAME_MAX) {
+    return `interface names are 1..${IFNAME_MAX} characters, got ${got} (${name.length})`;
+  }
+  if (!IFNAME_CHARS.test(name)) return `interface names use only A-Z a-z 0-9 _ . : @ -, got ${got}`;
+  if (name === '.' || name === '..') return `${got} is not an interface name`;
+  if (name.startsWith('-')) return `interface names must not start with "-", got ${got}`;
+  return undefined;
+}
+
+// ---- field schemas -----------------------------------------------------------------
+
+/** An integer in min..max, with one message that gives both bounds and the value. */
+function intIn(min: number, max: number) {
+  return z.number().superRefine((n, ctx) => {
+    if (!Number.isInteger(n)) ctx.addIssue({ code: 'custom', message: `must be an integer ${min}..${max}, got ${n}` });
+    else if (n < min || n > max) ctx.addIssue({ code: 'custom', message: `must be ${min}..${max}, got ${n}` });
+  });
+}
+
+/** A string field checked by a parser that returns a reason string on failure. */
+function parsed<T>(parse: (text: string) => T | string) {
+  return z.string().transform((text, ctx) => {
+    const result = parse(text);
+    if (typeof result === 'string') {
+      ctx.addIssue({ code: 'custom', message: result });
+      return z.NEVER;
+    }
+    return result;
+  });
+}
+
+const text = z.string().min(1);
+const id = z.string().regex(ID_PATTERN, {
+  error: (iss) =>
+    `ids are 1..64 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit, got ${describeValue(iss.input)}`,
+});
+
+const cidr = z.string().superRefine((value, ctx) => {
+  const result = parseCidr(value);
+  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: result });
+});
+
+const portRange = parsed(parsePortRange);
+
+const interfaceName = z.string().superRefine((name, ctx) => {
+  const problem = interfaceNameProblem(name);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+function noDuplicates(list: readonly string[], ctx: z.RefinementCtx) {
+  list.forEach((name, i) => {
+    const first = list.indexOf(name);
+    if (first !== i) ctx.addIssue({ code: 'custom', path: [i], message: `${JSON.stringify(name)} is listed twice` });
+  });
+}
+
+const hostPort = z.string().superRefine((value, ctx) => {
+  const result = parseHostPort(value);
+  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: result });
+});
+
+// "" turns the metrics endpoint off.
+const listenAddress = z.string().superRefine((value, ctx) => {
+  const result = value === '' ? undefined : parseHostPort(value);
+  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: `${result} (or "" to disable)` });
+});
+
+const rule = z
+  .strictObject({
+    priority: intIn(1, 16777216),
+    action: z.enum(['accept', 'drop']),
+    protocol: z.enum(['ALL', 'ICMP', 'TCP', 'UDP']),
+    sourceCidrBlock: cidr,
+    destinationCidrBlock: cidr,
+    sourcePortRange: portRange.prefault(DEFAULTS.portRange),
+    destinationPortRange: portRange.prefault(DEFAULTS.portRange),
+  })
+  .superRefine((r, ctx) => {
+    const sourceFamily = r.sourceCidrBlock.includes(':') ? 6 : 4;
+    const destinationFamily = r.destinationCidrBlock.includes(':') ? 6 : 4;
+    if (sourceFamily !== destinationFamily) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['destinationCidrBlock'],
+        message:
+          `is IPv${destinationFamily} but sourceCidrBlock ${r.sourceCidrBlock} is IPv${sourceFamily}; ` +
+          'a rule matches one address family',
+      });
+    }
+    if (r.protocol === 'ALL' || r.protocol === 'ICMP') {
+      for (const key of ['sourcePortRange', 'destinationPortRange'] as const) {
+        const range = r[key];
+        if (range.start !== -1) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: `must be "-1/-1" for protocol ${r.protocol} (it has no ports), got "${range.start}/${range.end}"`,
+          });
+        }
+      }
+    }
+  });
+
+const filter = z
+  .strictObject({
+    id,
+    name: text.optional(),
+    ingressRules: z.array(rule).default(() => []),
+    egressRules: z.array(rule).default(() => []),
+  })
+  .transform((f) => ({ ...f, name: f.name ?? f.id }));
+
+function targetSchema(env: SchemaEnv) {
+  const local = new Set(env.localAddresses.flatMap((a) => (parseIp(a) ? [ipKey(parseIp(a)!)] : [])));
+  const address = z.string().superRefine((value, ctx) => {
+    const parsedIp = parseIp(value);
+    if (parsedIp === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected an IPv4 or IPv6 address, got ${JSON.stringify(value)}` });
+      return;
+    }
+    const ip = unmapped(parsedIp);
+    if (ip.bytes.every((b) => b === 0)) {
+      ctx.addIssue({ code: 'custom', message: `${value} is the unspecified address; name the destination host` });
+    } else if (ip.family === 4 ? ip.bytes[0] === 127 : ipKey(ip) === '::1') {
+      ctx.addIssue({ code: 'custom', message: `${value} is a loopback address; the target must be another host` });
+    } else if (local.has(ipKey(ip))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${value} belongs to this host; mirroring to itself would loop`,
+      });
+    }
+  });
+  return z.strictObject({ address, port: intIn(1, 65535).default(DEFAULTS.vxlanPort) });
+}
+
+function sessionSchema(env: SchemaEnv) {
+  return z
+    .strictObject({
+      id,
+      name: text.optional(),
+      enabled: z.boolean().default(true),
+      priority: intIn(1, 32766),
+      vni: intIn(0, VNI_MAX).optional(),
+      packetLength: intIn(64, 8500).default(DEFAULTS.packetLength),
+      filterId: id,
+      sources: z.array(interfaceName).min(1).superRefine(noDuplicates),
+      target: targetSchema(env),
+    })
+    .transform(({ vni, ...s }) => ({
+      ...s,
+      name: s.name ?? s.id,
+      vni: vni ?? deriveVni(s.id),
+      vniDerived: vni === undefined,
+    }));
+}
+
+const flowLogSources = z
+  .array(z.string())
+  .min(1)
+  .superRefine((list, ctx) => {
+    if (list.includes('*')) {
+      if (list.length > 1) ctx.addIssue({ code: 'custom', message: `"*" (every interface) must be the only source` });
+      return;
+    }
+    list.forEach((name, i) => {
+      const problem = interfaceNameProblem(name);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: [i], message: problem });
+    });
+    noDuplicates(list, ctx);
+  });
+
+const sink = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('file'),
+    path: text,
+    maxBytes: intIn(1024, Number.MAX_SAFE_INTEGER).default(DEFAULTS.fileMaxBytes),
+    keep: intIn(1, 1000).default(DEFAULTS.fileKeep),
+  }),
+  z.strictObject({ type: z.literal('stdout') }),
+  z.strictObject({ type: z.literal('ipfix'), collector: hostPort }),
+]);
+
+const flowLog = z
+  .strictObject({
+    id,
+    name: text.optional(),
+    enabled: z.boolean().default(true),
+    sources: flowLogSources,
+    trafficType: z.enum(['All', 'Allow', 'Drop']).default('All'),
+    window: intIn(1, 600).default(DEFAULTS.window),
+    sink,
+  })
+  .transform((f) => ({ ...f, name: f.name ?? f.id }));
+
+const agent = z.strictObject({
+  vmId: text.default(() => os.hostname()),
+  vpcId: text.optional(),
+  vswitchId: text.optional(),
+  accountId: text.optional(),
+  dataPlane: z.enum(['auto', 'ebpf', 'pcap']).default('auto'),
+  metrics: z.strictObject({ listen: listenAddress.default(DEFAULTS.metricsListen) }).prefault({}),
+  control: z
+    .strictObject({
+      socket: text
+        .max(SOCKET_PATH_MAX, {
+          error: (iss) => `unix socket paths are at most ${SOCKET_PATH_MAX} bytes, got ${String(iss.input).length}`,
+        })
+        .default(DEFAULTS.controlSocket),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') })
+    .prefault({}),
+});
+
+// ---- checks across entries ---------------------------------------------------------
+
+type Loose = Record<string, unknown>;
+const asList = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+const asRecord = (x: unknown): Loose =>
+  typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Loose) : {};
+
+/** JS-style path for messages that point at another field. */
+const at = (...segments: (string | number)[]) =>
+  segments.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? s : `.${s}`)).join('');
+
+/**
+ * Checks that look at several entries. It also runs when some entries failed their own
+ * checks, so that one pass reports every problem: it reads the (possibly partial) value
+ * defensively and only judges fields that have the right type.
+ */
+function crossCheck(config: unknown, ctx: z.RefinementCtx) {
+  const report = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const root = asRecord(config);
+
+  const unique = (list: unknown[], section: string, field: string, what: string) => {
+    const seen = new Map<unknown, number>();
+    list.forEach((entry, i) => {
+      const value = asRecord(entry)[field];
+      if (typeof value !== 'string' && typeof value !== 'number') return;
+      const first = seen.get(value);
+      if (first === undefined) seen.set(value, i);
+      else report([section, i, field], `duplicate ${what} ${JSON.stringify(value)} (also at ${at(section, first, field)})`);
+    });
+  };
+
+  const filters = asList(root.filters);
+  unique(filters, 'filters', 'id', 'filter id');
+  filters.forEach((f, i) => {
+    for (const direction of ['ingressRules', 'egressRules'] as const) {
+      const rules = asList(asRecord(f)[direction]);
+      if (rules.length > LIMITS.rulesPerDirection) {
+        report(['filters', i, direction], `at most ${LIMITS.rulesPerDirection} rules per direction, got ${rules.length}`);
+      }
+      const seen = new Map<unknown, number>();
+      rules.forEach((r, j) => {
+        const priority = asRecord(r).priority;
+        if (typeof priority !== 'number') return;
+        const first = seen.get(priority);
+        if (first === undefined) seen.set(priority, j);
+        else {
+          report(
+            ['filters', i, direction, j, 'priority'],
+            `duplicate priority ${priority} in ${direction} (also at ${at('filters', i, direction, first, 'priority')}); priorities are unique per direction`,
+          );
+        }
+      });
+    }
+  });
+
+  const sessions = asList(root.sessions);
+  unique(sessions, 'sessions', 'id', 'session id');
+  unique(sessions, 'sessions', 'priority', 'session priority');
+  const filterIds = filters.map((f) => asRecord(f).id);
+  const filterIdsKnown = filterIds.every((x) => typeof x === 'string');
+  const perInterface = new Map<string, number>();
+  sessions.forEach((entry, i) => {
+    const s = asRecord(entry);
+    if (filterIdsKnown && typeof s.filterId === 'string' && !filterIds.includes(s.filterId)) {
+      const known = filterIds.length === 0 ? 'no filters are defined' : `defined: ${filterIds.join(', ')}`;
+      report(['sessions', i, 'filterId'], `no filter with id ${JSON.stringify(s.filterId)} (${known})`);
+    }
+    const sources = asList(s.sources);
+    if (sources.length > LIMITS.sourcesPerSession) {
+      report(['sessions', i, 'sources'], `at most ${LIMITS.sourcesPerSession} sources per session, got ${sources.length}`);
+    }
+    new Set(sources).forEach((name) => {
+      if (typeof name !== 'string') return;
+      const count = (perInterface.get(name) ?? 0) + 1;
+      perInterface.set(name, count);
+      if (count > LIMITS.sessionsPerInterface) {
+        report(
+          ['sessions', i, 'sources', sources.indexOf(name)],
+          `${JSON.stringify(name)} is already a source of ${LIMITS.sessionsPerInterface} sessions; at most ${LIMITS.sessionsPerInterface} sessions per interface`,
+        );
+      }
+    });
+  });
+
+  unique(asList(root.flowLogs), 'flowLogs', 'id', 'flow log id');
+}
+
+// ---- the configuration -------------------------------------------------------------
+
+export function createConfigSchema(env: SchemaEnv) {
+  return z
+    .strictObject({
+      agent: agent.prefault({}),
+      filters: z.array(filter).default(() => []),
+      sessions: z.array(sessionSchema(env)).default(() => []),
+      flowLogs: z.array(flowLog).default(() => []),
+    })
+    .superRefine(crossCheck, {
+      when: (payload) => typeof payload.value === 'object' && payload.value !== null && !Array.isArray(payload.value),
+    });
+}
+
+export type ConfigSchema = ReturnType<typeof createConfigSchema>;
+
+// Compile-time proof that the schema's output is the Config other modules import.
+type AssertAssignable<T extends U, U> = T;
+export type SchemaOutput = AssertAssignable<z.output<ConfigSchema>, Config>;
+
+// ---- messages ----------------------------------------------------------------------
+
+const NOUNS: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+  object: 'a mapping',
+  array: 'a list',
+};
+
+/** Zod's generic issues (type, enum, length) reworded as "expected X, got Y". */
+export const errorMap: z.core.$ZodErrorMap = (iss) => {
+  switch (iss.code) {
+    case 'invalid_type': {
+      const noun = NOUNS[iss.expected] ?? iss.expected;
+      if (iss.input === undefined) return `missing (expected ${noun})`;
+      const quote = iss.expected === 'string' && typeof iss.input === 'number' ? ' (quote it)' : '';
+      return `expected ${noun}, got ${describeValue(iss.input)}${quote}`;
+    }
+    case 'invalid_value':
+      return `expected one of ${iss.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${describeValue(iss.input)}`;
+    case 'too_small':
+      if (iss.origin === 'string') return `must not be empty`;
+      if (iss.origin === 'array') return `needs at least ${iss.minimum} entry, got none`;
+      return undefined;
+    case 'invalid_union': {
+      // A discriminated union (sink.type) whose tag is missing or unknown.
+      const { discriminator, options } = iss as { discriminator?: string; options?: unknown };
+      if (discriminator === undefined || !Array.isArray(options)) return undefined;
+      const list = options.map((v) => JSON.stringify(v)).join(' | ');
+      const got = asRecord(iss.input)[discriminator];
+      return got === undefined ? `missing (expected one of ${list})` : `expected one of ${list}, got ${describeValue(got)}`;
+    }
+    case 'unrecognized_keys':
+      return 'unknown key';
+    default:
+      return undefined;
+  }
+};
