@@ -1,0 +1,33 @@
+# mirrorflow — every entry point a user or CI needs. `make lab` and `make test` install
+# what is missing (Debian packages, npm modules) before they build.
+SHELL := /bin/bash
+NODE_STAMP := node_modules/.mirrorflow-stamp
+
+.PHONY: all deps build test lab bench clean
+
+all: build
+
+deps: $(NODE_STAMP)
+	@scripts/install-deps.sh
+
+# npm ci again whenever the lock file changes; native modules (pcap, raw-socket) are
+# built by their install scripts, approved in package.json "allowScripts".
+$(NODE_STAMP): package.json package-lock.json
+	@scripts/install-deps.sh
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: deps
+	npx tsc -p tsconfig.json
+
+test: build
+	npx vitest run
+
+lab: build
+	node dist/agent/cli.js lab
+
+bench: build
+	node bench/run.mjs
+
+clean:
+	rm -rf dist node_modules

@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { Agent } from './agent.js';
+import { loadConfig } from './config/load.js';
+import { ConfigError } from './errors.js';
+import { createLogger } from './log.js';
+
+const DEFAULT_CONFIG = '/etc/mirrorflow/config.yaml';
+/** SIGTERM must end in bounded time even if a sink or socket hangs. */
+const STOP_DEADLINE_MS = 10_000;
+
+const program = new Command()
+  .name('mirrorflow')
+  .description('Host traffic mirroring (VXLAN) and VPC-style flow logs')
+  .showHelpAfterError();
+
+program
+  .command('run')
+  .description('run the agent in the foreground; SIGHUP reloads, SIGTERM/SIGINT stop')
+  .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
+  .action(async (opts: { config: string }) => {
+    const log = createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'info');
+    const agent = new Agent(opts.config, log);
+    try {
+      await agent.start();
+    } catch (err) {
+      log.fatal({ err }, 'agent failed to start');
+      process.exitCode = 1;
+      await agent.stop().catch(() => undefined);
+      return;
+    }
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      const deadline = setTimeout(() => {
+        log.error('stop deadline passed; exiting anyway');
+        process.exit(1);
+      }, STOP_DEADLINE_MS);
+      deadline.unref();
+      agent.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, 'error while stopping');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      void agent.reload();
+    });
+  });
+
+program
+  .command('validate')
+  .description('check a configuration file; exit 0 when valid, 1 with every error listed')
+  .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
+  .action(async (opts: { config: string }) => {
+    try {
+      await loadConfig(opts.config);
+      process.stdout.write(`${opts.config}: valid\n`);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
+      } else {
+        process.stderr.write(`${(err as Error).message}\n`);
+      }
+      process.exitCode = 1;
+    }
+  });
+
+await program.parseAsync(process.argv);

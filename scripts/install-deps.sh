@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what mirrorflow needs to build, test and run its lab on Debian, and nothing
+# that is already there. Safe to run repeatedly; `make lab`/`make test` call it.
+set -euo pipefail
+
+packages=(
+  libpcap-dev       # node-pcap's native module
+  clang llvm        # eBPF programs (bpf/)
+  libbpf-dev bpftool
+  iproute2 ethtool  # namespaces, veth, vxlan, offload settings in the lab and tests
+  tcpdump tshark    # independent decoders of what reaches the destination
+  iperf3 netsniff-ng  # traffic generators (iperf3, trafgen)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
