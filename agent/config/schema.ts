@@ -513,8 +513,10 @@ export const errorMap: z.core.$ZodErrorMap = (iss) => {
       const quote = iss.expected === 'string' && typeof iss.input === 'number' ? ' (quote it)' : '';
       return `expected ${noun}, got ${describeValue(iss.input)}${quote}`;
     }
-    case 'invalid_value':
-      return `expected one of ${iss.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${describeValue(iss.input)}`;
+    case 'invalid_value': {
+      const list = iss.values.map((v) => JSON.stringify(v)).join(' | ');
+      return iss.input === undefined ? `missing (expected one of ${list})` : `expected one of ${list}, got ${describeValue(iss.input)}`;
+    }
     case 'too_small':
       if (iss.origin === 'string') return `must not be empty`;
       if (iss.origin === 'array') return `needs at least ${iss.minimum} entry, got none`;
