@@ -1,0 +1,271 @@
+// Compiles the validated config into a flat RuleSet the per-packet matcher walks without
+// allocating: per (interface, direction) the enabled sessions in priority order, each with
+// that direction's rules in priority order, addresses as masked 32-bit words.
+
+import { isIP } from 'node:net';
+import type { Config, Rule } from '../config/types.js';
+import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
+import { FragmentTable } from './fragments.js';
+
+export interface CompiledSession {
+  /** Position in RuleSet.sessions. */
+  index: number;
+  id: string;
+  vni: number;
+  packetLength: number;
+  targetAddress: string;
+  targetPort: number;
+  targetFamily: 4 | 6;
+}
+
+/** Any protocol (rule protocol ALL). */
+export const PROTO_ANY = -1;
+/** Port range start/end meaning "any port". */
+export const PORT_ANY = -1;
+
+export interface CompiledRule {
+  priority: number;
+  accept: boolean;
+  /** IANA protocol number or PROTO_ANY. */
+  protocol: number;
+  family: 4 | 6;
+  /** Network words (already masked) and mask words, network order, int32 so `&` compares directly. */
+  srcNet: Int32Array;
+  srcMask: Int32Array;
+  srcPrefix: number;
+  dstNet: Int32Array;
+  dstMask: Int32Array;
+  dstPrefix: number;
+  srcPortStart: number;
+  srcPortEnd: number;
+  dstPortStart: number;
+  dstPortEnd: number;
+}
+
+export interface SessionChain {
+  /** Index into RuleSet.sessions. */
+  session: number;
+  /** The session's filter rules for this direction, priority ascending. */
+  rules: readonly CompiledRule[];
+}
+
+/** A UDP destination the agent itself sends to (VXLAN target, IPFIX collector). */
+export interface OwnOutput {
+  family: 4 | 6;
+  address: string;
+  /** Address words in network order, int32 like CompiledRule nets. */
+  words: Int32Array;
+  port: number;
+}
+
+export interface RuleSet {
+  /** Every source interface of any session (enabled or not). */
+  readonly interfaces: readonly string[];
+  /** Position of `name` in `interfaces`, -1 when unknown. */
+  interfaceIndex(name: string): number;
+  /** Enabled sessions only. */
+  readonly sessions: readonly CompiledSession[];
+  /** Indexed by ifIndex * 2 + direction: enabled sessions of that interface, priority ascending. */
+  readonly chains: readonly (readonly SessionChain[])[];
+  /** Outputs of this agent, never mirrored. */
+  readonly ownOutputs: readonly OwnOutput[];
+  /** First-fragment decisions so later fragments follow them (SPEC §2). */
+  readonly fragments: FragmentTable;
+}
+
+/** Parses an IPv4 or IPv6 literal into 4 network-order words (IPv4 in word 0). */
+export function parseAddress(text: string): { family: 4 | 6; words: Uint32Array } {
+  const words = new Uint32Array(4);
+  const family = isIP(text);
+  if (family === 4) {
+    words[0] = text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
+    return { family: 4, words };
+  }
+  if (family !== 6) throw new Error(`not an IP address: ${text}`);
+  let body = text;
+  const groups: number[] = [];
+  // An embedded IPv4 tail (::ffff:1.2.3.4) is two 16-bit groups.
+  const lastColon = body.lastIndexOf(':');
+  const tail = body.slice(lastColon + 1);
+  let tailGroups: number[] = [];
+  if (tail.includes('.')) {
+    const v4 = parseAddress(tail).words[0]!;
+    tailGroups = [v4 >>> 16, v4 & 0xffff];
+    body = body.slice(0, lastColon + 1) + '0';
+  }
+  const [head = '', rest] = body.split('::');
+  const parse = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
+  const headGroups = parse(head);
+  let restGroups = rest === undefined ? [] : parse(rest);
+  if (tailGroups.length > 0) {
+    if (rest === undefined) headGroups.splice(headGroups.length - 1, 1, ...tailGroups);
+    else restGroups = [...restGroups.slice(0, -1), ...tailGroups];
+  }
+  const fill = 8 - headGroups.length - restGroups.length;
+  groups.push(...headGroups, ...new Array<number>(rest === undefined ? 0 : fill).fill(0), ...restGroups);
+  for (let i = 0; i < 4; i++) words[i] = ((groups[2 * i]! << 16) | groups[2 * i + 1]!) >>> 0;
+  return { family: 6, words };
+}
+
+interface ParsedCidr {
+  family: 4 | 6;
+  net: Int32Array;
+  mask: Int32Array;
+  prefix: number;
+}
+
+/** "a.b.c.d/n" or "x::/n" → masked network and mask words; host bits are cleared. */
+export function parseCidr(text: string): ParsedCidr {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const { family, words } = parseAddress(addr);
+  const bits = family === 4 ? 32 : 128;
+  const prefix = slash < 0 ? bits : Number(text.slice(slash + 1));
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) throw new Error(`bad CIDR: ${text}`);
+  const net = new Int32Array(4);
+  const mask = new Int32Array(4);
+  for (let i = 0; i < 4; i++) {
+    const wordBits = Math.max(0, Math.min(32, prefix - 32 * i));
+    mask[i] = wordBits === 0 ? 0 : (0xffffffff << (32 - wordBits)) | 0;
+    net[i] = words[i]! & mask[i]!;
+  }
+  return { family, net, mask, prefix };
+}
+
+/** Formats network words back to text (for prefilter expressions and logs). */
+export function formatAddress(family: 4 | 6, words: ArrayLike<number>): string {
+  if (family === 4) {
+    const w = words[0]! >>> 0;
+    return [w >>> 24, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff].join('.');
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const w = words[i]! >>> 0;
+    groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
+  }
+  return groups.join(':');
+}
+
+function protocolNumber(protocol: Rule['protocol'], family: 4 | 6): number {
+  switch (protocol) {
+    case 'ALL':
+      return PROTO_ANY;
+    case 'ICMP':
+      return family === 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+    case 'TCP':
+      return IPPROTO_TCP;
+    case 'UDP':
+      return IPPROTO_UDP;
+  }
+}
+
+function compileRule(rule: Rule): CompiledRule {
+  const src = parseCidr(rule.sourceCidrBlock);
+  const dst = parseCidr(rule.destinationCidrBlock);
+  if (src.family !== dst.family) {
+    throw new Error(`rule ${rule.priority}: source and destination CIDR families differ`);
+  }
+  return {
+    priority: rule.priority,
+    accept: rule.action === 'accept',
+    protocol: protocolNumber(rule.protocol, src.family),
+    family: src.family,
+    srcNet: src.net,
+    srcMask: src.mask,
+    srcPrefix: src.prefix,
+    dstNet: dst.net,
+    dstMask: dst.mask,
+    dstPrefix: dst.prefix,
+    srcPortStart: rule.sourcePortRange.start,
+    srcPortEnd: rule.sourcePortRange.end,
+    dstPortStart: rule.destinationPortRange.start,
+    dstPortEnd: rule.destinationPortRange.end,
+  };
+}
+
+function ownOutput(address: string, port: number): OwnOutput {
+  const { family, words } = parseAddress(address);
+  return { family, address, words: new Int32Array(words), port };
+}
+
+/** "a.b.c.d:port" or "[v6]:port". */
+function parseHostPort(text: string): { address: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!m) throw new Error(`bad address:port: ${text}`);
+  return { address: m[1]!, port: Number(m[2]) };
+}
+
+/** Builds the RuleSet from a validated config. Throws on references validation should have caught. */
+export function compileRules(config: Config): RuleSet {
+  const interfaces: string[] = [];
+  const ifIndexByName = new Map<string, number>();
+  for (const session of config.sessions) {
+    for (const name of session.sources) {
+      if (!ifIndexByName.has(name)) {
+        ifIndexByName.set(name, interfaces.length);
+        interfaces.push(name);
+      }
+    }
+  }
+
+  const enabled = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority);
+  const sessions: CompiledSession[] = enabled.map((s, index) => ({
+    index,
+    id: s.id,
+    vni: s.vni,
+    packetLength: s.packetLength,
+    targetAddress: s.target.address,
+    targetPort: s.target.port,
+    targetFamily: parseAddress(s.target.address).family,
+  }));
+
+  const byPriority = (a: CompiledRule, b: CompiledRule): number => a.priority - b.priority;
+  const filterRules = new Map<string, [CompiledRule[], CompiledRule[]]>();
+  for (const filter of config.filters) {
+    const rules: [CompiledRule[], CompiledRule[]] = [[], []];
+    rules[DIR_IN] = filter.ingressRules.map(compileRule).sort(byPriority);
+    rules[DIR_OUT] = filter.egressRules.map(compileRule).sort(byPriority);
+    filterRules.set(filter.id, rules);
+  }
+
+  const chains: SessionChain[][] = interfaces.flatMap(() => [[], []]);
+  enabled.forEach((session, index) => {
+    const rules = filterRules.get(session.filterId);
+    if (!rules) throw new Error(`session ${session.id}: unknown filter ${session.filterId}`);
+    for (const name of new Set(session.sources)) {
+      const ifIndex = ifIndexByName.get(name)!;
+      for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
+        chains[ifIndex * 2 + dir]!.push({ session: index, rules: rules[dir] });
+      }
+    }
+  });
+
+  const ownOutputs: OwnOutput[] = [];
+  const seen = new Set<string>();
+  const addOwn = (address: string, port: number): void => {
+    const out = ownOutput(address, port);
+    const key = `${formatAddress(out.family, out.words)}|${port}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      ownOutputs.push(out);
+    }
+  };
+  for (const s of config.sessions) addOwn(s.target.address, s.target.port);
+  for (const fl of config.flowLogs) {
+    if (fl.sink.type === 'ipfix') {
+      const { address, port } = parseHostPort(fl.sink.collector);
+      // A collector given by host name is excluded once the exporter resolves it, not here.
+      if (isIP(address) !== 0) addOwn(address, port);
+    }
+  }
+
+  return {
+    interfaces,
+    interfaceIndex: (name: string) => ifIndexByName.get(name) ?? -1,
+    sessions,
+    chains,
+    ownOutputs,
+    fragments: new FragmentTable(),
+  };
+}
