@@ -155,15 +155,15 @@ export function parsePortRange(text: string): PortRange | string {
   return { start, end };
 }
 
-/** Parses "host:port" or "[v6]:port" (port 1..65535); a reason string when invalid. */
-export function parseHostPort(text: string): { host: string; port: number } | string {
+/** Parses "host:port" or "[v6]:port" (port minPort..65535); a reason string when invalid. */
+export function parseHostPort(text: string, minPort = 1): { host: string; port: number } | string {
   const expected = `expected "host:port" or "[ipv6]:port", got ${JSON.stringify(text)}`;
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
   if (m === null) return expected;
   const host = m[1] ?? m[2] ?? '';
   if (m[1] !== undefined ? parseIp(host)?.family !== 6 : !isIPv4(host) && !HOSTNAME.test(host)) return expected;
   const port = Number(m[3]);
-  if (port < 1 || port > 65535) return `port must be 1..65535, got ${JSON.stringify(text)}`;
+  if (port < minPort || port > 65535) return `port must be ${minPort}..65535, got ${JSON.stringify(text)}`;
   return { host, port };
 }
 
@@ -231,9 +231,9 @@ const hostPort = z.string().superRefine((value, ctx) => {
   if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: result });
 });
 
-// "" turns the metrics endpoint off.
+// "" turns the metrics endpoint off; port 0 lets the kernel pick a free port (tests, labs).
 const listenAddress = z.string().superRefine((value, ctx) => {
-  const result = value === '' ? undefined : parseHostPort(value);
+  const result = value === '' ? undefined : parseHostPort(value, 0);
   if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: `${result} (or "" to disable)` });
 });
 

@@ -391,7 +391,13 @@ const badCases: BadCase[] = [
     name: 'metrics port 70000',
     mutate: (c) => (c.agent.metrics.listen = '0.0.0.0:70000'),
     path: 'agent.metrics.listen',
-    message: 'port must be 1..65535',
+    message: 'port must be 0..65535',
+  },
+  {
+    name: 'ipfix collector port 0',
+    mutate: (c) => (c.flowLogs[0].sink = { type: 'ipfix', collector: 'collector.example:0' }),
+    path: 'flowLogs[0].sink.collector',
+    message: 'port must be 1..65535, got "collector.example:0"',
   },
   { name: 'unknown data plane', mutate: (c) => (c.agent.dataPlane = 'xdp'), path: 'agent.dataPlane', message: 'got string "xdp"' },
   // wrong types
@@ -518,6 +524,10 @@ describe('parseConfig accepts good configs and fills defaults', () => {
       window: 600,
       sink: { type: 'file', path: '/tmp/flow.jsonl', maxBytes: 104857600, keep: 5 },
     });
+  });
+
+  it('accepts metrics on port 0 (any free port) and a host name', () => {
+    expect(parse('agent: { metrics: { listen: "localhost:0" } }').agent.metrics.listen).toBe('localhost:0');
   });
 
   it('accepts an empty mapping as a config with nothing to do', () => {
