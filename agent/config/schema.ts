@@ -207,17 +207,22 @@ const id = z.string().regex(ID_PATTERN, {
     `ids are 1..64 characters of A-Z a-z 0-9 _ . : - starting with a letter or digit, got ${describeValue(iss.input)}`,
 });
 
-const cidr = z.string().superRefine((value, ctx) => {
-  const result = parseCidr(value);
-  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: result });
-});
+/** A string accepted when `problem` finds none; otherwise refused with its reason. */
+function checkedString(problem: (text: string) => string | undefined) {
+  return z.string().superRefine((value, ctx) => {
+    const reason = problem(value);
+    if (reason !== undefined) ctx.addIssue({ code: 'custom', message: reason });
+  });
+}
+
+/** The reason of a parser that returns either its result or a reason string. */
+const reasonOf = (result: unknown) => (typeof result === 'string' ? result : undefined);
+
+const cidr = checkedString((value) => reasonOf(parseCidr(value)));
 
 const portRange = parsed(parsePortRange);
 
-const interfaceName = z.string().superRefine((name, ctx) => {
-  const problem = interfaceNameProblem(name);
-  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
-});
+const interfaceName = checkedString(interfaceNameProblem);
 
 function noDuplicates(list: readonly string[], ctx: z.RefinementCtx) {
   list.forEach((name, i) => {
@@ -226,15 +231,12 @@ function noDuplicates(list: readonly string[], ctx: z.RefinementCtx) {
   });
 }
 
-const hostPort = z.string().superRefine((value, ctx) => {
-  const result = parseHostPort(value);
-  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: result });
-});
+const hostPort = checkedString((value) => reasonOf(parseHostPort(value)));
 
 // "" turns the metrics endpoint off; port 0 lets the kernel pick a free port (tests, labs).
-const listenAddress = z.string().superRefine((value, ctx) => {
-  const result = value === '' ? undefined : parseHostPort(value, 0);
-  if (typeof result === 'string') ctx.addIssue({ code: 'custom', message: `${result} (or "" to disable)` });
+const listenAddress = checkedString((value) => {
+  const reason = value === '' ? undefined : reasonOf(parseHostPort(value, 0));
+  return reason === undefined ? undefined : `${reason} (or "" to disable)`;
 });
 
 const rule = z
@@ -283,7 +285,12 @@ const filter = z
   .transform((f) => ({ ...f, name: f.name ?? f.id }));
 
 function targetSchema(env: SchemaEnv) {
-  const local = new Set(env.localAddresses.flatMap((a) => (parseIp(a) ? [ipKey(parseIp(a)!)] : [])));
+  const local = new Set(
+    env.localAddresses.flatMap((text) => {
+      const ip = parseIp(text);
+      return ip === undefined ? [] : [ipKey(ip)];
+    }),
+  );
   const address = z.string().superRefine((value, ctx) => {
     const parsedIp = parseIp(value);
     if (parsedIp === undefined) {
