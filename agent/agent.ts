@@ -143,7 +143,7 @@ export class Agent {
     const drops: Sample[] = [];
     const skipped: Sample[] = [];
     rules.interfaces.forEach((name, i) => {
-      for (const dir of [DIR_IN, DIR_OUT]) {
+      for (const dir of [DIR_IN, DIR_OUT] as const) {
         capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.captured[i * 2 + dir]!]);
       }
       const src = gen.sources[i];

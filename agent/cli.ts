@@ -4,6 +4,7 @@ import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
+import { runLab } from './lab/lab.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/config.yaml';
 /** SIGTERM must end in bounded time even if a sink or socket hangs. */
@@ -70,6 +71,15 @@ program
       }
       process.exitCode = 1;
     }
+  });
+
+program
+  .command('lab')
+  .description('build throwaway namespaces, run the agent on sample traffic, show what the destination got, clean up')
+  .option('--keep-files', 'keep the captures and config (the directory is printed)')
+  .action(async (opts: { keepFiles?: boolean }) => {
+    const result = await runLab({ keepFiles: opts.keepFiles === true });
+    process.exitCode = result.ok ? 0 : 1;
   });
 
 await program.parseAsync(process.argv);
