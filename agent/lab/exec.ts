@@ -18,7 +18,8 @@ export class CommandError extends Error {
     cause?: unknown,
   ) {
     const how = exitCode !== null ? `exited ${exitCode}` : signal !== null ? `killed by ${signal}` : 'failed to start';
-    const detail = stderr.trim() || (cause instanceof Error ? cause.message : '');
+    // Some tools (tsc) report on stdout.
+    const detail = stderr.trim() || stdout.trim() || (cause instanceof Error ? cause.message : '');
     super(`\`${argv.join(' ')}\` ${how}${detail ? `: ${detail.slice(-STDERR_TAIL_CHARS)}` : ''}`, { cause });
     this.name = 'CommandError';
   }

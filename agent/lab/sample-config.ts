@@ -7,10 +7,10 @@ import type { Topology } from './topology.js';
 export const LAB_PORTS = {
   /** TCP echo server in dst: mirrored both ways. */
   tcp: 8080,
-  /** UDP to dst in 4000..4999: accepted, a range that also holds 4789 (the agent's own output). */
+  /** UDP to dst in 4000..5999: accepted, a range that also holds 4789 (the agent's own output). */
   udpAccepted: 4000,
-  udpAcceptedRange: '4000/4999',
-  /** UDP to this port: dropped by a rule, never mirrored. */
+  udpAcceptedRange: '4000/5999',
+  /** Inside the accepted range, but a drop rule of higher priority keeps it from being mirrored. */
   udpDropped: 5001,
 } as const;
 

@@ -202,6 +202,8 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
       await run('ip', ['-n', ns.dst, 'link', 'add', dev.name, 'type', 'vxlan', 'id', String(dev.vni), 'dstport',
         String(VXLAN_PORT), 'local', addr4.dst, 'dev', dstIf, 'nolearning']);
       await run('ip', ['-n', ns.dst, 'link', 'set', dev.name, 'addrgenmode', 'none']);
+      // Without GRO the device hands up each decapsulated frame as it was sent.
+      await topo.exec('dst', 'ethtool', ['-K', dev.name, 'gro', 'off']);
       await run('ip', ['-n', ns.dst, 'link', 'set', dev.name, 'up']);
     }
 
