@@ -84,8 +84,10 @@ export function decode(view: PacketView, buf: Buffer, caplen: number, wireLen: n
   view.ipLength = 0;
   view.protocol = 0;
   view.l4Offset = -1;
-  view.src.fill(0);
-  view.dst.fill(0);
+  const src = view.src;
+  const dst = view.dst;
+  src[0] = 0; src[1] = 0; src[2] = 0; src[3] = 0;
+  dst[0] = 0; dst[1] = 0; dst[2] = 0; dst[3] = 0;
   view.srcPort = 0;
   view.dstPort = 0;
   view.hasPorts = false;
@@ -103,13 +105,13 @@ export function decode(view: PacketView, buf: Buffer, caplen: number, wireLen: n
 
   if (caplen < ETH_HEADER_LEN) return malformed(view, 'eth-truncated');
   let off = ETH_TYPE_OFFSET;
-  let etherType = buf.readUInt16BE(off);
+  let etherType = u16(buf, off);
   while (etherType === ETHERTYPE_VLAN || etherType === ETHERTYPE_QINQ || etherType === ETHERTYPE_QINQ_OLD) {
     if (view.vlanTags === MAX_VLAN_TAGS) return malformed(view, 'vlan-too-many-tags');
     off += VLAN_TAG_LEN;
     if (off + 2 > caplen) return malformed(view, 'vlan-truncated');
     view.vlanTags++;
-    etherType = buf.readUInt16BE(off);
+    etherType = u16(buf, off);
   }
   view.etherType = etherType;
   const l3 = off + 2;
@@ -118,6 +120,16 @@ export function decode(view: PacketView, buf: Buffer, caplen: number, wireLen: n
   if (etherType === ETHERTYPE_IPV6) return decodeIpv6(view, buf, l3, caplen, wireLen);
   if (etherType === ETHERTYPE_ARP) return DECODE_ARP;
   return DECODE_NON_IP;
+}
+
+// Direct byte math: Buffer#readUInt16BE validates its argument on every call (Node 20),
+// which costs about a third of decode time. Callers check bounds first.
+function u16(buf: Buffer, off: number): number {
+  return (buf[off]! << 8) | buf[off + 1]!;
+}
+
+function u32(buf: Buffer, off: number): number {
+  return ((buf[off]! << 24) | (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!) >>> 0;
 }
 
 function malformed(view: PacketView, reason: string): number {
@@ -132,15 +144,15 @@ function decodeIpv4(view: PacketView, buf: Buffer, l3: number, caplen: number, w
   const headerLen = (verIhl & 0x0f) * 4;
   if (headerLen < IPV4_MIN_HEADER_LEN) return malformed(view, 'ipv4-bad-ihl');
   if (l3 + headerLen > caplen) return malformed(view, 'ip-truncated');
-  const totalLength = buf.readUInt16BE(l3 + IPV4_TOTAL_LENGTH);
+  const totalLength = u16(buf, l3 + IPV4_TOTAL_LENGTH);
   if (totalLength < headerLen || l3 + totalLength > wireLen) return malformed(view, 'ipv4-bad-total-length');
   view.ipVersion = 4;
   view.ipLength = totalLength;
   view.protocol = buf[l3 + IPV4_PROTOCOL]!;
-  view.src[0] = buf.readUInt32BE(l3 + IPV4_SRC);
-  view.dst[0] = buf.readUInt32BE(l3 + IPV4_DST);
-  const flagsFrag = buf.readUInt16BE(l3 + IPV4_FLAGS_FRAG);
-  view.fragId = buf.readUInt16BE(l3 + IPV4_ID);
+  view.src[0] = u32(buf, l3 + IPV4_SRC);
+  view.dst[0] = u32(buf, l3 + IPV4_DST);
+  const flagsFrag = u16(buf, l3 + IPV4_FLAGS_FRAG);
+  view.fragId = u16(buf, l3 + IPV4_ID);
   view.fragOffset = (flagsFrag & IPV4_FRAG_OFFSET_MASK) * 8;
   view.isFragment = (flagsFrag & IPV4_FLAG_MF) !== 0 || view.fragOffset !== 0;
   // Later fragments carry no transport header.
@@ -151,14 +163,14 @@ function decodeIpv4(view: PacketView, buf: Buffer, l3: number, caplen: number, w
 function decodeIpv6(view: PacketView, buf: Buffer, l3: number, caplen: number, wireLen: number): number {
   if (l3 + IPV6_HEADER_LEN > caplen) return malformed(view, 'ip-truncated');
   if (buf[l3]! >> 4 !== 6) return malformed(view, 'ipv6-bad-version');
-  const ipLength = IPV6_HEADER_LEN + buf.readUInt16BE(l3 + IPV6_PAYLOAD_LENGTH);
+  const ipLength = IPV6_HEADER_LEN + u16(buf, l3 + IPV6_PAYLOAD_LENGTH);
   const ipEnd = l3 + ipLength;
   if (ipEnd > wireLen) return malformed(view, 'ipv6-bad-payload-length');
   view.ipVersion = 6;
   view.ipLength = ipLength;
   for (let i = 0; i < 4; i++) {
-    view.src[i] = buf.readUInt32BE(l3 + IPV6_SRC + 4 * i);
-    view.dst[i] = buf.readUInt32BE(l3 + IPV6_DST + 4 * i);
+    view.src[i] = u32(buf, l3 + IPV6_SRC + 4 * i);
+    view.dst[i] = u32(buf, l3 + IPV6_DST + 4 * i);
   }
   // Extension headers must lie inside both the IP payload and the captured bytes.
   const limit = ipEnd < caplen ? ipEnd : caplen;
@@ -175,10 +187,10 @@ function decodeIpv6(view: PacketView, buf: Buffer, l3: number, caplen: number, w
     let len: number;
     if (next === IPPROTO_FRAGMENT) {
       len = IPV6_FRAG_HEADER_LEN;
-      const field = buf.readUInt16BE(off + IPV6_FRAG_OFFSET_FIELD);
+      const field = u16(buf, off + IPV6_FRAG_OFFSET_FIELD);
       view.fragOffset = field & IPV6_FRAG_OFFSET_MASK;
       view.isFragment = (field & IPV6_FRAG_FLAG_M) !== 0 || view.fragOffset !== 0;
-      view.fragId = buf.readUInt32BE(off + IPV6_FRAG_ID);
+      view.fragId = u32(buf, off + IPV6_FRAG_ID);
     } else if (next === IPPROTO_AH) {
       len = (buf[off + 1]! + 2) * 4;
     } else {
@@ -207,9 +219,9 @@ function decodeL4(view: PacketView, buf: Buffer, l4: number, ipEnd: number, capl
     // Options may be cut by the snap length, but never beyond the IP payload.
     if (headerLen < TCP_MIN_HEADER_LEN || l4 + headerLen > ipEnd) return malformed(view, 'tcp-bad-data-offset');
     view.tcpFlags = buf[l4 + TCP_FLAGS]!;
-    view.tcpSeq = buf.readUInt32BE(l4 + TCP_SEQ);
-    view.tcpAck = buf.readUInt32BE(l4 + TCP_ACK);
-    view.tcpWindow = buf.readUInt16BE(l4 + TCP_WINDOW);
+    view.tcpSeq = u32(buf, l4 + TCP_SEQ);
+    view.tcpAck = u32(buf, l4 + TCP_ACK);
+    view.tcpWindow = u16(buf, l4 + TCP_WINDOW);
   } else if (protocol === IPPROTO_UDP || protocol === IPPROTO_SCTP) {
     headerLen = protocol === IPPROTO_UDP ? UDP_HEADER_LEN : SCTP_HEADER_LEN;
     if (l4 + headerLen > limit) return malformed(view, 'l4-truncated');
@@ -222,8 +234,8 @@ function decodeL4(view: PacketView, buf: Buffer, l4: number, ipEnd: number, capl
     headerLen = 0;
   }
   if (protocol === IPPROTO_TCP || protocol === IPPROTO_UDP || protocol === IPPROTO_SCTP) {
-    view.srcPort = buf.readUInt16BE(l4 + L4_SRC_PORT);
-    view.dstPort = buf.readUInt16BE(l4 + L4_DST_PORT);
+    view.srcPort = u16(buf, l4 + L4_SRC_PORT);
+    view.dstPort = u16(buf, l4 + L4_DST_PORT);
   }
   view.l4Offset = l4;
   view.hasPorts = true;
