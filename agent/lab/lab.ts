@@ -309,8 +309,9 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   const metrics = await fetchMetrics(topo, metricsListen);
   const agentExit = await agent.stop('SIGTERM', 10000);
 
-  const problems: string[] = [];
-  if (agentExit.code !== 0) problems.push(`agent exited ${agentExit.code ?? agentExit.signal} on SIGTERM (want 0)`);
+  // A Set: one line per kind of problem, not per packet.
+  const problems = new Set<string>();
+  if (agentExit.code !== 0) problems.add(`agent exited ${agentExit.code ?? agentExit.signal} on SIGTERM (want 0)`);
   // Every VXLAN packet that reached dst should come out of the vxlan device.
   await decap.waitFor(underlay.count(), DRAIN_TIMEOUT_MS).catch(() => undefined);
   const underlayStats = await underlay.stop();
@@ -325,18 +326,18 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   print(`  (tcpdump: ${underlayStats.join(', ')})`);
 
   for (const p of packets) {
-    if (p.vni !== vni) problems.push(`packet with VNI ${p.vni} (want ${vni})`);
-    if (p.dstPort !== VXLAN_PORT || p.srcPort < EPHEMERAL_MIN) problems.push(`outer UDP ports ${p.srcPort} -> ${p.dstPort}`);
-    if (p.outerSrc !== topo.v4.src || p.outerDst !== topo.v4.dst) problems.push(`outer addresses ${p.outerSrc} -> ${p.outerDst}`);
+    if (p.vni !== vni) problems.add(`packet with VNI ${p.vni} (want ${vni})`);
+    if (p.dstPort !== VXLAN_PORT || p.srcPort < EPHEMERAL_MIN) problems.add(`outer UDP ports ${p.srcPort} -> ${p.dstPort}`);
+    if (p.outerSrc !== topo.v4.src || p.outerDst !== topo.v4.dst) problems.add(`outer addresses ${p.outerSrc} -> ${p.outerDst}`);
   }
-  if (counts.tcp === 0) problems.push('no mirrored TCP');
-  if (counts.icmp < 4 * PING_COUNT) problems.push(`mirrored ICMP ${counts.icmp} < ${4 * PING_COUNT} (echo requests and replies, v4 and v6)`);
-  if (counts.udpAccepted !== UDP_COUNT) problems.push(`mirrored UDP to ${LAB_PORTS.udpAccepted}: ${counts.udpAccepted}, want ${UDP_COUNT}`);
-  if (counts.udpDropped !== 0) problems.push(`UDP to ${LAB_PORTS.udpDropped} was mirrored ${counts.udpDropped} times despite the drop rule`);
-  if (counts.arp !== 0) problems.push(`${counts.arp} ARP frames mirrored`);
-  if (counts.vxlanInVxlan !== 0) problems.push(`${counts.vxlanInVxlan} VXLAN-in-VXLAN packets: the agent mirrored its own output`);
-  if (counts.other !== 0) problems.push(`${counts.other} unexpected packets mirrored`);
-  if (counts.decapsulated !== counts.underlay) problems.push(`vxlan device decapsulated ${counts.decapsulated} of ${counts.underlay}`);
+  if (counts.tcp === 0) problems.add('no mirrored TCP');
+  if (counts.icmp < 4 * PING_COUNT) problems.add(`mirrored ICMP ${counts.icmp} < ${4 * PING_COUNT} (echo requests and replies, v4 and v6)`);
+  if (counts.udpAccepted !== UDP_COUNT) problems.add(`mirrored UDP to ${LAB_PORTS.udpAccepted}: ${counts.udpAccepted}, want ${UDP_COUNT}`);
+  if (counts.udpDropped !== 0) problems.add(`UDP to ${LAB_PORTS.udpDropped} was mirrored ${counts.udpDropped} times despite the drop rule`);
+  if (counts.arp !== 0) problems.add(`${counts.arp} ARP frames mirrored`);
+  if (counts.vxlanInVxlan !== 0) problems.add(`${counts.vxlanInVxlan} VXLAN-in-VXLAN packets: the agent mirrored its own output`);
+  if (counts.other !== 0) problems.add(`${counts.other} unexpected packets mirrored`);
+  if (counts.decapsulated !== counts.underlay) problems.add(`vxlan device decapsulated ${counts.decapsulated} of ${counts.underlay}`);
 
   print('\nlab: counts per class');
   print(`  mirrored TCP ${counts.tcp}, ICMP ${counts.icmp}, UDP accepted ${counts.udpAccepted}`);
@@ -350,6 +351,7 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   print('\nlab: flow log records');
   print(flowLog === undefined ? `  (no ${flowLogPath})` : flowLog.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
 
-  print(problems.length === 0 ? '\nlab: OK' : `\nlab: FAILED\n${problems.map((p) => `  - ${p}`).join('\n')}\n\nagent output:\n${agent.output()}`);
-  return { ok: problems.length === 0, problems, counts, workDir: topo.workDir };
+  const list = [...problems];
+  print(list.length === 0 ? '\nlab: OK' : `\nlab: FAILED\n${list.map((p) => `  - ${p}`).join('\n')}\n\nagent output:\n${agent.output()}`);
+  return { ok: list.length === 0, problems: list, counts, workDir: topo.workDir };
 }
