@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import type { FlowRecord } from '../flow/record.js';
 import { interfaceNameProblem, parseHostPort, parseIp } from '../config/schema.js';
 import type { SinkOptions } from './sink.js';
-import { QueuedSink } from './queue.js';
+import { BackOff, QueuedSink } from './queue.js';
 import {
   IPV4_TEMPLATE,
   IPV6_TEMPLATE,
@@ -44,8 +44,8 @@ export class IpfixSink extends QueuedSink {
   private socket: dgram.Socket | undefined;
   /** When templates last went out; undefined: they must go with the next message. */
   private templatesSentAt: number | undefined;
-  /** An error the socket reported after a send; the next delivery fails with it and backs off. */
-  private socketError: Error | undefined;
+  /** The socket reported an error after a send (counted then); the next delivery backs off first. */
+  private backOff = false;
   private readonly ifindexes = new Map<string, number>();
 
   constructor(collector: string, opts: SinkOptions) {
@@ -69,10 +69,9 @@ export class IpfixSink extends QueuedSink {
   }
 
   protected async deliver(batch: readonly FlowRecord[]): Promise<number> {
-    if (this.socketError !== undefined) {
-      const err = this.socketError;
-      this.socketError = undefined;
-      throw err;
+    if (this.backOff) {
+      this.backOff = false;
+      throw new BackOff('collector reported an error');
     }
     const socket = await this.connect();
     const now = Date.now();
@@ -137,7 +136,8 @@ export class IpfixSink extends QueuedSink {
       throw err;
     }
     socket.on('error', (err) => {
-      this.socketError = err;
+      this.failed(err);
+      this.backOff = true;
       this.templatesSentAt = undefined;
     });
     this.socket = socket;

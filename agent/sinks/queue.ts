@@ -15,6 +15,9 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 /** Consumed slots at the front of the array before it is compacted. */
 const COMPACT_AFTER = 4096;
 
+/** Thrown by deliver() to back off without counting another error: the failure was already reported with failed(). */
+export class BackOff extends Error {}
+
 interface FlushWaiter {
   target: number;
   resolve: () => void;
@@ -143,7 +146,7 @@ export abstract class QueuedSink implements FlowSink {
       try {
         used = await this.deliver(this.items.slice(this.head, end));
       } catch (err) {
-        this.failed(err);
+        if (!(err instanceof BackOff)) this.failed(err);
         await this.backoff();
         if (!this.abandoned) this.retries++;
         continue;
@@ -184,7 +187,7 @@ export abstract class QueuedSink implements FlowSink {
   }
 
   /** Counts the error; logs only when the kind of failure changes, not on every retry. */
-  private failed(err: unknown): void {
+  protected failed(err: unknown): void {
     this.errors++;
     const code = errorCode(err);
     if (code === this.failing) return;

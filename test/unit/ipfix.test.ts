@@ -1,0 +1,324 @@
+// IPFIX exporter against a UDP socket on loopback. Messages are decoded here with a small
+// RFC 7011 reader that learns the templates from the wire (not from the exporter's
+// tables): header fields, sequence numbers, packing under the message limit, templates
+// on the first message / after the refresh interval / after an error, NODATA skipped,
+// and a collector that is down and then comes up.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import dgram from 'node:dgram';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import type { FlowRecord } from '../../agent/flow/record.js';
+import { createSink, type FlowSink } from '../../agent/sinks/sink.js';
+
+const WAIT_MS = 10_000;
+const IE = {
+  octetDeltaCount: 1,
+  packetDeltaCount: 2,
+  protocolIdentifier: 4,
+  tcpControlBits: 6,
+  sourceTransportPort: 7,
+  sourceIPv4Address: 8,
+  ingressInterface: 10,
+  destinationTransportPort: 11,
+  destinationIPv4Address: 12,
+  egressInterface: 14,
+  sourceIPv6Address: 27,
+  destinationIPv6Address: 28,
+  flowDirection: 61,
+  flowStartSeconds: 150,
+  flowEndSeconds: 151,
+  firewallEvent: 233,
+} as const;
+
+interface Message {
+  version: number;
+  length: number;
+  exportTime: number;
+  sequence: number;
+  domain: number;
+  /** Template ids announced in this message. */
+  templates: number[];
+  /** Data records, each a map of element id → value (numbers, or address text). */
+  records: Map<number, number | string>[];
+  size: number;
+}
+
+/** Reads messages in arrival order, remembering templates across messages as a collector does. */
+class Reader {
+  private readonly templates = new Map<number, [number, number][]>();
+
+  read(buf: Buffer): Message {
+    const m: Message = {
+      version: buf.readUInt16BE(0),
+      length: buf.readUInt16BE(2),
+      exportTime: buf.readUInt32BE(4),
+      sequence: buf.readUInt32BE(8),
+      domain: buf.readUInt32BE(12),
+      templates: [],
+      records: [],
+      size: buf.length,
+    };
+    let off = 16;
+    while (off < m.length) {
+      const setId = buf.readUInt16BE(off);
+      const setLen = buf.readUInt16BE(off + 2);
+      const end = off + setLen;
+      let p = off + 4;
+      if (setId === 2) {
+        while (p + 4 <= end) {
+          const id = buf.readUInt16BE(p);
+          const count = buf.readUInt16BE(p + 2);
+          p += 4;
+          const fields: [number, number][] = [];
+          for (let i = 0; i < count; i++, p += 4) fields.push([buf.readUInt16BE(p), buf.readUInt16BE(p + 2)]);
+          this.templates.set(id, fields);
+          m.templates.push(id);
+        }
+      } else {
+        const fields = this.templates.get(setId);
+        if (fields === undefined) throw new Error(`data set ${setId} before its template`);
+        const recLen = fields.reduce((n, [, len]) => n + len, 0);
+        while (p + recLen <= end) {
+          const rec = new Map<number, number | string>();
+          for (const [id, len] of fields) {
+            const v = buf.subarray(p, p + len);
+            if (len === 4 && (id === IE.sourceIPv4Address || id === IE.destinationIPv4Address)) rec.set(id, [...v].join('.'));
+            else if (len === 16) rec.set(id, v.toString('hex'));
+            else rec.set(id, len === 8 ? Number(v.readBigUInt64BE()) : v.readUIntBE(0, len));
+            p += len;
+          }
+          m.records.push(rec);
+        }
+      }
+      off = end;
+    }
+    return m;
+  }
+}
+
+function record(n: number, over: Partial<FlowRecord> = {}): FlowRecord {
+  return {
+    version: 1,
+    'vswitch-id': null,
+    'vm-id': 'host-1',
+    'vpc-id': null,
+    'account-id': null,
+    'eni-id': 'lo',
+    srcaddr: `10.1.${n >> 8}.${n & 255}`,
+    srcport: 10000 + n,
+    dstaddr: '10.2.0.1',
+    dstport: 443,
+    protocol: 6,
+    direction: 'in',
+    packets: n + 1,
+    bytes: 5_000_000_000 + n,
+    start: 1700000400,
+    end: 1700000460,
+    'log-status': 'OK',
+    action: 'ACCEPT',
+    'tcp-flags': 0x1b,
+    retrans: 0,
+    'zero-win': 0,
+    'rtt-us': null,
+    'mirrored-packets': null,
+    'mirror-session': null,
+    ...over,
+  };
+}
+
+const NODATA: FlowRecord = {
+  ...record(0),
+  srcaddr: null,
+  srcport: null,
+  dstaddr: null,
+  dstport: null,
+  protocol: null,
+  direction: null,
+  packets: null,
+  bytes: null,
+  'log-status': 'NODATA',
+  action: null,
+};
+
+const logger = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = WAIT_MS): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Collector {
+  port: number;
+  messages: Message[];
+  records(): Map<number, number | string>[];
+  close(): Promise<void>;
+}
+
+function bindCollector(port = 0): Promise<Collector> {
+  const socket = dgram.createSocket('udp4');
+  const reader = new Reader();
+  const messages: Message[] = [];
+  let open = true;
+  socket.on('message', (buf) => messages.push(reader.read(buf)));
+  socket.on('close', () => (open = false));
+  return new Promise((resolve) => {
+    socket.bind(port, '127.0.0.1', () =>
+      resolve({
+        port: socket.address().port,
+        messages,
+        records: () => messages.flatMap((m) => m.records),
+        close: () => new Promise((r) => (open ? socket.close(() => r()) : r())),
+      }),
+    );
+  });
+}
+
+let collector: Collector;
+let sink: FlowSink | undefined;
+
+beforeEach(async () => {
+  collector = await bindCollector();
+});
+
+afterEach(async () => {
+  vi.useRealTimers();
+  await sink?.close();
+  sink = undefined;
+  await collector.close();
+});
+
+describe('ipfix sink', () => {
+  it('encodes every field of the JSON record into the IPv4 and IPv6 templates', async () => {
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1' });
+    const v4 = record(1, { direction: 'in', 'eni-id': 'lo', action: 'ACCEPT', 'tcp-flags': 0x12 });
+    const v6 = record(2, {
+      srcaddr: '2001:db8::1',
+      dstaddr: 'fd00::2',
+      direction: 'out',
+      'eni-id': 'no-such-if0',
+      action: 'REJECT',
+      protocol: 17,
+      'tcp-flags': null,
+    });
+    sink.write([v4, v6]);
+    await sink.flush();
+    await waitFor('2 records', () => collector.records().length === 2);
+    const [m] = collector.messages;
+    expect(m).toMatchObject({ version: 10, sequence: 0, templates: [256, 257] });
+    expect(m!.length).toBe(m!.size);
+    expect(Math.abs(m!.exportTime - Date.now() / 1000)).toBeLessThan(5);
+    const [a, b] = collector.records();
+    expect(Object.fromEntries(a!)).toEqual({
+      [IE.sourceIPv4Address]: v4.srcaddr,
+      [IE.destinationIPv4Address]: v4.dstaddr,
+      [IE.sourceTransportPort]: v4.srcport,
+      [IE.destinationTransportPort]: v4.dstport,
+      [IE.protocolIdentifier]: 6,
+      [IE.tcpControlBits]: 0x12,
+      [IE.flowDirection]: 0,
+      [IE.packetDeltaCount]: v4.packets,
+      [IE.octetDeltaCount]: v4.bytes,
+      [IE.flowStartSeconds]: v4.start,
+      [IE.flowEndSeconds]: v4.end,
+      [IE.ingressInterface]: 1, // lo is ifindex 1 in every namespace
+      [IE.egressInterface]: 0,
+      [IE.firewallEvent]: 5,
+    });
+    expect(Object.fromEntries(b!)).toMatchObject({
+      [IE.sourceIPv6Address]: '20010db8000000000000000000000001',
+      [IE.destinationIPv6Address]: 'fd000000000000000000000000000002',
+      [IE.protocolIdentifier]: 17,
+      [IE.tcpControlBits]: 0,
+      [IE.flowDirection]: 1,
+      [IE.ingressInterface]: 0,
+      [IE.egressInterface]: 0,
+      [IE.firewallEvent]: 3,
+    });
+    expect(sink.stats).toMatchObject({ records: 2, bytes: m!.size, errors: 0, skipped: 0 });
+  });
+
+  it('packs messages under the limit; sequence = data records sent before each message', async () => {
+    const maxMessageBytes = 600;
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1', maxMessageBytes });
+    const mixed = Array.from({ length: 300 }, (_, i) => (i % 7 === 3 ? record(i, { srcaddr: `2001:db8::${i.toString(16)}`, dstaddr: '2001:db8::ffff' }) : record(i)));
+    sink.write(mixed);
+    await sink.flush();
+    await waitFor('300 records', () => collector.records().length === 300);
+    expect(collector.messages.length).toBeGreaterThan(300 / (maxMessageBytes / 49));
+    let sent = 0;
+    for (const m of collector.messages) {
+      expect(m.size).toBeLessThanOrEqual(maxMessageBytes);
+      expect(m.sequence).toBe(sent);
+      sent += m.records.length;
+    }
+    expect(collector.records().map((r) => r.get(IE.sourceTransportPort))).toEqual(mixed.map((r) => r.srcport));
+    expect(collector.messages.filter((m) => m.templates.length > 0)).toHaveLength(1);
+    // Full messages: none could have taken another IPv6 record (the largest, 85 bytes incl. a set header).
+    for (const m of collector.messages.slice(0, -1)) expect(m.size + 85).toBeGreaterThan(maxMessageBytes);
+  });
+
+  it('skips NODATA and SKIPDATA records and counts them', async () => {
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1' });
+    sink.write([NODATA, record(1), { ...NODATA, 'log-status': 'SKIPDATA', 'skipped-packets': 4 }, record(2)]);
+    sink.write([NODATA]);
+    await sink.flush();
+    await waitFor('2 records', () => collector.records().length === 2);
+    expect(sink.stats).toMatchObject({ records: 2, skipped: 3, pending: 0 });
+    expect(collector.records().map((r) => r.get(IE.sourceTransportPort))).toEqual([10001, 10002]);
+  });
+
+  it('sends templates again once the refresh interval has passed', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.UTC(2024, 0, 1);
+    vi.setSystemTime(t0);
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1', templateIntervalMs: 30_000 });
+    const times = [0, 10_000, 29_999, 30_000, 45_000, 60_001];
+    for (const [i, dt] of times.entries()) {
+      vi.setSystemTime(t0 + dt);
+      sink.write([record(i)]);
+      await sink.flush();
+      await waitFor(`message ${i}`, () => collector.messages.length === i + 1);
+    }
+    expect(collector.messages.map((m) => m.templates.length > 0)).toEqual([true, false, false, true, false, true]);
+    expect(collector.messages.map((m) => m.exportTime)).toEqual(times.map((dt) => Math.floor((t0 + dt) / 1000)));
+  });
+
+  it('survives a collector that is down (ICMP port unreachable), then delivers with templates once it is up', async () => {
+    const port = collector.port;
+    await collector.close();
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${port}` }, { logger, flowLogId: 'fl-1', retryMinMs: 20, retryMaxMs: 50 });
+    sink.write([record(0)]);
+    await sink.flush();
+    await waitFor('the first error', () => sink!.stats.errors === 1);
+    sink.write([record(1), record(2)]);
+    await sink.flush();
+    await waitFor('the second error', () => sink!.stats.errors === 2);
+    // After each error the next message waited out a backoff instead of following at once.
+    expect(sink.stats.retries).toBe(1);
+    collector = await bindCollector(port);
+    sink.write([record(3)]);
+    await sink.flush();
+    await waitFor('records after the outage', () => collector.records().length === 1);
+    const [first] = collector.messages;
+    expect(first!.templates).toEqual([256, 257]);
+    // Sequence numbers count what went into the outage: the collector sees the gap of 3.
+    expect(first!.sequence).toBe(3);
+    expect(collector.records()[0]!.get(IE.sourceTransportPort)).toBe(10003);
+    expect(sink.stats).toMatchObject({ records: 4, errors: 2, retries: 2, pending: 0 });
+  });
+
+  it('uses one observation domain per flow log id', async () => {
+    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1' });
+    const other = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-2' });
+    sink.write([record(1)]);
+    other.write([record(2)]);
+    await Promise.all([sink.flush(), other.flush()]);
+    await other.close();
+    await waitFor('2 messages', () => collector.messages.length === 2);
+    const domains = new Set(collector.messages.map((m) => m.domain));
+    expect(domains.size).toBe(2);
+  });
+});
