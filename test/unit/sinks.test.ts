@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { FlowRecord } from '../../agent/flow/record.js';
+import type { Logger } from '../../agent/log.js';
 import { createSink, type FlowSink } from '../../agent/sinks/sink.js';
 import { StdoutSink } from '../../agent/sinks/stdout.js';
 import { recordLine } from '../../agent/sinks/jsonl-file.js';
@@ -61,7 +62,7 @@ interface LogLine {
   code?: string;
 }
 
-function captureLogger(): { logger: ReturnType<typeof pino>; lines: LogLine[] } {
+function captureLogger(): { logger: Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {

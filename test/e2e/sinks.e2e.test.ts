@@ -1,0 +1,251 @@
+// End to end (root): what leaves the sinks, read by tools other than ours.
+// - IPFIX: tcpdump captures the exporter's datagrams on loopback and tshark's IPFIX
+//   dissector decodes them; every decoded data record must equal its JSON record, the
+//   messages must stay under the limit, and sequence numbers must follow RFC 7011.
+// - JSON lines file: the compiled sink runs in its own process, rotating fast, and is
+//   killed with SIGKILL mid-stream; rotated files hold only whole lines, and a sink that
+//   opens the file again continues after the last whole line, so the files hold one
+//   unbroken run of records.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import dgram from 'node:dgram';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { run, spawnProcess } from '../../agent/lab/exec.js';
+import type { FlowRecord } from '../../agent/flow/record.js';
+import { createSink } from '../../agent/sinks/sink.js';
+import { ensureBuilt, REPO_ROOT } from './helpers/build.js';
+
+const LISTEN_TIMEOUT_MS = 5000;
+const ARRIVAL_TIMEOUT_MS = 10_000;
+const MAX_MESSAGE_BYTES = 1400;
+const IPFIX_TEMPLATE_SET = '2';
+const FIRST_DATA_SET = 256;
+const FIREWALL_EVENT: Record<string, number> = { ACCEPT: 5, REJECT: 3 };
+const TCP_FLAG_BITS = [1, 2, 4, 8, 16, 32];
+
+const quiet = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
+
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mf-sinks-e2e-'));
+});
+
+afterAll(async () => {
+  if (process.env.MIRRORFLOW_E2E_KEEP !== '1') await rm(dir, { recursive: true, force: true });
+});
+
+/** Varied records: IPv4 and IPv6, both directions, both actions, counters past 2^32, the odd NODATA. */
+function sampleRecords(count: number): FlowRecord[] {
+  return Array.from({ length: count }, (_, i): FlowRecord => {
+    const v6 = i % 5 === 2;
+    const base: FlowRecord = {
+      version: 1,
+      'vswitch-id': 'vsw-lab',
+      'vm-id': 'host-1',
+      'vpc-id': 'vpc-lab',
+      'account-id': '1234567890',
+      'eni-id': 'lo',
+      srcaddr: v6 ? `2001:db8:${i.toString(16)}::1` : `192.0.2.${i % 250}`,
+      srcport: (i * 7919) % 65536,
+      dstaddr: v6 ? 'fd00::beef' : `198.51.100.${(i * 3) % 250}`,
+      dstport: i % 3 === 0 ? 443 : 53,
+      protocol: i % 3 === 0 ? 6 : 17,
+      direction: i % 2 === 0 ? 'in' : 'out',
+      packets: i * 1000 + 1,
+      bytes: i * 2_000_003 + (i % 4 === 0 ? 2 ** 33 : 0),
+      start: 1700000400 + i * 60,
+      end: 1700000460 + i * 60,
+      'log-status': 'OK',
+      action: i % 4 === 1 ? 'REJECT' : 'ACCEPT',
+      'tcp-flags': i % 3 === 0 ? TCP_FLAG_BITS.filter((_, b) => (i >> b) & 1).reduce((a, b) => a | b, 0) : 0,
+      retrans: 0,
+      'zero-win': 0,
+      'rtt-us': null,
+      'mirrored-packets': null,
+      'mirror-session': null,
+    };
+    if (i % 17 !== 16) return base;
+    return { ...base, srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null, packets: null, bytes: null, action: null, 'tcp-flags': null, 'log-status': 'NODATA' };
+  });
+}
+
+type Tree = { [key: string]: string | Tree };
+
+interface DecodedMessage {
+  len: number;
+  sequence: number;
+  hasTemplates: boolean;
+  flows: Tree[];
+}
+
+/** tshark's reading of each IPFIX message in the capture. */
+async function tsharkIpfix(file: string, port: number): Promise<DecodedMessage[]> {
+  const { stdout } = await run('tshark', ['-r', file, '-n', '-d', `udp.port==${port},cflow`, '-T', 'json']);
+  const packets = JSON.parse(stdout) as { _source: { layers: { cflow: Tree } } }[];
+  return packets.map(({ _source: { layers } }) => {
+    const cflow = layers.cflow;
+    const sets = Object.entries(cflow).filter(([k]) => k.startsWith('Set ')).map(([, v]) => v as Tree);
+    return {
+      len: Number(cflow['cflow.len']),
+      sequence: Number(cflow['cflow.sequence']),
+      hasTemplates: sets.some((s) => s['cflow.flowset_id'] === IPFIX_TEMPLATE_SET),
+      flows: sets
+        .filter((s) => Number(s['cflow.flowset_id']) >= FIRST_DATA_SET)
+        .flatMap((s) => Object.entries(s).filter(([k]) => k.startsWith('Flow ')).map(([, v]) => v as Tree)),
+    };
+  });
+}
+
+/** tshark prints absolute times as "Nov 14, 2023 22:20:00.000000000 UTC". */
+function tsharkSeconds(text: string | Tree | undefined): number {
+  return Date.parse(String(text).replace(/\.\d+ /, ' ')) / 1000;
+}
+
+/** A decoded flow in the JSON record's terms. */
+function asRecordFields(f: Tree): Record<string, unknown> {
+  const times = f['cflow.timedelta_tree'] as Tree;
+  return {
+    srcaddr: f['cflow.srcaddr'] ?? f['cflow.srcaddrv6'],
+    dstaddr: f['cflow.dstaddr'] ?? f['cflow.dstaddrv6'],
+    srcport: Number(f['cflow.srcport']),
+    dstport: Number(f['cflow.dstport']),
+    protocol: Number(f['cflow.protocol']),
+    packets: Number(f['cflow.packets']),
+    bytes: Number(f['cflow.octets']),
+    'tcp-flags': Number(f['cflow.tcpflags']),
+    direction: f['cflow.direction'] === '0' ? 'in' : 'out',
+    start: tsharkSeconds(times['cflow.abstimestart']),
+    end: tsharkSeconds(times['cflow.abstimeend']),
+    ingress: Number(f['cflow.inputint']),
+    egress: Number(f['cflow.outputint']),
+    firewallEvent: Number(f['cflow.firewall_event']),
+  };
+}
+
+function expectedFields(r: FlowRecord): Record<string, unknown> {
+  // Every sample record is on lo, ifindex 1.
+  return {
+    srcaddr: r.srcaddr,
+    dstaddr: r.dstaddr,
+    srcport: r.srcport,
+    dstport: r.dstport,
+    protocol: r.protocol,
+    packets: r.packets,
+    bytes: r.bytes,
+    'tcp-flags': r['tcp-flags'],
+    direction: r.direction,
+    start: r.start,
+    end: r.end,
+    ingress: r.direction === 'in' ? 1 : 0,
+    egress: r.direction === 'out' ? 1 : 0,
+    firewallEvent: FIREWALL_EVENT[r.action ?? ''],
+  };
+}
+
+describe('IPFIX sink, decoded by tshark', () => {
+  it('every data record tshark decodes equals its JSON record; messages < 1400 bytes; RFC 7011 sequence numbers', async () => {
+    const collector = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => collector.bind(0, '127.0.0.1', () => resolve()));
+    const port = collector.address().port;
+    let datagrams = 0;
+    let received = 0;
+    collector.on('message', (msg) => {
+      datagrams++;
+      received += msg.length;
+    });
+    const file = join(dir, 'ipfix.pcap');
+    const capture = spawnProcess('tcpdump', ['-i', 'lo', '-n', '-U', '--immediate-mode', '-w', file, 'udp', 'and', 'dst', 'port', String(port)]);
+    try {
+      await capture.waitForLine(/listening on/, LISTEN_TIMEOUT_MS, { stream: 'stderr' });
+      const sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${port}` }, { logger: quiet, flowLogId: 'fl-ipfix' });
+      const records = sampleRecords(400);
+      sink.write(records.slice(0, 150));
+      sink.write(records.slice(150));
+      await sink.close();
+      const sent = records.filter((r) => r['log-status'] === 'OK');
+      expect(sink.stats).toMatchObject({ records: sent.length, skipped: records.length - sent.length, errors: 0, dropped: 0 });
+      const until = Date.now() + ARRIVAL_TIMEOUT_MS;
+      while (received < sink.stats.bytes) {
+        if (Date.now() > until) throw new Error(`only ${datagrams} datagrams arrived`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      await capture.stop('SIGTERM');
+      collector.close();
+    }
+
+    const messages = await tsharkIpfix(file, port);
+    const records = sampleRecords(400).filter((r) => r['log-status'] === 'OK');
+    expect(messages.length).toBe(datagrams);
+    expect(messages[0]!.hasTemplates).toBe(true);
+    let before = 0;
+    for (const m of messages) {
+      expect(m.len).toBeLessThanOrEqual(MAX_MESSAGE_BYTES);
+      expect(m.sequence).toBe(before);
+      before += m.flows.length;
+    }
+    expect(messages.flatMap((m) => m.flows).map(asRecordFields)).toEqual(records.map(expectedFields));
+  });
+});
+
+describe('JSON lines file sink under SIGKILL', () => {
+  it('leaves only whole lines, and a reopened sink continues the unbroken run', async () => {
+    await ensureBuilt();
+    const path = join(dir, 'kill/flow.jsonl');
+    const sinkModule = join(REPO_ROOT, 'dist/agent/sinks/sink.js');
+    // The child writes records numbered by `packets` forever, rotating every 16 KiB (~2 rotations per batch).
+    const child = `
+      const { createSink } = await import(${JSON.stringify(sinkModule)});
+      const { pino } = await import('pino');
+      const sink = createSink({ type: 'file', path: ${JSON.stringify(path)}, maxBytes: 16384, keep: 20 },
+        { logger: pino({ level: 'silent' }), flowLogId: 'fl-kill' });
+      const base = ${JSON.stringify(sampleRecords(1)[0])};
+      for (let n = 0; ; ) {
+        const batch = [];
+        for (let i = 0; i < 97; i++) batch.push({ ...base, packets: n++ });
+        sink.write(batch);
+        await sink.flush();
+        console.log('written ' + n);
+      }`;
+    const proc = spawnProcess('node', ['--input-type=module', '-e', child], { cwd: REPO_ROOT });
+    await proc.waitForLine(/^written \d+/, ARRIVAL_TIMEOUT_MS, { count: 60 });
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+
+    const files = async (): Promise<string[]> => {
+      const names = await readdir(join(dir, 'kill'));
+      const rotated = names.filter((n) => /^flow\.jsonl\.\d+$/.test(n)).map((n) => Number(n.split('.').pop()));
+      return [...rotated.sort((a, b) => b - a).map((i) => `${path}.${i}`), path];
+    };
+    const rotatedFiles = (await files()).slice(0, -1);
+    expect(rotatedFiles.length).toBe(20);
+    for (const f of rotatedFiles) {
+      const text = await readFile(f, 'utf8');
+      expect(text.endsWith('\n')).toBe(true);
+      for (const line of text.slice(0, -1).split('\n')) expect(() => JSON.parse(line) as unknown).not.toThrow();
+    }
+
+    // The current file may end in a line cut by the kill (no newline yet); the reopened sink
+    // removes it and continues after the last whole record.
+    const current = await readFile(path, 'utf8');
+    const wholeText = current.includes('\n') ? current : await readFile(rotatedFiles.at(-1)!, 'utf8');
+    const lastWhole = JSON.parse(wholeText.slice(0, wholeText.lastIndexOf('\n')).split('\n').pop()!) as FlowRecord;
+    const next = lastWhole.packets! + 1;
+    const sink = createSink({ type: 'file', path, maxBytes: 16384, keep: 20 }, { logger: quiet, flowLogId: 'fl-kill' });
+    sink.write(sampleRecords(50).map((r, i) => ({ ...r, packets: next + i })));
+    await sink.close();
+    const after: number[] = [];
+    for (const f of await files()) {
+      const text = await readFile(f, 'utf8');
+      expect(text.endsWith('\n')).toBe(true);
+      for (const line of text.slice(0, -1).split('\n')) after.push((JSON.parse(line) as FlowRecord).packets!);
+    }
+    // Oldest files rotated away; what is kept is one gap-free run ending with the new records.
+    const first = after[0]!;
+    expect(after).toEqual(Array.from({ length: next + 50 - first }, (_, i) => first + i));
+  });
+});
