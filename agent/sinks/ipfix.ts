@@ -128,9 +128,14 @@ export class IpfixSink extends QueuedSink {
     const literal = parseIp(this.host);
     const address = literal !== undefined ? this.host : (await lookup(this.host)).address;
     const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
-    const failed = new Promise<never>((_, reject) => socket.once('error', reject));
     try {
-      await Promise.race([new Promise<void>((resolve) => socket.connect(this.port, address, resolve)), failed]);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.connect(this.port, address, () => {
+          socket.off('error', reject);
+          resolve();
+        });
+      });
     } catch (err) {
       socket.close();
       throw err;
