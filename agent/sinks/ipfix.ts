@@ -63,11 +63,6 @@ export class IpfixSink extends QueuedSink {
     this.buf = Buffer.alloc(maxBytes);
   }
 
-  /** The observation domain id in every message header. */
-  get observationDomainId(): number {
-    return this.domain;
-  }
-
   protected async deliver(batch: readonly FlowRecord[]): Promise<number> {
     if (this.backOff) {
       this.backOff = false;
@@ -107,7 +102,10 @@ export class IpfixSink extends QueuedSink {
     if (set !== undefined) writeSetLength(buf, setOff, off);
     if (dataRecords > 0) {
       writeMessageHeader(buf, off, Math.floor(now / 1000), this.sequence, this.domain);
-      await new Promise<void>((resolve, reject) => socket.send(buf, 0, off, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) => socket.send(buf, 0, off, (err) => (err ? reject(err) : resolve()))).catch((err: unknown) => {
+        this.templatesSentAt = undefined;
+        throw err;
+      });
       this.sequence += dataRecords;
       this.records += dataRecords;
       this.bytes += off;

@@ -310,6 +310,22 @@ describe('ipfix sink', () => {
     expect(sink.stats).toMatchObject({ records: 4, errors: 2, retries: 2, pending: 0 });
   });
 
+  it('exports to an IPv6 collector', async () => {
+    const rx = dgram.createSocket('udp6');
+    const got: Buffer[] = [];
+    rx.on('message', (m) => got.push(m));
+    await new Promise<void>((resolve) => rx.bind(0, '::1', () => resolve()));
+    try {
+      sink = createSink({ type: 'ipfix', collector: `[::1]:${rx.address().port}` }, { logger, flowLogId: 'fl-1' });
+      sink.write([record(1), record(2)]);
+      await sink.flush();
+      await waitFor('a message', () => got.length === 1);
+      expect(new Reader().read(got[0]!).records).toHaveLength(2);
+    } finally {
+      rx.close();
+    }
+  });
+
   it('uses one observation domain per flow log id', async () => {
     sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-1' });
     const other = createSink({ type: 'ipfix', collector: `127.0.0.1:${collector.port}` }, { logger, flowLogId: 'fl-2' });
