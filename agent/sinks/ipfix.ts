@@ -30,6 +30,8 @@ import {
 const DEFAULT_TEMPLATE_INTERVAL_MS = 30_000;
 /** Fits a 1500-byte MTU under IPv6 + UDP headers with room for tunnels. */
 const DEFAULT_MAX_MESSAGE_BYTES = 1400;
+/** A message sent this long ago without an error coming back means the collector is reachable again. */
+const RECOVERY_QUIET_MS = 1000;
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
@@ -46,10 +48,13 @@ export class IpfixSink extends QueuedSink {
   private templatesSentAt: number | undefined;
   /** The socket reported an error after a send (counted then); the next delivery backs off first. */
   private backOff = false;
+  /** When the first message after the last socket error went out; undefined until one has. */
+  private sentSinceErrorAt: number | undefined;
   private readonly ifindexes = new Map<string, number>();
 
   constructor(collector: string, opts: SinkOptions) {
     super('ipfix', opts);
+    this.deliveryConfirms = false;
     const hp = parseHostPort(collector);
     if (typeof hp === 'string') throw new Error(`flow log ${opts.flowLogId}: ipfix collector: ${hp}`);
     this.host = hp.host;
@@ -70,6 +75,7 @@ export class IpfixSink extends QueuedSink {
     }
     const socket = await this.connect();
     const now = Date.now();
+    if (this.sentSinceErrorAt !== undefined && now - this.sentSinceErrorAt >= RECOVERY_QUIET_MS) this.recovered();
     const withTemplates = this.templatesSentAt === undefined || now - this.templatesSentAt >= this.templateIntervalMs;
     const buf = this.buf;
     let off = MESSAGE_HEADER_LEN;
@@ -104,12 +110,14 @@ export class IpfixSink extends QueuedSink {
       writeMessageHeader(buf, off, Math.floor(now / 1000), this.sequence, this.domain);
       await new Promise<void>((resolve, reject) => socket.send(buf, 0, off, (err) => (err ? reject(err) : resolve()))).catch((err: unknown) => {
         this.templatesSentAt = undefined;
+        this.sentSinceErrorAt = undefined;
         throw err;
       });
       this.sequence += dataRecords;
       this.records += dataRecords;
       this.bytes += off;
       if (withTemplates) this.templatesSentAt = now;
+      this.sentSinceErrorAt ??= now;
     }
     this.skipped += skipped;
     return consumed;
@@ -141,6 +149,7 @@ export class IpfixSink extends QueuedSink {
     socket.on('error', (err) => {
       this.failed(err);
       this.backOff = true;
+      this.sentSinceErrorAt = undefined;
       this.templatesSentAt = undefined;
     });
     this.socket = socket;

@@ -29,6 +29,11 @@ export abstract class QueuedSink implements FlowSink {
   protected records = 0;
   protected bytes = 0;
   protected skipped = 0;
+  /**
+   * Whether a delivery that resolves proves the destination works again. UDP cannot: its
+   * errors arrive after the send, so the IPFIX sink decides itself when to call recovered().
+   */
+  protected deliveryConfirms = true;
   private errors = 0;
   private retries = 0;
   private dropped = 0;
@@ -151,7 +156,7 @@ export abstract class QueuedSink implements FlowSink {
         if (!this.abandoned) this.retries++;
         continue;
       }
-      this.recovered();
+      if (this.deliveryConfirms) this.recovered();
       this.head += used;
       if (this.head >= COMPACT_AFTER && this.head * 2 >= this.items.length) {
         this.items = this.items.slice(this.head);
@@ -199,7 +204,8 @@ export abstract class QueuedSink implements FlowSink {
     );
   }
 
-  private recovered(): void {
+  /** Ends a run of failures: resets the backoff and logs the recovery once. */
+  protected recovered(): void {
     this.delayMs = this.retryMinMs;
     if (this.failing === undefined) return;
     this.logger.info({ flowLog: this.flowLogId, sink: this.kind, errors: this.errors - this.failingSince }, 'flow log sink recovered');

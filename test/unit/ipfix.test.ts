@@ -289,7 +289,17 @@ describe('ipfix sink', () => {
   it('survives a collector that is down (ICMP port unreachable), then delivers with templates once it is up', async () => {
     const port = collector.port;
     await collector.close();
-    sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${port}` }, { logger, flowLogId: 'fl-1', retryMinMs: 20, retryMaxMs: 50 });
+    const logs: { msg: string; code?: string }[] = [];
+    const capture = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        logs.push(JSON.parse(chunk.toString('utf8')) as { msg: string });
+        cb();
+      },
+    });
+    sink = createSink(
+      { type: 'ipfix', collector: `127.0.0.1:${port}` },
+      { logger: pino({ level: 'info' }, capture), flowLogId: 'fl-1', retryMinMs: 20, retryMaxMs: 50 },
+    );
     sink.write([record(0)]);
     await sink.flush();
     await waitFor('the first error', () => sink!.stats.errors === 1);
@@ -308,6 +318,14 @@ describe('ipfix sink', () => {
     expect(first!.sequence).toBe(3);
     expect(collector.records()[0]!.get(IE.sourceTransportPort)).toBe(10003);
     expect(sink.stats).toMatchObject({ records: 4, errors: 2, retries: 2, pending: 0 });
+    // Recovery is declared only once a message has drawn no error for a second.
+    expect(logs.map((l) => l.msg)).toEqual(['flow log sink failing; records kept and retried']);
+    expect(logs[0]!.code).toBe('ECONNREFUSED');
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 1500);
+    sink.write([record(4)]);
+    await sink.flush();
+    expect(logs.map((l) => l.msg)).toEqual(['flow log sink failing; records kept and retried', 'flow log sink recovered']);
   });
 
   it('exports to an IPv6 collector', async () => {
