@@ -1,0 +1,16 @@
+import type { PacketView } from '../packet/view.js';
+
+/**
+ * Where the pipeline hands a packet chosen for mirroring: the live VXLAN sender, or the
+ * pcap writer of `mirrorflow replay`. Counters are plain fields read at scrape time.
+ */
+export interface MirrorOutput {
+  /** True when the copy was handed on; false when it was dropped (and counted). */
+  send(view: PacketView, vni: number, packetLength: number): boolean;
+  readonly packets: number;
+  readonly bytes: number;
+  readonly truncated: number;
+  readonly sendErrors: number;
+  readonly dropped: number;
+  close(): Promise<void>;
+}
