@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
@@ -6,6 +7,7 @@ import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
 import { matchReasonName } from './rules/match.js';
 import { VxlanSender } from './mirror/sender.js';
+import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
 import { MirrorPipeline, REASON_SLOTS } from './pipeline.js';
 import { DIR_IN, DIR_OUT, type Direction } from './packet/view.js';
@@ -19,12 +21,21 @@ const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 const DIRECTION_NAMES = ['in', 'out'] as const;
 
+/** The MAC the kernel uses as source on this interface (names are checked by the config schema). */
+async function interfaceMac(name: string): Promise<string> {
+  try {
+    return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
+  } catch (err) {
+    throw new Error(`source interface ${name}: cannot read its MAC address (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+}
+
 /** Everything built from one config: replaced as a whole on reload. */
 interface Generation {
   config: Config;
   rules: RuleSet;
   pipeline: MirrorPipeline;
-  senders: Map<string, VxlanSender>;
+  senders: VxlanSender[];
   sources: PcapSource[];
 }
 
@@ -79,39 +90,39 @@ export class Agent {
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }
-    const senders = new Map<string, VxlanSender>();
-    const bySession: VxlanSender[] = [];
-    for (const s of rules.sessions) {
-      const key = `${s.targetAddress}|${s.targetPort}`;
-      let sender = senders.get(key);
-      if (!sender) {
+    // One sender per session, so per-session counters stay exact even when targets are shared.
+    const senders: VxlanSender[] = [];
+    try {
+      for (const s of rules.sessions) {
         const mtu = await pathMtu(s.targetAddress);
-        sender = new VxlanSender({
+        senders[s.index] = await VxlanSender.open({
           address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log,
         });
-        senders.set(key, sender);
-        this.log.info({ target: key, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
+        this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
-      bySession[s.index] = sender;
+    } catch (err) {
+      await Promise.all(senders.map((s) => s.close()));
+      throw err;
     }
-    const pipeline = new MirrorPipeline(rules, bySession);
+    const pipeline = new MirrorPipeline(rules, senders);
     const sources: PcapSource[] = [];
     try {
       for (const [ifIndex, name] of rules.interfaces.entries()) {
-        sources.push(this.capture(rules, pipeline, ifIndex, name));
+        sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name)));
       }
     } catch (err) {
       for (const src of sources) src.close();
-      await Promise.all([...senders.values()].map((s) => s.close()));
+      await Promise.all(senders.map((s) => s.close()));
       throw err;
     }
     return { config, rules, pipeline, senders, sources };
   }
 
-  private capture(rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string): PcapSource {
+  private capture(rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, macAddress: string): PcapSource {
     const snap = Math.max(...rules.sessions.map((s) => s.packetLength), 128);
     return new PcapSource({
       interfaceName: name,
+      macAddress,
       filterIn: prefilterExpression(rules, name, DIR_IN, { allIp: false }),
       filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp: false }),
       snapLength: snap,
@@ -124,8 +135,9 @@ export class Agent {
   }
 
   private async retire(gen: Generation): Promise<void> {
+    await Promise.all(gen.sources.map((src) => src.drain()));
     for (const src of gen.sources) src.close();
-    await Promise.all([...gen.senders.values()].map((s) => s.close()));
+    await Promise.all(gen.senders.map((s) => s.close()));
     const live = this.liveSamples(gen);
     for (const [name, samples] of Object.entries(live)) this.totalsOf(name as keyof MetricsSource).fold(samples);
   }
@@ -157,7 +169,7 @@ export class Agent {
         ]);
       }
     });
-    const perSession = (read: (s: VxlanSender) => number): Sample[] =>
+    const perSession = (read: (s: MirrorOutput) => number): Sample[] =>
       rules.sessions.map((s) => [{ session: s.id }, read(pipeline.senders[s.index]!)] as const);
     return {
       capturePackets: capture,

@@ -2,7 +2,7 @@ import { decode } from './packet/decode.js';
 import { DECODE_MALFORMED, PacketView, type Direction } from './packet/view.js';
 import { matchPacket } from './rules/match.js';
 import type { RuleSet } from './rules/compile.js';
-import type { VxlanSender } from './mirror/sender.js';
+import type { MirrorOutput } from './mirror/output.js';
 
 /** Room per interface for the matcher's negative verdict codes. */
 export const REASON_SLOTS = 16;
@@ -23,8 +23,8 @@ export class MirrorPipeline {
 
   constructor(
     readonly rules: RuleSet,
-    /** One sender per compiled session, by session index (several may share one). */
-    readonly senders: readonly VxlanSender[],
+    /** One output per compiled session, by session index. */
+    readonly senders: readonly MirrorOutput[],
   ) {
     this.captured = new Float64Array(rules.interfaces.length * 2);
     this.notMirrored = new Float64Array(rules.interfaces.length * REASON_SLOTS);

@@ -31,7 +31,9 @@ export type FrameHandler = (
 
 export interface PcapSourceOptions {
   interfaceName: string;
-  /** libpcap filter for one direction; the source adds `inbound`/`outbound` itself. */
+  /** The interface's own MAC address (aa:bb:cc:dd:ee:ff): frames it sent are outbound. */
+  macAddress: string;
+  /** libpcap filters for what may be mirrored or logged in each direction. */
   filterIn: string;
   filterOut: string;
   snapLength: number;
@@ -49,49 +51,50 @@ export interface CaptureStats {
 }
 
 /**
- * Captures one interface with two libpcap handles, one per direction. Linux tells a
- * packet socket whether a frame was outgoing; the `inbound`/`outbound` filter keywords
- * test exactly that in the kernel, so the direction is known without guessing from MACs.
+ * Captures one interface with one libpcap handle. The direction is the Ethernet source:
+ * frames that carry the interface's own MAC were transmitted by this host. libpcap's
+ * `inbound`/`outbound` keywords would say it from the kernel's packet type, but with
+ * TPACKET_V3 they lose frames that the kernel filter let through (seen on veth with
+ * libpcap 1.10: whole flows missing), so the agent does not rely on them.
+ * Limitation: on a bridge port, frames forwarded for other hosts count as inbound.
  */
 export class PcapSource {
   readonly interfaceName: string;
-  private readonly handles: { native: NativeSession; direction: Direction }[] = [];
+  private readonly native: NativeSession;
+  private readonly blockTimeoutMs: number;
   private closed = false;
 
   constructor(opts: PcapSourceOptions) {
     this.interfaceName = opts.interfaceName;
-    try {
-      this.handles.push(openHandle(opts, DIR_IN, opts.filterIn));
-      this.handles.push(openHandle(opts, DIR_OUT, opts.filterOut));
-    } catch (err) {
-      this.close();
-      throw err;
-    }
+    this.blockTimeoutMs = opts.bufferTimeoutMs;
+    this.native = openHandle(opts);
   }
 
-  /** Kernel counters summed over both directions since open. */
+  /**
+   * Delivers what the kernel still holds. Frames sit in a TPACKET_V3 block until the block
+   * fills or its timeout retires it, so wait past that timeout, then read to the end.
+   */
+  async drain(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => setTimeout(resolve, 2 * this.blockTimeoutMs + 1));
+    this.native.read_callback?.();
+  }
+
+  /** Kernel counters since open. */
   stats(): CaptureStats {
-    const total = { received: 0, dropped: 0, ifDropped: 0 };
-    if (this.closed) return total;
-    for (const h of this.handles) {
-      const s = h.native.stats();
-      total.received += s.ps_recv;
-      total.dropped += s.ps_drop;
-      total.ifDropped += s.ps_ifdrop;
-    }
-    return total;
+    if (this.closed) return { received: 0, dropped: 0, ifDropped: 0 };
+    const s = this.native.stats();
+    return { received: s.ps_recv, dropped: s.ps_drop, ifDropped: s.ps_ifdrop };
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const h of this.handles) {
-      h.native.read_callback = undefined;
-      h.native.close();
-      // close() only breaks the loop; the next dispatch sees it and releases the handle,
-      // which also stops the poll watcher that would keep the event loop alive.
-      h.native.dispatch(SCRATCH_FRAME, SCRATCH_HEADER);
-    }
+    this.native.read_callback = undefined;
+    this.native.close();
+    // close() only breaks the loop; the next dispatch sees it and releases the handle,
+    // which also stops the poll watcher that would keep the event loop alive.
+    this.native.dispatch(SCRATCH_FRAME, SCRATCH_HEADER);
   }
 }
 
@@ -103,26 +106,40 @@ const HDR_TV_SEC = 0;
 const HDR_TV_USEC = 4;
 const HDR_CAPLEN = 8;
 const HDR_LEN = 12;
+const ETH_SRC_OFFSET = 6;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
-function openHandle(opts: PcapSourceOptions, direction: Direction, filter: string) {
+/** The kernel-side filter: each direction's expression, told apart by the source MAC. */
+export function directionalFilter(macAddress: string, filterIn: string, filterOut: string): string {
+  if (!MAC_RE.test(macAddress)) throw new Error(`not a MAC address: ${JSON.stringify(macAddress)}`);
+  return `(ether src ${macAddress} and (${filterOut})) or (not ether src ${macAddress} and (${filterIn}))`;
+}
+
+function openHandle(opts: PcapSourceOptions): NativeSession {
   const native = new binding.PcapSession();
   const frame = Buffer.alloc(opts.snapLength);
   const header = Buffer.alloc(16);
   const onFrame = opts.onFrame;
+  const mac = Buffer.from(opts.macAddress.replaceAll(':', ''), 'hex');
+  const macHigh = mac.readUInt32BE(0);
+  const macLow = mac.readUInt16BE(4);
   const packetReady = (): void => {
     const caplen = header.readUInt32LE(HDR_CAPLEN);
+    const outbound =
+      caplen >= ETH_SRC_OFFSET + 6 &&
+      frame.readUInt32BE(ETH_SRC_OFFSET) === macHigh &&
+      frame.readUInt16BE(ETH_SRC_OFFSET + 4) === macLow;
     onFrame(
       frame,
       caplen < frame.length ? caplen : frame.length,
       header.readUInt32LE(HDR_LEN),
       header.readUInt32LE(HDR_TV_SEC) * 1e6 + header.readUInt32LE(HDR_TV_USEC),
-      direction,
+      outbound ? DIR_OUT : DIR_IN,
     );
   };
-  const keyword = direction === DIR_IN ? 'inbound' : 'outbound';
   native.open_live(
-    opts.interfaceName, `${keyword} and (${filter})`, opts.bufferBytes, opts.snapLength, '',
-    packetReady, false, opts.bufferTimeoutMs, opts.onWarning, false,
+    opts.interfaceName, directionalFilter(opts.macAddress, opts.filterIn, opts.filterOut), opts.bufferBytes,
+    opts.snapLength, '', packetReady, false, opts.bufferTimeoutMs, opts.onWarning, false,
   );
   native.read_callback = () => {
     native.dispatch(frame, header);
@@ -130,7 +147,7 @@ function openHandle(opts: PcapSourceOptions, direction: Direction, filter: strin
   native.start_polling();
   // Packets may already be waiting before the poll watcher's first wake-up.
   process.nextTick(native.read_callback);
-  return { native, direction };
+  return native;
 }
 
 export const libpcapVersion = (): string => binding.lib_version();
