@@ -39,8 +39,12 @@ export interface Capture {
  * (-U, immediate mode) and printing one line per packet so arrivals can be awaited.
  * Resolves once tcpdump is listening.
  */
+const CAPTURE_BUFFER_KIB = 65536;
+
 export async function startCapture(topo: Topology, role: NsRole, dev: string, file: string, filter: readonly string[] = []): Promise<Capture> {
-  const proc = topo.spawn(role, 'tcpdump', ['-i', dev, '-n', '-l', '-U', '--immediate-mode', '--print', '-Z', 'root', '-w', file, ...filter]);
+  // -B: 64 MiB of ring. With the default 2 MiB and the default 256 KiB snap length the ring
+  // holds a handful of slots, and a burst of GSO frames overruns it.
+  const proc = topo.spawn(role, 'tcpdump', ['-i', dev, '-n', '-l', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB), '--print', '-Z', 'root', '-w', file, ...filter]);
   await proc.waitForLine(/listening on/, LISTEN_TIMEOUT_MS, { stream: 'stderr' });
   return {
     file,
@@ -52,7 +56,11 @@ export async function startCapture(topo: Topology, role: NsRole, dev: string, fi
     stop: async () => {
       const st = await proc.stop('SIGTERM');
       if (st.code !== 0) throw new Error(`tcpdump on ${dev} exited ${st.code ?? st.signal}:\n${proc.output()}`);
-      return proc.lines.stderr.filter((l) => /packets? (captured|received|dropped)/.test(l));
+      const stats = proc.lines.stderr.filter((l) => /packets? (captured|received|dropped)/.test(l));
+      // A reference capture that lost frames would make every later comparison wrong.
+      const dropped = stats.map((l) => /^(\d+) packets? dropped by kernel/.exec(l)?.[1]).find((n) => n !== undefined);
+      if (dropped !== undefined && Number(dropped) > 0) throw new Error(`tcpdump on ${dev} lost ${dropped} packets (kernel drops)`);
+      return stats;
     },
   };
 }
