@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 NODE_STAMP := node_modules/.mirrorflow-stamp
 
-.PHONY: all deps build test lab bench clean
+.PHONY: all deps build test lab bench clean install uninstall
+PREFIX ?= /usr
 
 all: build
 
@@ -31,3 +32,10 @@ bench: build
 
 clean:
 	rm -rf dist node_modules
+
+# Installs the built agent, the systemd unit and a default config (kept if present).
+install: build
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) scripts/install.sh install
+
+uninstall:
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) scripts/install.sh uninstall

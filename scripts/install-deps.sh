@@ -10,6 +10,9 @@ packages=(
   iproute2 ethtool  # namespaces, veth, vxlan, offload settings in the lab and tests
   tcpdump tshark    # independent decoders of what reaches the destination
   iperf3 netsniff-ng  # traffic generators (iperf3, trafgen)
+  g++ make python3  # node-gyp builds the native modules
+  systemd           # systemd-analyze verify of the unit
+  prometheus        # promtool check metrics
 )
 
 missing=()
