@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { loadConfig } from './config/load.js';
+import { loadConfigDocument, parseConfigDocument, type ConfigDocument } from './config/load.js';
 import type { Config } from './config/types.js';
+import { writeConfigAtomic } from './config/write.js';
 import { PcapSource } from './capture/pcap-source.js';
 import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
@@ -14,6 +15,7 @@ import { DIR_IN, DIR_OUT, type Direction } from './packet/view.js';
 import { createRegistry, type MetricsSource, type Sample } from './metrics/metrics.js';
 import { serveMetrics } from './metrics/http.js';
 import { Totals } from './metrics/totals.js';
+import { ControlServer, type ControlHandler } from './control/server.js';
 import type { Logger } from './log.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
@@ -40,58 +42,97 @@ interface Generation {
 }
 
 /**
- * The composition root: config → rules → (capture → pipeline → senders), plus metrics.
- * It is the only place where stages are wired together.
+ * The composition root: config → rules → (capture → pipeline → senders), plus metrics and
+ * the control socket. It is the only place where stages are wired together.
  */
 export class Agent {
   private gen: Generation | undefined;
+  private raw: unknown;
   private server: Server | undefined;
+  private control: ControlServer | undefined;
   private readonly totals = new Map<keyof MetricsSource, Totals>();
+  private readonly startedAt = Date.now();
+  /** Reloads and control edits run one at a time. */
+  private swapping: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly configPath: string, private readonly log: Logger) {}
 
   async start(): Promise<void> {
-    const config = await loadConfig(this.configPath);
-    this.gen = await this.build(config);
-    const listen = config.agent.metrics.listen;
+    const doc = await loadConfigDocument(this.configPath);
+    this.gen = await this.build(doc.config, undefined);
+    this.raw = doc.raw;
+    const listen = doc.config.agent.metrics.listen;
     if (listen !== '') {
       this.server = await serveMetrics(listen, createRegistry(this.metricsSource()), () => this.gen !== undefined);
       this.log.info({ listen }, 'metrics endpoint listening');
+    }
+    const socketPath = doc.config.agent.control.socket;
+    if (socketPath !== '') {
+      this.control = await ControlServer.listen({ socketPath, handler: this.controlHandler(), log: this.log });
+      this.log.info({ socket: socketPath }, 'control socket listening');
     }
     this.log.info(this.summary(this.gen), 'agent ready');
   }
 
   /** Re-reads the config file; a config that fails validation leaves the running one as is. */
-  async reload(): Promise<boolean> {
-    let config: Config;
-    try {
-      config = await loadConfig(this.configPath);
-    } catch (err) {
-      this.log.error({ err }, 'reload refused: keeping the running config');
-      return false;
-    }
-    const old = this.gen;
-    if (old) await this.retire(old);
-    this.gen = undefined;
-    this.gen = await this.build(config);
-    this.log.info(this.summary(this.gen), 'config reloaded');
-    return true;
+  reload(): Promise<boolean> {
+    return this.serialized(async () => {
+      let doc: ConfigDocument;
+      try {
+        doc = await loadConfigDocument(this.configPath);
+      } catch (err) {
+        this.log.error({ err }, 'reload refused: keeping the running config');
+        return false;
+      }
+      try {
+        await this.swap(doc);
+      } catch (err) {
+        this.log.error({ err }, 'reload failed: keeping the running config');
+        return false;
+      }
+      this.log.info(this.summary(this.gen!), 'config reloaded');
+      return true;
+    });
   }
 
   async stop(): Promise<void> {
+    await this.swapping.catch(() => undefined);
+    await this.control?.close();
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');
   }
 
-  private async build(config: Config): Promise<Generation> {
+  private serialized<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.swapping.then(task, task);
+    this.swapping = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Builds the new generation next to the running one (new capture handles open paused),
+   * then retires the old one and resumes the new handles from where the old ones stopped:
+   * no frame is lost or counted twice across a reload.
+   */
+  private async swap(doc: ConfigDocument): Promise<void> {
+    const old = this.gen;
+    const next = await this.build(doc.config, old);
+    if (old) await this.retire(old);
+    const lastTs = new Map(old?.sources.map((s) => [s.interfaceName, s.lastTsUs]) ?? []);
+    for (const src of next.sources) src.resume(lastTs.get(src.interfaceName) ?? 0);
+    this.gen = next;
+    this.raw = doc.raw;
+  }
+
+  private async build(config: Config, previous: Generation | undefined): Promise<Generation> {
     const rules = compileRules(config);
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const senders: VxlanSender[] = [];
+    const sources: PcapSource[] = [];
     try {
       for (const s of rules.sessions) {
         const mtu = await pathMtu(s.targetAddress);
@@ -100,25 +141,22 @@ export class Agent {
         });
         this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
-    } catch (err) {
-      await Promise.all(senders.map((s) => s.close()));
-      throw err;
-    }
-    const pipeline = new MirrorPipeline(rules, senders);
-    const sources: PcapSource[] = [];
-    try {
+      const pipeline = new MirrorPipeline(rules, senders);
       for (const [ifIndex, name] of rules.interfaces.entries()) {
-        sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name)));
+        const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
+        sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
+      return { config, rules, pipeline, senders, sources };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
       throw err;
     }
-    return { config, rules, pipeline, senders, sources };
   }
 
-  private capture(rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, macAddress: string): PcapSource {
+  private capture(
+    rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, macAddress: string, paused: boolean,
+  ): PcapSource {
     const snap = Math.max(...rules.sessions.map((s) => s.packetLength), 128);
     return new PcapSource({
       interfaceName: name,
@@ -128,6 +166,7 @@ export class Agent {
       snapLength: snap,
       bufferBytes: CAPTURE_BUFFER_BYTES,
       bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
+      paused,
       onFrame: (buf, caplen, wireLen, tsUs, direction: Direction) =>
         pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction),
       onWarning: (msg) => this.log.warn({ interface: name }, msg),
@@ -136,10 +175,64 @@ export class Agent {
 
   private async retire(gen: Generation): Promise<void> {
     await Promise.all(gen.sources.map((src) => src.drain()));
+    const live = this.liveSamples(gen);
     for (const src of gen.sources) src.close();
     await Promise.all(gen.senders.map((s) => s.close()));
-    const live = this.liveSamples(gen);
     for (const [name, samples] of Object.entries(live)) this.totalsOf(name as keyof MetricsSource).fold(samples);
+  }
+
+  private controlHandler(): ControlHandler {
+    return {
+      status: () => this.status(),
+      config: () => this.running().config,
+      rawConfig: () => this.raw,
+      apply: (next) =>
+        this.serialized(async () => {
+          // Validate before touching the file: an invalid edit changes nothing anywhere.
+          const doc = parseConfigDocument(JSON.stringify(next), { source: `${this.configPath} (control socket)` });
+          await writeConfigAtomic(this.configPath, next);
+          await this.swap(doc);
+          this.log.info(this.summary(this.running()), 'config changed over the control socket');
+        }),
+    };
+  }
+
+  private running(): Generation {
+    if (!this.gen) throw new Error('the agent is not running');
+    return this.gen;
+  }
+
+  private status() {
+    const gen = this.running();
+    const live = this.liveSamples(gen);
+    const total = (name: keyof MetricsSource, labels: Record<string, string>): number => {
+      const match = (s: Sample) => Object.entries(labels).every(([k, v]) => s[0][k] === v);
+      const fromTotals = this.totalsOf(name).with(live[name] ?? []);
+      return fromTotals.filter(match).reduce((sum, s) => sum + s[1], 0);
+    };
+    return {
+      dataPlane: 'pcap',
+      configPath: this.configPath,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      interfaces: gen.rules.interfaces.map((name) => ({
+        name,
+        capturedIn: total('capturePackets', { interface: name, direction: 'in' }),
+        capturedOut: total('capturePackets', { interface: name, direction: 'out' }),
+        captureDrops: total('captureDrops', { interface: name }),
+      })),
+      sessions: gen.config.sessions.map((s) => ({
+        id: s.id,
+        enabled: s.enabled,
+        vni: s.vni,
+        target: `${s.target.address}:${s.target.port}`,
+        sources: s.sources,
+        packets: total('mirrorPackets', { session: s.id }),
+        bytes: total('mirrorBytes', { session: s.id }),
+        truncated: total('mirrorTruncated', { session: s.id }),
+        sendErrors: total('mirrorSendErrors', { session: s.id }),
+        dropped: total('mirrorDropped', { session: s.id }),
+      })),
+    };
   }
 
   private totalsOf(name: keyof MetricsSource): Totals {

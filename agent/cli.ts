@@ -5,8 +5,11 @@ import { loadConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { runLab } from './lab/lab.js';
+import { DEFAULTS } from './config/schema.js';
+import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
+import { ControlError } from './control/protocol.js';
 
-const DEFAULT_CONFIG = '/etc/mirrorflow/config.yaml';
+const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
 /** SIGTERM must end in bounded time even if a sink or socket hangs. */
 const STOP_DEADLINE_MS = 10_000;
 
@@ -81,5 +84,47 @@ program
     const result = await runLab({ keepFiles: opts.keepFiles === true });
     process.exitCode = result.ok ? 0 : 1;
   });
+
+/** Runs one control-socket request and prints its result; a refusal exits 1 with the reason. */
+async function control(socket: string, op: string, args: unknown, format: (result: unknown) => string): Promise<void> {
+  try {
+    process.stdout.write(format(await controlRequest(socket, op, args)));
+  } catch (err) {
+    if (!(err instanceof ControlError)) throw err;
+    process.stderr.write(formatControlError(err));
+    process.exitCode = 1;
+  }
+}
+
+const SOCKET_HELP = 'control socket of the running agent (agent.control.socket)';
+
+program
+  .command('status')
+  .description('show the running agent: data plane, interfaces, sessions and their counters')
+  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
+  .action((opts: { socket: string }) => control(opts.socket, 'status', undefined, formatResult));
+
+const session = program.command('session').description('list, start and stop mirror sessions of the running agent');
+session
+  .command('list')
+  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
+  .action((opts: { socket: string }) => control(opts.socket, 'sessions.list', undefined, formatSessionList));
+for (const [name, op, help] of [
+  ['start', 'session.start', 'enable a session (written back to the config file)'],
+  ['stop', 'session.stop', 'disable a session (written back to the config file)'],
+] as const) {
+  session
+    .command(`${name} <id>`)
+    .description(help)
+    .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
+    .action((id: string, opts: { socket: string }) => control(opts.socket, op, { id }, formatResult));
+}
+for (const [name, op] of [['add-source', 'session.addSource'], ['remove-source', 'session.removeSource']] as const) {
+  session
+    .command(`${name} <id> <interface>`)
+    .description(`${name === 'add-source' ? 'add a source interface to' : 'remove a source interface from'} a session`)
+    .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
+    .action((id: string, iface: string, opts: { socket: string }) => control(opts.socket, op, { id, interface: iface }, formatResult));
+}
 
 await program.parseAsync(process.argv);

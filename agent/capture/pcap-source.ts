@@ -42,6 +42,12 @@ export interface PcapSourceOptions {
   bufferTimeoutMs: number;
   onFrame: FrameHandler;
   onWarning: (msg: string) => void;
+  /**
+   * Open without delivering: the kernel buffers frames until resume(). A reload opens the
+   * new handle paused, drains and closes the old one, then resumes the new one from the
+   * old one's last timestamp, so no frame is lost or seen twice.
+   */
+  paused?: boolean;
 }
 
 export interface CaptureStats {
@@ -62,12 +68,26 @@ export class PcapSource {
   readonly interfaceName: string;
   private readonly native: NativeSession;
   private readonly blockTimeoutMs: number;
+  private readonly clock = { lastTsUs: 0, skipThroughUs: 0 };
   private closed = false;
 
   constructor(opts: PcapSourceOptions) {
     this.interfaceName = opts.interfaceName;
     this.blockTimeoutMs = opts.bufferTimeoutMs;
-    this.native = openHandle(opts);
+    this.native = openHandle(opts, this.clock);
+  }
+
+  /** Capture time of the last frame delivered (µs since the epoch), 0 before the first. */
+  get lastTsUs(): number {
+    return this.clock.lastTsUs;
+  }
+
+  /** Starts delivering a paused source, skipping frames at or before `skipThroughUs`. */
+  resume(skipThroughUs: number): void {
+    if (this.closed) return;
+    this.clock.skipThroughUs = skipThroughUs;
+    this.native.start_polling();
+    process.nextTick(() => this.native.read_callback?.());
   }
 
   /**
@@ -115,7 +135,7 @@ export function directionalFilter(macAddress: string, filterIn: string, filterOu
   return `(ether src ${macAddress} and (${filterOut})) or (not ether src ${macAddress} and (${filterIn}))`;
 }
 
-function openHandle(opts: PcapSourceOptions): NativeSession {
+function openHandle(opts: PcapSourceOptions, clock: { lastTsUs: number; skipThroughUs: number }): NativeSession {
   const native = new binding.PcapSession();
   const frame = Buffer.alloc(opts.snapLength);
   const header = Buffer.alloc(16);
@@ -124,6 +144,9 @@ function openHandle(opts: PcapSourceOptions): NativeSession {
   const macHigh = mac.readUInt32BE(0);
   const macLow = mac.readUInt16BE(4);
   const packetReady = (): void => {
+    const tsUs = header.readUInt32LE(HDR_TV_SEC) * 1e6 + header.readUInt32LE(HDR_TV_USEC);
+    if (tsUs <= clock.skipThroughUs) return;
+    clock.lastTsUs = tsUs;
     const caplen = header.readUInt32LE(HDR_CAPLEN);
     const outbound =
       caplen >= ETH_SRC_OFFSET + 6 &&
@@ -133,7 +156,7 @@ function openHandle(opts: PcapSourceOptions): NativeSession {
       frame,
       caplen < frame.length ? caplen : frame.length,
       header.readUInt32LE(HDR_LEN),
-      header.readUInt32LE(HDR_TV_SEC) * 1e6 + header.readUInt32LE(HDR_TV_USEC),
+      tsUs,
       outbound ? DIR_OUT : DIR_IN,
     );
   };
@@ -144,9 +167,11 @@ function openHandle(opts: PcapSourceOptions): NativeSession {
   native.read_callback = () => {
     native.dispatch(frame, header);
   };
-  native.start_polling();
-  // Packets may already be waiting before the poll watcher's first wake-up.
-  process.nextTick(native.read_callback);
+  if (opts.paused !== true) {
+    native.start_polling();
+    // Packets may already be waiting before the poll watcher's first wake-up.
+    process.nextTick(native.read_callback);
+  }
   return native;
 }
 

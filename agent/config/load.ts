@@ -1,7 +1,7 @@
 // Config text → validated, defaulted, deeply frozen Config (SPEC §1), or a ConfigError
 // listing every problem found, each as `<path>: <reason>`.
 
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
@@ -81,8 +81,14 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Validates config text (YAML or JSON). Throws ConfigError with every issue found. */
-export function parseConfig(text: string, opts: ParseOptions = {}): Config {
+/** A validated config and the plain document it came from (before defaults). */
+export interface ConfigDocument {
+  config: Config;
+  raw: unknown;
+}
+
+/** Validates config text (YAML or JSON) and keeps the plain document for write-back. */
+export function parseConfigDocument(text: string, opts: ParseOptions = {}): ConfigDocument {
   const parsed = parseText(text);
   if ('issues' in parsed) throw new ConfigError(parsed.issues, opts.source);
   if (parsed.data === null || parsed.data === undefined) {
@@ -94,7 +100,12 @@ export function parseConfig(text: string, opts: ParseOptions = {}): Config {
   const schema = createConfigSchema({ localAddresses: opts.localAddresses ?? hostAddresses() });
   const result = schema.safeParse(parsed.data, { error: errorMap });
   if (!result.success) throw new ConfigError(toIssues(result.error.issues), opts.source);
-  return deepFreeze(result.data);
+  return { config: deepFreeze(result.data), raw: parsed.data };
+}
+
+/** Validates config text (YAML or JSON). Throws ConfigError with every issue found. */
+export function parseConfig(text: string, opts: ParseOptions = {}): Config {
+  return parseConfigDocument(text, opts).config;
 }
 
 const READ_REASONS: Record<string, string> = {
@@ -103,14 +114,36 @@ const READ_REASONS: Record<string, string> = {
   EISDIR: 'it is a directory',
 };
 
-/** Reads and validates a config file. Throws ConfigReadError (MF_CONFIG_READ) or ConfigError. */
-export async function loadConfig(path: string, opts: ParseOptions = {}): Promise<Config> {
+const WORLD_WRITABLE = 0o002;
+
+/**
+ * Reads and validates a config file. Throws ConfigReadError (MF_CONFIG_READ) or ConfigError.
+ * Running as root, a file anyone may write is refused: whoever edits it chooses what root
+ * captures and where the copies go.
+ */
+export async function loadConfigDocument(path: string, opts: ParseOptions = {}): Promise<ConfigDocument> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    const file = await open(path, 'r');
+    try {
+      const st = await file.stat();
+      if (st.isDirectory()) throw Object.assign(new Error('it is a directory'), { code: 'EISDIR' });
+      if (process.getuid?.() === 0 && (st.mode & WORLD_WRITABLE) !== 0) {
+        throw new ConfigReadError(path, `it is world-writable (mode ${(st.mode & 0o777).toString(8)}); run chmod o-w ${path}`);
+      }
+      text = await file.readFile('utf8');
+    } finally {
+      await file.close();
+    }
   } catch (err) {
+    if (err instanceof ConfigReadError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? '';
     throw new ConfigReadError(path, READ_REASONS[code] ?? (err as Error).message, err);
   }
-  return parseConfig(text, { source: path, ...opts });
+  return parseConfigDocument(text, { source: path, ...opts });
+}
+
+/** Reads and validates a config file; see loadConfigDocument. */
+export async function loadConfig(path: string, opts: ParseOptions = {}): Promise<Config> {
+  return (await loadConfigDocument(path, opts)).config;
 }
