@@ -23,13 +23,22 @@ const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 const DIRECTION_NAMES = ['in', 'out'] as const;
 
-/** The MAC the kernel uses as source on this interface (names are checked by the config schema). */
-async function interfaceMac(name: string): Promise<string> {
+/** How often source interfaces are checked for deletion and re-creation. */
+const INTERFACE_CHECK_MS = 1000;
+const MISSING = -1;
+
+/** The interface's kernel index, or MISSING (names are checked by the config schema). */
+async function interfaceIndex(name: string): Promise<number> {
   try {
-    return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
-  } catch (err) {
-    throw new Error(`source interface ${name}: cannot read its MAC address (${(err as NodeJS.ErrnoException).code ?? err})`);
+    return Number((await readFile(`/sys/class/net/${name}/ifindex`, 'utf8')).trim());
+  } catch {
+    return MISSING;
   }
+}
+
+/** The MAC the kernel uses as source on this interface. */
+async function interfaceMac(name: string): Promise<string> {
+  return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
 }
 
 /** Everything built from one config: replaced as a whole on reload. */
@@ -38,7 +47,10 @@ interface Generation {
   rules: RuleSet;
   pipeline: MirrorPipeline;
   senders: VxlanSender[];
+  /** Capture per present source interface (a missing one has none until it appears). */
   sources: PcapSource[];
+  /** Kernel index of each source interface when this generation was built, or MISSING. */
+  ifIndexes: Map<string, number>;
 }
 
 /**
@@ -52,6 +64,7 @@ export class Agent {
   private control: ControlServer | undefined;
   private readonly totals = new Map<keyof MetricsSource, Totals>();
   private readonly startedAt = Date.now();
+  private watcher: NodeJS.Timeout | undefined;
   /** Reloads and control edits run one at a time. */
   private swapping: Promise<unknown> = Promise.resolve();
 
@@ -71,7 +84,27 @@ export class Agent {
       this.control = await ControlServer.listen({ socketPath, handler: this.controlHandler(), log: this.log });
       this.log.info({ socket: socketPath }, 'control socket listening');
     }
+    this.watcher = setInterval(() => void this.checkInterfaces(), INTERFACE_CHECK_MS);
+    this.watcher.unref();
     this.log.info(this.summary(this.gen), 'agent ready');
+  }
+
+  /**
+   * A source interface deleted, re-created (new index) or appearing late gets its capture
+   * rebuilt with the running config; a deleted one stops being read until it returns.
+   */
+  private async checkInterfaces(): Promise<void> {
+    const gen = this.gen;
+    if (!gen) return;
+    for (const [name, known] of gen.ifIndexes) {
+      if ((await interfaceIndex(name)) === known) continue;
+      await this.serialized(async () => {
+        if (this.gen !== gen) return;
+        this.log.warn({ interface: name }, 'source interface changed (deleted, re-created or appeared); reopening capture');
+        await this.swap({ config: gen.config, raw: this.raw });
+      }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
+      return;
+    }
   }
 
   /** Re-reads the config file; a config that fails validation leaves the running one as is. */
@@ -96,6 +129,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.watcher);
     await this.swapping.catch(() => undefined);
     await this.control?.close();
     if (this.gen) await this.retire(this.gen);
@@ -142,11 +176,18 @@ export class Agent {
         this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
       const pipeline = new MirrorPipeline(rules, senders);
+      const ifIndexes = new Map<string, number>();
       for (const [ifIndex, name] of rules.interfaces.entries()) {
+        const kernelIndex = await interfaceIndex(name);
+        ifIndexes.set(name, kernelIndex);
+        if (kernelIndex === MISSING) {
+          this.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
+          continue;
+        }
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
-      return { config, rules, pipeline, senders, sources };
+      return { config, rules, pipeline, senders, sources, ifIndexes };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
@@ -251,7 +292,7 @@ export class Agent {
       for (const dir of [DIR_IN, DIR_OUT] as const) {
         capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.captured[i * 2 + dir]!]);
       }
-      const src = gen.sources[i];
+      const src = gen.sources.find((s) => s.interfaceName === name);
       if (src) drops.push([{ interface: name }, src.stats().dropped]);
     });
     pipeline.notMirrored.forEach((count, slot) => {

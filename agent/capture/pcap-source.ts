@@ -69,6 +69,7 @@ export class PcapSource {
   private readonly native: NativeSession;
   private readonly blockTimeoutMs: number;
   private readonly clock = { lastTsUs: 0, skipThroughUs: 0 };
+  private lastStats: CaptureStats = { received: 0, dropped: 0, ifDropped: 0 };
   private closed = false;
 
   constructor(opts: PcapSourceOptions) {
@@ -102,9 +103,15 @@ export class PcapSource {
 
   /** Kernel counters since open. */
   stats(): CaptureStats {
-    if (this.closed) return { received: 0, dropped: 0, ifDropped: 0 };
-    const s = this.native.stats();
-    return { received: s.ps_recv, dropped: s.ps_drop, ifDropped: s.ps_ifdrop };
+    if (!this.closed) {
+      try {
+        const s = this.native.stats();
+        this.lastStats = { received: s.ps_recv, dropped: s.ps_drop, ifDropped: s.ps_ifdrop };
+      } catch {
+        // A failed handle keeps its last counters.
+      }
+    }
+    return this.lastStats;
   }
 
   close(): void {
@@ -127,6 +134,8 @@ const HDR_TV_USEC = 4;
 const HDR_CAPLEN = 8;
 const HDR_LEN = 12;
 const ETH_SRC_OFFSET = 6;
+/** pcap_dispatch's answer after pcap_breakloop (our own close). */
+const PCAP_ERROR_BREAK = -2;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** The kernel-side filter: each direction's expression, told apart by the source MAC. */
@@ -164,8 +173,18 @@ function openHandle(opts: PcapSourceOptions, clock: { lastTsUs: number; skipThro
     opts.interfaceName, directionalFilter(opts.macAddress, opts.filterIn, opts.filterOut), opts.bufferBytes,
     opts.snapLength, '', packetReady, false, opts.bufferTimeoutMs, opts.onWarning, false,
   );
+  // pcap_dispatch fails (-1, or -9 "interface not up") when the interface goes down or away.
+  // The handle stays open: the kernel re-attaches it when the link comes back up, and the
+  // agent's interface watcher replaces it if the interface is re-created. Say so once per outage.
+  let failing = false;
   native.read_callback = () => {
-    native.dispatch(frame, header);
+    const n = native.dispatch(frame, header);
+    if (n < 0 && n !== PCAP_ERROR_BREAK) {
+      if (!failing) opts.onWarning(`capture read failed (pcap error ${n}): interface down or gone`);
+      failing = true;
+    } else if (n > 0) {
+      failing = false;
+    }
   };
   if (opts.paused !== true) {
     native.start_polling();
