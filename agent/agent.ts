@@ -76,7 +76,8 @@ export class Agent {
     this.raw = doc.raw;
     const listen = doc.config.agent.metrics.listen;
     if (listen !== '') {
-      this.server = await serveMetrics(listen, createRegistry(this.metricsSource()), () => this.gen !== undefined);
+      const { registry } = createRegistry(this.metricsSource());
+      this.server = await serveMetrics(listen, registry, () => this.gen !== undefined);
       this.log.info({ listen }, 'metrics endpoint listening');
     }
     const socketPath = doc.config.agent.control.socket;
@@ -332,6 +333,16 @@ export class Agent {
       mirrorSendErrors: read('mirrorSendErrors'),
       mirrorDropped: read('mirrorDropped'),
       sessionsActive: () => this.gen?.rules.sessions.length ?? 0,
+      tcpRetransmissions: read('tcpRetransmissions'),
+      tcpSynRetransmissions: read('tcpSynRetransmissions'),
+      tcpZeroWindows: read('tcpZeroWindows'),
+      tcpResets: read('tcpResets'),
+      tcpOutOfOrder: read('tcpOutOfOrder'),
+      flowsActive: () => [],
+      flowLogRecords: read('flowLogRecords'),
+      flowTableEvictions: read('flowTableEvictions'),
+      sinkErrors: read('sinkErrors'),
+      sinkDropped: read('sinkDropped'),
     };
   }
 

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** One sample: label values in the order of the metric's labelNames, and the value. */
 export type Sample = readonly [labels: Record<string, string>, value: number];
@@ -18,6 +18,27 @@ export interface MetricsSource {
   mirrorSendErrors(): Iterable<Sample>; // session
   mirrorDropped(): Iterable<Sample>; // session
   sessionsActive(): number;
+  tcpRetransmissions(): Iterable<Sample>; // interface
+  tcpSynRetransmissions(): Iterable<Sample>; // interface
+  tcpZeroWindows(): Iterable<Sample>; // interface
+  tcpResets(): Iterable<Sample>; // interface
+  tcpOutOfOrder(): Iterable<Sample>; // interface
+  flowsActive(): Iterable<Sample>; // flow_log
+  flowLogRecords(): Iterable<Sample>; // flow_log, status
+  flowTableEvictions(): Iterable<Sample>; // flow_log
+  sinkErrors(): Iterable<Sample>; // flow_log
+  sinkDropped(): Iterable<Sample>; // flow_log
+}
+
+/** Handshake RTT from 10 µs (same rack) to 10 s (a struggling path), roughly ×2.5 per step. */
+export const RTT_BUCKETS_SECONDS = [
+  1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+/** Records one handshake RTT; bound per side so the packet path does no label lookups. */
+export interface RttRecorder {
+  client(seconds: number): void;
+  server(seconds: number): void;
 }
 
 const PREFIX = 'mirrorflow_';
@@ -26,9 +47,14 @@ const PREFIX = 'mirrorflow_';
  * Builds an isolated registry (never prom-client's global one, so tests and reloads stay
  * independent) whose metrics copy the source's totals when scraped.
  */
-export function createRegistry(source: MetricsSource): Registry {
+export function createRegistry(source: MetricsSource): { registry: Registry; rtt: RttRecorder } {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
+  // prom-client names these gauges *_total, which Prometheus reserves for counters
+  // (promtool check metrics refuses them); the handle/request counts are not worth that.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(PREFIX + name);
+  }
 
   const counter = (name: string, help: string, labelNames: string[], read: () => Iterable<Sample>): void => {
     new Counter({
@@ -49,11 +75,36 @@ export function createRegistry(source: MetricsSource): Registry {
   counter('mirror_truncated_packets_total', 'Mirrored frames cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
   counter('mirror_send_errors_total', 'Mirrored packets the kernel refused to send.', ['session'], () => source.mirrorSendErrors());
   counter('mirror_backpressure_drops_total', 'Mirrored packets dropped because the send queue was full.', ['session'], () => source.mirrorDropped());
+  counter('tcp_retransmissions_total', 'TCP segments seen again (retransmissions, as tshark flags them), SYN included.', ['interface'], () => source.tcpRetransmissions());
+  counter('tcp_syn_retransmissions_total', 'Retransmitted SYN and SYN-ACK segments.', ['interface'], () => source.tcpSynRetransmissions());
+  counter('tcp_zero_window_total', 'TCP segments advertising a zero receive window.', ['interface'], () => source.tcpZeroWindows());
+  counter('tcp_resets_total', 'TCP segments with RST set.', ['interface'], () => source.tcpResets());
+  counter('tcp_out_of_order_total', 'TCP segments that arrived below the highest sequence seen without being retransmissions.', ['interface'], () => source.tcpOutOfOrder());
+  counter('flow_log_records_total', 'Flow log records handed to the sink, by log-status.', ['flow_log', 'status'], () => source.flowLogRecords());
+  counter('flow_table_evictions_total', 'Flows written early because the flow table was full.', ['flow_log'], () => source.flowTableEvictions());
+  counter('flow_log_sink_errors_total', 'Failed sink writes (each retried).', ['flow_log'], () => source.sinkErrors());
+  counter('flow_log_sink_dropped_total', 'Records dropped because the sink queue was full.', ['flow_log'], () => source.sinkDropped());
+  new Gauge({
+    name: PREFIX + 'flows_active', help: 'Flows in the flow table of each flow log.', labelNames: ['flow_log'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of source.flowsActive()) this.set(labels, value);
+    },
+  });
   new Gauge({
     name: PREFIX + 'sessions_active', help: 'Enabled mirror sessions in the running config.', registers: [registry],
     collect() {
       this.set(source.sessionsActive());
     },
   });
-  return registry;
+  const rtt = new Histogram({
+    name: PREFIX + 'tcp_rtt_seconds',
+    help: 'TCP handshake RTT seen from this host: server side SYN to SYN-ACK, client side SYN-ACK to ACK.',
+    labelNames: ['side'],
+    buckets: RTT_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const client = rtt.labels('client');
+  const server = rtt.labels('server');
+  return { registry, rtt: { client: (s) => client.observe(s), server: (s) => server.observe(s) } };
 }

@@ -322,7 +322,7 @@ describe('Grafana dashboard', () => {
 
   it('queries only metrics the agent exports or SPEC §5 promises', async () => {
     // Registered names, read without scraping (no source method is called).
-    const registry = createRegistry({} as MetricsSource);
+    const { registry } = createRegistry({} as MetricsSource);
     const exported = new Set(registry.getMetricsAsArray().map((m) => m.name));
     const known = new Set([...exported, ...SPEC_METRICS]);
     const used = new Set(exprs.flatMap((e) => e.match(/\bmirrorflow_[a-z0-9_]+/g) ?? []));

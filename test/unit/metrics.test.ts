@@ -1,0 +1,114 @@
+// The /metrics endpoint: promtool (Prometheus' own checker) accepts the text, counters stay
+// monotonic across reloads, the RTT histogram covers 10 µs..10 s, and health/readiness answer.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { createRegistry, RTT_BUCKETS_SECONDS, type MetricsSource, type RttRecorder, type Sample } from '../../agent/metrics/metrics.js';
+import { serveMetrics } from '../../agent/metrics/http.js';
+import { Totals } from '../../agent/metrics/totals.js';
+
+function promtool(text: string): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    const child = execFile('promtool', ['check', 'metrics'], (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+    );
+    child.stdin!.end(text);
+  });
+}
+
+const capture = new Totals();
+let live: Sample[] = [];
+let ready = true;
+
+const source: MetricsSource = {
+  capturePackets: () => capture.with(live),
+  captureDrops: () => [[{ interface: 'eth0' }, 3]],
+  malformedPackets: () => [[{ reason: 'ipv4-bad-ihl' }, 2]],
+  notMirroredPackets: () => [[{ interface: 'eth0', reason: 'no-match' }, 7]],
+  mirrorPackets: () => [[{ session: 'ts-1' }, 10]],
+  mirrorBytes: () => [[{ session: 'ts-1' }, 1000]],
+  mirrorTruncated: () => [[{ session: 'ts-1' }, 1]],
+  mirrorSendErrors: () => [[{ session: 'ts-1' }, 0]],
+  mirrorDropped: () => [[{ session: 'ts-1' }, 0]],
+  sessionsActive: () => 1,
+  tcpRetransmissions: () => [[{ interface: 'eth0' }, 4]],
+  tcpSynRetransmissions: () => [[{ interface: 'eth0' }, 1]],
+  tcpZeroWindows: () => [[{ interface: 'eth0' }, 2]],
+  tcpResets: () => [[{ interface: 'eth0' }, 5]],
+  tcpOutOfOrder: () => [[{ interface: 'eth0' }, 0]],
+  flowsActive: () => [[{ flow_log: 'fl-1' }, 12]],
+  flowLogRecords: () => [[{ flow_log: 'fl-1', status: 'OK' }, 30], [{ flow_log: 'fl-1', status: 'NODATA' }, 1]],
+  flowTableEvictions: () => [[{ flow_log: 'fl-1' }, 0]],
+  sinkErrors: () => [[{ flow_log: 'fl-1' }, 0]],
+  sinkDropped: () => [[{ flow_log: 'fl-1' }, 0]],
+};
+
+describe('metrics endpoint', () => {
+  let server: Server;
+  let base: string;
+  let rtt: RttRecorder;
+
+  beforeAll(async () => {
+    const created = createRegistry(source);
+    rtt = created.rtt;
+    server = await serveMetrics('127.0.0.1:0', created.registry, () => ready);
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const scrape = async () => (await fetch(`${base}/metrics`)).text();
+  const value = (text: string, series: string): number => {
+    const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+    if (line === undefined) throw new Error(`no series ${series}`);
+    return Number(line.slice(series.length + 1));
+  };
+
+  it('serves text that promtool check metrics accepts, with every SPEC §5 name', async () => {
+    rtt.client(0.000212);
+    rtt.server(0.03);
+    const text = await scrape();
+    const check = await promtool(text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
+    for (const name of [
+      'capture_packets_total', 'capture_drops_total', 'mirror_packets_total', 'mirror_bytes_total',
+      'mirror_truncated_packets_total', 'mirror_send_errors_total', 'tcp_retransmissions_total',
+      'tcp_syn_retransmissions_total', 'tcp_zero_window_total', 'tcp_resets_total', 'tcp_rtt_seconds',
+      'flows_active', 'flow_log_records_total', 'flow_table_evictions_total', 'process_resident_memory_bytes',
+    ]) {
+      expect(text, name).toContain(`# TYPE mirrorflow_${name} `);
+    }
+  });
+
+  it('has RTT buckets from 10 µs to 10 s and puts each sample in its bucket', async () => {
+    expect(RTT_BUCKETS_SECONDS[0]).toBe(1e-5);
+    expect(RTT_BUCKETS_SECONDS.at(-1)).toBe(10);
+    const before = await scrape();
+    rtt.client(0.0003);
+    const after = await scrape();
+    const le = (b: string) => `mirrorflow_tcp_rtt_seconds_bucket{le="${b}",side="client"}`;
+    expect(value(after, le('0.00025')) - value(before, le('0.00025'))).toBe(0);
+    expect(value(after, le('0.0005')) - value(before, le('0.0005'))).toBe(1);
+    expect(value(after, 'mirrorflow_tcp_rtt_seconds_count{side="client"}') - value(before, 'mirrorflow_tcp_rtt_seconds_count{side="client"}')).toBe(1);
+  });
+
+  it('keeps counters monotonic when a generation is retired and a new one starts from zero', async () => {
+    const series = 'mirrorflow_capture_packets_total{interface="eth0",direction="in"}';
+    live = [[{ interface: 'eth0', direction: 'in' }, 40]];
+    const first = value(await scrape(), series);
+    capture.fold(live);
+    live = [[{ interface: 'eth0', direction: 'in' }, 2]];
+    const second = value(await scrape(), series);
+    expect(first).toBe(40);
+    expect(second).toBe(42);
+  });
+
+  it('answers /healthz always and /readyz only when capture is attached', async () => {
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    ready = false;
+    expect((await fetch(`${base}/readyz`)).status).toBe(503);
+    ready = true;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+  });
+});
