@@ -5,6 +5,7 @@ import { loadConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { runLab } from './lab/lab.js';
+import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
 import { ControlError } from './control/protocol.js';
@@ -71,6 +72,33 @@ program
         for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
       } else {
         process.stderr.write(`${(err as Error).message}\n`);
+      }
+      process.exitCode = 1;
+    }
+  });
+
+program
+  .command('replay')
+  .description('run the pipeline over a capture file: mirrored copies as VXLAN frames into --out')
+  .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
+  .requiredOption('--pcap <file>', 'capture file to read (pcap or pcapng, Ethernet)')
+  .option('--interface <name>', 'the configured source interface the file was captured on')
+  .option('--out <file>', 'write the VXLAN copies (whole outer frames) to this pcap file')
+  .option('--local-mac <mac>', "the interface's MAC: frames from it are outbound (for files without directions)")
+  .option('--outer-source <address>', 'outer source address of the written copies (default 192.0.2.1 / 2001:db8::1)')
+  .option('--mtu <bytes>', 'path MTU to the targets', (v) => Number(v), 1500)
+  .action(async (opts: { config: string; pcap: string; interface?: string; out?: string; localMac?: string; outerSource?: string; mtu: number }) => {
+    try {
+      const summary = await replay({
+        config: opts.config, pcap: opts.pcap, interfaceName: opts.interface, out: opts.out,
+        localMac: opts.localMac, outerSource: opts.outerSource, pathMtu: opts.mtu,
+      });
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
+      } else {
+        process.stderr.write(`replay: ${(err as Error).message}\n`);
       }
       process.exitCode = 1;
     }

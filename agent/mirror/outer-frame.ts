@@ -1,0 +1,127 @@
+// Whole outer frames (Ethernet / IPv4 or IPv6 / UDP / VXLAN / inner frame) for `mirrorflow
+// replay`, which writes what the live sender would put on the wire into a pcap file. The
+// live path never builds these: the kernel adds the outer headers to the UDP payload.
+import { isIPv4 } from 'node:net';
+import type { PacketView } from '../packet/view.js';
+import type { MirrorOutput } from './output.js';
+import { flowSourcePort } from './flow-hash.js';
+import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
+
+const ETH_LEN = 14;
+const IPV4_LEN = 20;
+const IPV6_LEN = 40;
+const UDP_LEN = 8;
+const ETHERTYPE_IPV4 = 0x0800;
+const ETHERTYPE_IPV6 = 0x86dd;
+const IPPROTO_UDP = 17;
+const TTL = 64;
+/** Locally administered MACs: replay has no real next hop to name. */
+const OUTER_SRC_MAC = Buffer.from('020000000001', 'hex');
+const OUTER_DST_MAC = Buffer.from('020000000002', 'hex');
+
+/** Receives finished frames (the replay's pcap writer). */
+export interface FrameWriter {
+  write(buf: Buffer, caplen: number, wireLen: number, tsUs: number): void;
+}
+
+export interface OuterFrameOptions {
+  /** Outer source address: the address this host would send from. */
+  sourceAddress: string;
+  targetAddress: string;
+  targetPort: number;
+  pathMtu: number;
+}
+
+function addressBytes(address: string): Buffer {
+  if (isIPv4(address)) return Buffer.from(address.split('.').map(Number));
+  // Expand "::" and write the eight 16-bit groups.
+  const [head = '', tail] = address.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = [...left, ...new Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+/** Ones' complement sum of 16-bit words, folded. */
+function sum16(buf: Buffer, start: number, end: number, acc: number): number {
+  let s = acc;
+  for (let i = start; i + 1 < end; i += 2) s += (buf[i]! << 8) | buf[i + 1]!;
+  if ((end - start) & 1) s += buf[end - 1]! << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/** A MirrorOutput that writes complete outer frames into a FrameWriter. */
+export class OuterFrameOutput implements MirrorOutput {
+  packets = 0;
+  bytes = 0;
+  truncated = 0;
+  sendErrors = 0;
+  dropped = 0;
+  private readonly family: 4 | 6;
+  private readonly src: Buffer;
+  private readonly dst: Buffer;
+  private readonly frame = Buffer.alloc(65535);
+
+  constructor(private readonly opts: OuterFrameOptions, private readonly writer: FrameWriter) {
+    this.family = isIPv4(opts.targetAddress) ? 4 : 6;
+    if (isIPv4(opts.sourceAddress) !== (this.family === 4)) {
+      throw new Error(`outer source ${opts.sourceAddress} and target ${opts.targetAddress} are not the same IP version`);
+    }
+    this.src = addressBytes(opts.sourceAddress);
+    this.dst = addressBytes(opts.targetAddress);
+  }
+
+  send(view: PacketView, vni: number, packetLength: number): boolean {
+    const len = Math.min(view.caplen, frameLimit(this.opts.pathMtu, this.family, packetLength));
+    if (len < view.wireLen) this.truncated++;
+    const f = this.frame;
+    OUTER_DST_MAC.copy(f, 0);
+    OUTER_SRC_MAC.copy(f, 6);
+    const ipLen = this.family === 4 ? IPV4_LEN : IPV6_LEN;
+    const udp = ETH_LEN + ipLen;
+    const udpLength = UDP_LEN + VXLAN_HEADER_LEN + len;
+    if (this.family === 4) {
+      f.writeUInt16BE(ETHERTYPE_IPV4, 12);
+      f.fill(0, ETH_LEN, udp);
+      f[ETH_LEN] = 0x45;
+      f.writeUInt16BE(IPV4_LEN + udpLength, ETH_LEN + 2);
+      f.writeUInt16BE(0x4000, ETH_LEN + 6); // DF, as the kernel sends with path MTU discovery
+      f[ETH_LEN + 8] = TTL;
+      f[ETH_LEN + 9] = IPPROTO_UDP;
+      this.src.copy(f, ETH_LEN + 12);
+      this.dst.copy(f, ETH_LEN + 16);
+      f.writeUInt16BE(~sum16(f, ETH_LEN, udp, 0) & 0xffff, ETH_LEN + 10);
+    } else {
+      f.writeUInt16BE(ETHERTYPE_IPV6, 12);
+      f.writeUInt32BE(0x60000000, ETH_LEN);
+      f.writeUInt16BE(udpLength, ETH_LEN + 4);
+      f[ETH_LEN + 6] = IPPROTO_UDP;
+      f[ETH_LEN + 7] = TTL;
+      this.src.copy(f, ETH_LEN + 8);
+      this.dst.copy(f, ETH_LEN + 24);
+    }
+    f.writeUInt16BE(flowSourcePort(view), udp);
+    f.writeUInt16BE(this.opts.targetPort, udp + 2);
+    f.writeUInt16BE(udpLength, udp + 4);
+    f.writeUInt16BE(0, udp + 6);
+    writeVxlanHeader(f, udp + UDP_LEN, vni);
+    view.buf.copy(f, udp + UDP_LEN + VXLAN_HEADER_LEN, 0, len);
+    if (this.family === 6) {
+      // IPv6 requires the UDP checksum: pseudo-header (addresses, length, next header) + datagram.
+      let s = sum16(f, ETH_LEN + 8, ETH_LEN + 40, 0);
+      s = sum16(f, udp, udp + udpLength, s + udpLength + IPPROTO_UDP);
+      while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+      f.writeUInt16BE(~s & 0xffff || 0xffff, udp + 6);
+    }
+    const total = udp + udpLength;
+    this.writer.write(f, total, total, view.tsUs);
+    this.packets++;
+    this.bytes += VXLAN_HEADER_LEN + len;
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}
