@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
 import { loadConfigDocument, parseConfigDocument, type ConfigDocument } from './config/load.js';
 import type { Config } from './config/types.js';
@@ -16,6 +17,8 @@ import { createRegistry, type MetricsSource, type Sample } from './metrics/metri
 import { serveMetrics } from './metrics/http.js';
 import { Totals } from './metrics/totals.js';
 import { ControlServer, type ControlHandler } from './control/server.js';
+import { FlowLogs } from './flow/flow-logs.js';
+import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
@@ -23,8 +26,10 @@ const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 const DIRECTION_NAMES = ['in', 'out'] as const;
 
-/** How often source interfaces are checked for deletion and re-creation. */
-const INTERFACE_CHECK_MS = 1000;
+/** How often windows are closed, capture drops read and interfaces checked. */
+const TICK_MS = 1000;
+/** A window is written this long after it ends, so frames still in the capture ring land in it. */
+const WINDOW_GRACE_SEC = 1;
 const MISSING = -1;
 
 /** The interface's kernel index, or MISSING (names are checked by the config schema). */
@@ -51,6 +56,10 @@ interface Generation {
   sources: PcapSource[];
   /** Kernel index of each source interface when this generation was built, or MISSING. */
   ifIndexes: Map<string, number>;
+  /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
+  flow: FlowStage | undefined;
+  /** Capture drops already reported to the flow logs, by ifIndex. */
+  dropsSeen: Float64Array;
 }
 
 /**
@@ -64,20 +73,26 @@ export class Agent {
   private control: ControlServer | undefined;
   private readonly totals = new Map<keyof MetricsSource, Totals>();
   private readonly startedAt = Date.now();
-  private watcher: NodeJS.Timeout | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private readonly registry: Registry;
+  private readonly flowLogs: FlowLogs;
   /** Reloads and control edits run one at a time. */
   private swapping: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly configPath: string, private readonly log: Logger) {}
+  constructor(private readonly configPath: string, private readonly log: Logger) {
+    const { registry, rtt } = createRegistry(this.metricsSource());
+    this.registry = registry;
+    this.flowLogs = new FlowLogs(log, rtt);
+  }
 
   async start(): Promise<void> {
     const doc = await loadConfigDocument(this.configPath);
     this.gen = await this.build(doc.config, undefined);
+    await this.flowLogs.commit(this.gen.flow);
     this.raw = doc.raw;
     const listen = doc.config.agent.metrics.listen;
     if (listen !== '') {
-      const { registry } = createRegistry(this.metricsSource());
-      this.server = await serveMetrics(listen, registry, () => this.gen !== undefined);
+      this.server = await serveMetrics(listen, this.registry, () => this.gen !== undefined);
       this.log.info({ listen }, 'metrics endpoint listening');
     }
     const socketPath = doc.config.agent.control.socket;
@@ -85,9 +100,23 @@ export class Agent {
       this.control = await ControlServer.listen({ socketPath, handler: this.controlHandler(), log: this.log });
       this.log.info({ socket: socketPath }, 'control socket listening');
     }
-    this.watcher = setInterval(() => void this.checkInterfaces(), INTERFACE_CHECK_MS);
-    this.watcher.unref();
+    this.ticker = setInterval(() => this.tick(), TICK_MS);
+    this.ticker.unref();
     this.log.info(this.summary(this.gen), 'agent ready');
+  }
+
+  private tick(): void {
+    const gen = this.gen;
+    if (gen?.flow) {
+      for (const src of gen.sources) {
+        const i = gen.rules.interfaceIndex(src.interfaceName);
+        const dropped = src.stats().dropped;
+        gen.flow.noteDrops(i, dropped - gen.dropsSeen[i]!);
+        gen.dropsSeen[i] = dropped;
+      }
+    }
+    this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
+    void this.checkInterfaces();
   }
 
   /**
@@ -130,11 +159,12 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.watcher);
+    clearInterval(this.ticker);
     await this.swapping.catch(() => undefined);
     await this.control?.close();
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
+    await this.flowLogs.stop();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');
   }
@@ -154,6 +184,7 @@ export class Agent {
     const old = this.gen;
     const next = await this.build(doc.config, old);
     if (old) await this.retire(old);
+    await this.flowLogs.commit(next.flow);
     const lastTs = new Map(old?.sources.map((s) => [s.interfaceName, s.lastTsUs]) ?? []);
     for (const src of next.sources) src.resume(lastTs.get(src.interfaceName) ?? 0);
     this.gen = next;
@@ -176,7 +207,8 @@ export class Agent {
         });
         this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
-      const pipeline = new MirrorPipeline(rules, senders);
+      const flow = this.flowLogs.prepare(config, rules.interfaces);
+      const pipeline = new MirrorPipeline(rules, senders, flow);
       const ifIndexes = new Map<string, number>();
       for (const [ifIndex, name] of rules.interfaces.entries()) {
         const kernelIndex = await interfaceIndex(name);
@@ -188,7 +220,8 @@ export class Agent {
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
-      return { config, rules, pipeline, senders, sources, ifIndexes };
+      const dropsSeen = new Float64Array(rules.interfaces.length);
+      return { config, rules, pipeline, senders, sources, ifIndexes, flow, dropsSeen };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
@@ -203,8 +236,9 @@ export class Agent {
     return new PcapSource({
       interfaceName: name,
       macAddress,
-      filterIn: prefilterExpression(rules, name, DIR_IN, { allIp: false }),
-      filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp: false }),
+      // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
+      filterIn: prefilterExpression(rules, name, DIR_IN, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
+      filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
       snapLength: snap,
       bufferBytes: CAPTURE_BUFFER_BYTES,
       bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
@@ -333,16 +367,16 @@ export class Agent {
       mirrorSendErrors: read('mirrorSendErrors'),
       mirrorDropped: read('mirrorDropped'),
       sessionsActive: () => this.gen?.rules.sessions.length ?? 0,
-      tcpRetransmissions: read('tcpRetransmissions'),
-      tcpSynRetransmissions: read('tcpSynRetransmissions'),
-      tcpZeroWindows: read('tcpZeroWindows'),
-      tcpResets: read('tcpResets'),
-      tcpOutOfOrder: read('tcpOutOfOrder'),
-      flowsActive: () => [],
-      flowLogRecords: read('flowLogRecords'),
-      flowTableEvictions: read('flowTableEvictions'),
-      sinkErrors: read('sinkErrors'),
-      sinkDropped: read('sinkDropped'),
+      tcpRetransmissions: () => this.flowLogs.samples('tcpRetransmissions'),
+      tcpSynRetransmissions: () => this.flowLogs.samples('tcpSynRetransmissions'),
+      tcpZeroWindows: () => this.flowLogs.samples('tcpZeroWindows'),
+      tcpResets: () => this.flowLogs.samples('tcpResets'),
+      tcpOutOfOrder: () => this.flowLogs.samples('tcpOutOfOrder'),
+      flowsActive: () => this.flowLogs.activeFlows(),
+      flowLogRecords: () => this.flowLogs.samples('flowLogRecords'),
+      flowTableEvictions: () => this.flowLogs.samples('flowTableEvictions'),
+      sinkErrors: () => this.flowLogs.samples('sinkErrors'),
+      sinkDropped: () => this.flowLogs.samples('sinkDropped'),
     };
   }
 

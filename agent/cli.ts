@@ -92,6 +92,7 @@ program
       const summary = await replay({
         config: opts.config, pcap: opts.pcap, interfaceName: opts.interface, out: opts.out,
         localMac: opts.localMac, outerSource: opts.outerSource, pathMtu: opts.mtu,
+        logger: createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'warn'),
       });
       process.stdout.write(`${JSON.stringify(summary)}\n`);
     } catch (err) {

@@ -3,12 +3,14 @@ import { DECODE_MALFORMED, PacketView, type Direction } from './packet/view.js';
 import { matchPacket } from './rules/match.js';
 import type { RuleSet } from './rules/compile.js';
 import type { MirrorOutput } from './mirror/output.js';
+import type { FlowStage } from './flow/stage.js';
 
 /** Room per interface for the matcher's negative verdict codes. */
 export const REASON_SLOTS = 16;
 
 /**
- * The per-packet path: decode in place → match the rules → hand to the session's sender.
+ * The per-packet path: decode in place → match the rules → hand to the session's sender,
+ * then (when flow logs are configured) TCP analysis and the flow tables.
  * Counters are plain numbers read by the metrics collector at scrape time, so the hot
  * path never touches prom-client's label maps.
  */
@@ -25,6 +27,8 @@ export class MirrorPipeline {
     readonly rules: RuleSet,
     /** One output per compiled session, by session index. */
     readonly senders: readonly MirrorOutput[],
+    /** Flow logs and TCP analysis, when any flow log is configured. */
+    readonly flow?: FlowStage,
   ) {
     this.captured = new Float64Array(rules.interfaces.length * 2);
     this.notMirrored = new Float64Array(rules.interfaces.length * REASON_SLOTS);
@@ -42,11 +46,13 @@ export class MirrorPipeline {
     }
     // Non-IP and ARP frames go on to the matcher too: it counts them as excluded.
     const verdict = matchPacket(this.rules, ifIndex, view);
+    let mirrored = -1;
     if (verdict < 0) {
       this.notMirrored[ifIndex * REASON_SLOTS - verdict]! += 1;
-      return;
+    } else {
+      const session = this.rules.sessions[verdict]!;
+      if (this.senders[verdict]!.send(view, session.vni, session.packetLength)) mirrored = verdict;
     }
-    const session = this.rules.sessions[verdict]!;
-    this.senders[verdict]!.send(view, session.vni, session.packetLength);
+    if (this.flow !== undefined && view.ipVersion !== 0) this.flow.observe(ifIndex, view, mirrored);
   }
 }

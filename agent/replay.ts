@@ -9,6 +9,8 @@ import { OuterFrameOutput, type FrameWriter } from './mirror/outer-frame.js';
 import { DEFAULT_PATH_MTU } from './mirror/path-mtu.js';
 import { DIR_IN, DIR_OUT } from './packet/view.js';
 import type { MirrorOutput } from './mirror/output.js';
+import { FlowLogs } from './flow/flow-logs.js';
+import type { Logger } from './log.js';
 
 export interface ReplayOptions {
   config: string;
@@ -18,6 +20,7 @@ export interface ReplayOptions {
   out?: string;
   /** For files that do not record direction (classic pcap): frames from this MAC are outbound. */
   localMac?: string;
+  logger: Logger;
   /** Outer source address of the written VXLAN frames. */
   outerSource?: string;
   pathMtu?: number;
@@ -30,6 +33,8 @@ export interface ReplaySummary {
   truncated: Record<string, number>;
   malformed: Record<string, number>;
   written: number;
+  /** Flow log records written, by flow log id and log-status. */
+  flowLogRecords: Record<string, Record<string, number>>;
 }
 
 const DOC_SOURCE_V4 = '192.0.2.1';
@@ -58,7 +63,11 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
         writer ?? discard,
       ),
   );
-  const pipeline = new MirrorPipeline(rules, outputs);
+  // Flow logs go to the configured sinks, windows following packet time.
+  const flowLogs = new FlowLogs(opts.logger);
+  const flow = flowLogs.prepare(config, rules.interfaces);
+  await flowLogs.commit(flow);
+  const pipeline = new MirrorPipeline(rules, outputs, flow);
 
   let ifIndex = -1;
   let ifName = '';
@@ -82,6 +91,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       }
       pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN);
     });
+    flow?.flushAll();
+    const flowLogRecords = Object.fromEntries(flow?.aggregators.map((a) => [a.id, { ...a.recordsByStatus }]) ?? []);
     const perSession = (read: (o: MirrorOutput) => number) =>
       Object.fromEntries(rules.sessions.map((s) => [s.id, read(outputs[s.index]!)]));
     return {
@@ -91,8 +102,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       truncated: perSession((o) => o.truncated),
       malformed: Object.fromEntries(pipeline.malformed),
       written: writer?.frames ?? 0,
+      flowLogRecords,
     };
   } finally {
     await writer?.close();
+    await flowLogs.stop();
   }
 }

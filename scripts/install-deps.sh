@@ -13,6 +13,7 @@ packages=(
   g++ make python3  # node-gyp builds the native modules
   systemd           # systemd-analyze verify of the unit
   prometheus        # promtool check metrics
+  iptables          # induced loss (statistic match) and host drops in tests
 )
 
 missing=()

@@ -60,7 +60,7 @@ export interface OwnOutput {
 }
 
 export interface RuleSet {
-  /** Every source interface of any session (enabled or not). */
+  /** Every source interface of any session (enabled or not) and of any enabled flow log. */
   readonly interfaces: readonly string[];
   /** Position of `name` in `interfaces`, -1 when unknown. */
   interfaceIndex(name: string): number;
@@ -200,12 +200,15 @@ function parseHostPort(text: string): { address: string; port: number } {
 export function compileRules(config: Config): RuleSet {
   const interfaces: string[] = [];
   const ifIndexByName = new Map<string, number>();
-  for (const session of config.sessions) {
-    for (const name of session.sources) {
-      if (!ifIndexByName.has(name)) {
-        ifIndexByName.set(name, interfaces.length);
-        interfaces.push(name);
-      }
+  // Flow logs capture too: their named sources join the list ("*" means these same ones).
+  const named = [
+    ...config.sessions.flatMap((s) => s.sources),
+    ...config.flowLogs.filter((f) => f.enabled).flatMap((f) => f.sources.filter((n) => n !== '*')),
+  ];
+  for (const name of named) {
+    if (!ifIndexByName.has(name)) {
+      ifIndexByName.set(name, interfaces.length);
+      interfaces.push(name);
     }
   }
 

@@ -11,6 +11,9 @@ import { stringify } from 'yaml';
 import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } from '../../agent/packet/build.js';
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { replay } from '../../agent/replay.js';
+import { createLogger } from '../../agent/log.js';
+
+const logger = createLogger('silent');
 
 const run = promisify(execFile);
 const VNI_V4 = 77;
@@ -122,7 +125,7 @@ describe('mirrorflow replay', () => {
     const input = join(dir, 'in.pcap');
     const out = join(dir, 'out.pcap');
     await writeFile(input, pcapFile([outTcp, outDns, outBig, inPing6, inTcp, arp]));
-    const summary = await replay({ config: configFile, pcap: input, out, localMac: DEFAULT_SRC_MAC, pathMtu: MTU });
+    const summary = await replay({ config: configFile, pcap: input, out, localMac: DEFAULT_SRC_MAC, pathMtu: MTU, logger });
     expect(summary).toMatchObject({ frames: 6, interfaceName: 'eth0', mirrored: { 'ts-v4': 2, 'ts-v6': 1 }, truncated: { 'ts-v4': 1, 'ts-v6': 1 }, written: 3 });
 
     const rows = await tsharkFields(out, ['vxlan.vni', 'udp.dstport', 'udp.srcport', 'ip.dst', 'ipv6.dst', 'ip.checksum.status', 'udp.checksum.status'], [
@@ -155,7 +158,7 @@ describe('mirrorflow replay', () => {
     await writeFile(input, pcapng('eth0', [{ frame: inPing6, outbound: true }, { frame: inPing6, outbound: false }]));
     const { stdout } = await run('tshark', ['-r', input, '-T', 'fields', '-e', 'frame.packet_flags_direction', '-e', 'frame.interface_name']);
     expect(stdout.trim().split('\n')).toEqual(['0x00000002\teth0', '0x00000001\teth0']);
-    const summary = await replay({ config: configFile, pcap: input, out });
+    const summary = await replay({ config: configFile, pcap: input, out, logger });
     expect(summary.mirrored).toEqual({ 'ts-v4': 0, 'ts-v6': 1 });
     const written: number[] = [];
     await forEachFrame(out, (_b, _c, _w, tsUs) => written.push(tsUs));
@@ -165,8 +168,8 @@ describe('mirrorflow replay', () => {
   it('refuses a classic pcap without --local-mac, and an interface no session uses', async () => {
     const input = join(dir, 'nodir.pcap');
     await writeFile(input, pcapFile([outTcp]));
-    await expect(replay({ config: configFile, pcap: input })).rejects.toThrow(/--local-mac/);
-    await expect(replay({ config: configFile, pcap: input, localMac: DEFAULT_SRC_MAC, interfaceName: 'eth9' })).rejects.toThrow(/eth9 is not a source/);
+    await expect(replay({ config: configFile, pcap: input, logger })).rejects.toThrow(/--local-mac/);
+    await expect(replay({ config: configFile, pcap: input, localMac: DEFAULT_SRC_MAC, interfaceName: 'eth9', logger })).rejects.toThrow(/eth9 is not a source/);
   });
 });
 

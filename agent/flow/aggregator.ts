@@ -1,0 +1,294 @@
+// One flow log (SPEC §4): per capture window, one record per (interface, direction,
+// 5-tuple) seen on its source interfaces. Counters live in typed arrays indexed by the flow
+// table slot; strings are built only when a window closes. Windows are aligned to
+// multiples of `window` seconds and follow packet time, so replaying a file gives the
+// same records as the live capture did.
+import type { AgentSettings, FlowLog } from '../config/types.js';
+import { IPPROTO_TCP } from '../packet/offsets.js';
+import { DIR_OUT, type PacketView } from '../packet/view.js';
+import { EMPTY, FlowHashTable, hashKey, KEY_WORDS } from './flow-hash-table.js';
+import type { FlowAction, FlowRecord, LogStatus } from './record.js';
+import { EV_RETRANS, EV_ZERO_WINDOW } from './tcp.js';
+
+export const ACTION_ACCEPT = 0;
+export const ACTION_REJECT = 1;
+const ACTIONS: readonly FlowAction[] = ['ACCEPT', 'REJECT'];
+/** Flows looked at to pick the least recently seen one when the table is full. */
+const VICTIM_SCAN = 8;
+/** Idle windows reported as NODATA in one go at most (a clock jump must not flood the sink). */
+const MAX_IDLE_WINDOWS = 1000;
+
+export interface AggregatorOptions {
+  flowLog: FlowLog;
+  agent: AgentSettings;
+  /** Interface names by the index observe() is called with. */
+  interfaces: readonly string[];
+  /** Mirror session ids by session index. */
+  sessionIds: readonly string[];
+  maxFlows: number;
+  emit: (records: FlowRecord[]) => void;
+}
+
+export class FlowLogAggregator {
+  readonly id: string;
+  readonly windowSec: number;
+  /** Records emitted, by log-status. */
+  readonly recordsByStatus: Record<LogStatus, number> = { OK: 0, NODATA: 0, SKIPDATA: 0 };
+  evictions = 0;
+  private readonly covered: Uint8Array;
+  private readonly table: FlowHashTable;
+  private readonly key = new Int32Array(KEY_WORDS);
+  private readonly packets: Float64Array;
+  private readonly bytes: Float64Array;
+  private readonly tcpFlags: Uint8Array;
+  private readonly retrans: Float64Array;
+  private readonly zeroWin: Float64Array;
+  private readonly rttUs: Float64Array;
+  private readonly mirrored: Float64Array;
+  private readonly session: Int32Array;
+  private readonly action: Uint8Array;
+  /** Per interface, in the open window: packets seen, packets lost to capture drops, evictions. */
+  private readonly seen: Float64Array;
+  private readonly dropped: Float64Array;
+  private readonly evicted: Float64Array;
+  private windowStart = -1;
+  private pending: FlowRecord[] = [];
+
+  constructor(private readonly opts: AggregatorOptions) {
+    this.id = opts.flowLog.id;
+    this.windowSec = opts.flowLog.window;
+    const all = opts.flowLog.sources.includes('*');
+    this.covered = Uint8Array.from(opts.interfaces, (name) => (all || opts.flowLog.sources.includes(name) ? 1 : 0));
+    this.table = new FlowHashTable(opts.maxFlows);
+    const cap = this.table.capacity;
+    this.packets = new Float64Array(cap);
+    this.bytes = new Float64Array(cap);
+    this.tcpFlags = new Uint8Array(cap);
+    this.retrans = new Float64Array(cap);
+    this.zeroWin = new Float64Array(cap);
+    this.rttUs = new Float64Array(cap);
+    this.mirrored = new Float64Array(cap);
+    this.session = new Int32Array(cap);
+    this.action = new Uint8Array(cap);
+    const n = opts.interfaces.length;
+    this.seen = new Float64Array(n);
+    this.dropped = new Float64Array(n);
+    this.evicted = new Float64Array(n);
+  }
+
+  get activeFlows(): number {
+    return this.table.size;
+  }
+
+  covers(ifIndex: number): boolean {
+    return this.covered[ifIndex] === 1;
+  }
+
+  /** Counts one decoded IP packet of a covered interface into its flow of the current window. */
+  observe(ifIndex: number, view: PacketView, tcpEvents: number, handshakeRttUs: number, mirrorSession: number, action: number): void {
+    const sec = Math.floor(view.tsUs / 1e6);
+    if (this.windowStart < 0) this.windowStart = this.align(sec);
+    else if (sec >= this.windowStart + this.windowSec) this.closeWindowsBefore(sec);
+    // A late packet (its window already written) is counted in the open window: counted once, never lost.
+
+    const k = this.key;
+    k[0] = ifIndex;
+    k[1] = view.direction | (action << 1);
+    for (let i = 0; i < 4; i++) {
+      k[2 + i] = view.src[i]! | 0;
+      k[6 + i] = view.dst[i]! | 0;
+    }
+    k[10] = (view.srcPort << 16) | view.dstPort;
+    k[11] = view.protocol | (view.ipVersion << 8);
+    const hash = hashKey(k);
+    let slot = this.table.find(k, hash);
+    if (slot === EMPTY) {
+      if (this.table.size >= this.table.maxEntries) this.evict(hash);
+      slot = this.table.insert(k, hash, view.tsUs);
+      this.packets[slot] = 0;
+      this.bytes[slot] = 0;
+      this.tcpFlags[slot] = 0;
+      this.retrans[slot] = 0;
+      this.zeroWin[slot] = 0;
+      this.rttUs[slot] = -1;
+      this.mirrored[slot] = 0;
+      this.session[slot] = -1;
+      this.action[slot] = action;
+    } else {
+      this.table.lastSeenUs[slot] = view.tsUs;
+    }
+    this.seen[ifIndex]! += 1;
+    this.packets[slot]! += 1;
+    this.bytes[slot]! += view.ipLength;
+    if (view.protocol === IPPROTO_TCP) {
+      this.tcpFlags[slot]! |= view.tcpFlags & 0x3f;
+      if (tcpEvents & EV_RETRANS) this.retrans[slot]! += 1;
+      if (tcpEvents & EV_ZERO_WINDOW) this.zeroWin[slot]! += 1;
+      if (handshakeRttUs >= 0) this.rttUs[slot] = handshakeRttUs;
+    }
+    if (mirrorSession >= 0) {
+      this.mirrored[slot]! += 1;
+      this.session[slot] = mirrorSession;
+    }
+  }
+
+  /** Frames the kernel dropped on this interface before we saw them: reported as SKIPDATA. */
+  noteDrops(ifIndex: number, frames: number): void {
+    if (frames > 0 && this.covers(ifIndex)) this.dropped[ifIndex]! += frames;
+  }
+
+  /** Writes every window that ended at or before `nowSec`; called by a timer and by observe(). */
+  closeWindowsBefore(nowSec: number): void {
+    if (this.windowStart < 0) this.windowStart = this.align(nowSec);
+    let closed = 0;
+    while (this.windowStart + this.windowSec <= nowSec) {
+      if (closed < MAX_IDLE_WINDOWS || this.table.size > 0) this.writeWindow();
+      else this.clearWindow();
+      closed++;
+      this.windowStart += this.windowSec;
+      if (closed >= MAX_IDLE_WINDOWS && this.table.size === 0) this.windowStart = this.align(nowSec);
+    }
+    this.flushPending();
+  }
+
+  /** Writes the open window (clean shutdown, end of a replayed file). */
+  flushAll(): void {
+    if (this.windowStart >= 0) this.writeWindow();
+    this.windowStart = -1;
+    this.flushPending();
+  }
+
+  private align(sec: number): number {
+    return Math.floor(sec / this.windowSec) * this.windowSec;
+  }
+
+  private evict(hash: number): void {
+    const victim = this.table.victim(hash, VICTIM_SCAN);
+    if (victim === EMPTY) return;
+    this.evictions++;
+    this.evicted[this.table.keys[victim * KEY_WORDS]!]! += 1;
+    // The evicted flow's counts are written now: nothing counted is lost.
+    this.pending.push(this.flowRecord(victim));
+    this.table.remove(victim, this.hashOfSlot, this.moveSlot);
+  }
+
+  private readonly hashOfSlot = (slot: number): number => hashKey(this.table.keys, slot * KEY_WORDS);
+
+  private readonly moveSlot = (from: number, to: number): void => {
+    for (const arr of [this.packets, this.bytes, this.tcpFlags, this.retrans, this.zeroWin, this.rttUs, this.mirrored, this.session, this.action]) {
+      arr[to] = arr[from]!;
+    }
+  };
+
+  private writeWindow(): void {
+    const out = this.pending;
+    for (let slot = 0; slot < this.table.capacity; slot++) {
+      if (this.table.isUsed(slot)) out.push(this.flowRecord(slot));
+    }
+    this.opts.interfaces.forEach((name, i) => {
+      if (this.covered[i] !== 1) return;
+      if (this.seen[i] === 0) out.push(this.statusRecord(name, 'NODATA', undefined));
+      if (this.dropped[i]! > 0 || this.evicted[i]! > 0) out.push(this.statusRecord(name, 'SKIPDATA', this.dropped[i]!));
+    });
+    this.clearWindow();
+  }
+
+  private clearWindow(): void {
+    this.table.clear();
+    this.seen.fill(0);
+    this.dropped.fill(0);
+    this.evicted.fill(0);
+  }
+
+  private flushPending(): void {
+    if (this.pending.length === 0) return;
+    const { trafficType } = this.opts.flowLog;
+    const batch = this.pending.filter(
+      (r) => r['log-status'] !== 'OK' || trafficType === 'All' || (trafficType === 'Allow') === (r.action === 'ACCEPT'),
+    );
+    this.pending = [];
+    for (const r of batch) this.recordsByStatus[r['log-status']] += 1;
+    if (batch.length > 0) this.opts.emit(batch);
+  }
+
+  private base(eni: string): Pick<FlowRecord, 'version' | 'vswitch-id' | 'vm-id' | 'vpc-id' | 'account-id' | 'eni-id' | 'start' | 'end'> {
+    const a = this.opts.agent;
+    return {
+      version: 1,
+      'vswitch-id': a.vswitchId ?? null,
+      'vm-id': a.vmId,
+      'vpc-id': a.vpcId ?? null,
+      'account-id': a.accountId ?? null,
+      'eni-id': eni,
+      start: this.windowStart,
+      end: this.windowStart + this.windowSec,
+    };
+  }
+
+  private flowRecord(slot: number): FlowRecord {
+    const k = this.table.keys;
+    const b = slot * KEY_WORDS;
+    const v6 = k[b + 11]! >> 8 === 6;
+    const proto = k[b + 11]! & 0xff;
+    const tcp = proto === IPPROTO_TCP;
+    const session = this.session[slot]!;
+    const rtt = this.rttUs[slot]!;
+    return {
+      ...this.base(this.opts.interfaces[k[b]!]!),
+      srcaddr: formatAddress(k, b + 2, v6),
+      srcport: (k[b + 10]! >>> 16) & 0xffff,
+      dstaddr: formatAddress(k, b + 6, v6),
+      dstport: k[b + 10]! & 0xffff,
+      protocol: proto,
+      direction: (k[b + 1]! & 1) === DIR_OUT ? 'out' : 'in',
+      packets: this.packets[slot]!,
+      bytes: this.bytes[slot]!,
+      'log-status': 'OK',
+      action: ACTIONS[k[b + 1]! >> 1]!,
+      'tcp-flags': tcp ? this.tcpFlags[slot]! : null,
+      retrans: tcp ? this.retrans[slot]! : null,
+      'zero-win': tcp ? this.zeroWin[slot]! : null,
+      'rtt-us': tcp && rtt >= 0 ? Math.round(rtt) : null,
+      'mirrored-packets': this.mirrored[slot]!,
+      'mirror-session': session >= 0 ? this.opts.sessionIds[session] ?? null : null,
+    };
+  }
+
+  private statusRecord(eni: string, status: 'NODATA' | 'SKIPDATA', skipped: number | undefined): FlowRecord {
+    const record: FlowRecord = {
+      ...this.base(eni),
+      srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null,
+      packets: null, bytes: null, 'log-status': status, action: null,
+      'tcp-flags': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null,
+    };
+    if (skipped !== undefined) record['skipped-packets'] = skipped;
+    return record;
+  }
+}
+
+/** Key words back to text: IPv4 in word 0, IPv6 in all four (RFC 5952 form). */
+function formatAddress(k: Int32Array, at: number, v6: boolean): string {
+  if (!v6) {
+    const w = k[at]! >>> 0;
+    return `${w >>> 24}.${(w >>> 16) & 0xff}.${(w >>> 8) & 0xff}.${w & 0xff}`;
+  }
+  const groups: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const w = k[at + i]! >>> 0;
+    groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
+  }
+  // Compress the longest run of zero groups (RFC 5952).
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j === i ? i + 1 : j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}

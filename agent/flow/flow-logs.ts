@@ -1,0 +1,123 @@
+// Owns the flow stage and the sinks across reloads: a reload that leaves the flow logs,
+// the agent identity, the interfaces and the sessions as they were keeps the same stage
+// (open windows and TCP state carry on); otherwise the old stage writes its open windows
+// and the new one starts. Sinks are kept while their flow log and setting are unchanged.
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log.js';
+import type { RttRecorder, Sample } from '../metrics/metrics.js';
+import { Totals } from '../metrics/totals.js';
+import { createSink, type FlowSink } from '../sinks/sink.js';
+import type { FlowRecord } from './record.js';
+import { FlowStage } from './stage.js';
+
+interface SinkEntry {
+  key: string;
+  sink: FlowSink;
+}
+
+/** Counter names this owner reports (MetricsSource method names). */
+export type FlowMetric =
+  | 'tcpRetransmissions' | 'tcpSynRetransmissions' | 'tcpZeroWindows' | 'tcpResets' | 'tcpOutOfOrder'
+  | 'flowLogRecords' | 'flowTableEvictions' | 'sinkErrors' | 'sinkDropped';
+
+export class FlowLogs {
+  private stage: FlowStage | undefined;
+  private stageKey = '';
+  private sinks = new Map<string, SinkEntry>();
+  private pendingSinks = new Map<string, SinkEntry>();
+  private pendingKey = '';
+  private readonly totals = new Map<FlowMetric, Totals>();
+
+  constructor(private readonly log: Logger, private readonly rtt?: RttRecorder) {}
+
+  get current(): FlowStage | undefined {
+    return this.stage;
+  }
+
+  /**
+   * The stage for a config: the running one when nothing it depends on changed, else a new
+   * one (with its sinks) that becomes current at commit(). Undefined when no flow log is enabled.
+   */
+  prepare(config: Config, interfaces: readonly string[]): FlowStage | undefined {
+    if (!config.flowLogs.some((f) => f.enabled)) return undefined;
+    const key = JSON.stringify({
+      flowLogs: config.flowLogs, agent: config.agent, interfaces,
+      sessions: config.sessions.filter((s) => s.enabled).map((s) => [s.id, s.priority]),
+    });
+    if (this.stage !== undefined && key === this.stageKey) return this.stage;
+    const sinks = new Map<string, SinkEntry>();
+    for (const f of config.flowLogs.filter((x) => x.enabled)) {
+      const sinkKey = JSON.stringify(f.sink);
+      const existing = this.sinks.get(f.id);
+      sinks.set(f.id, existing?.key === sinkKey ? existing : { key: sinkKey, sink: createSink(f.sink, { logger: this.log, flowLogId: f.id }) });
+    }
+    this.pendingSinks = sinks;
+    this.pendingKey = key;
+    return new FlowStage({
+      config, interfaces, rtt: this.rtt,
+      emit: (id: string, records: FlowRecord[]) => sinks.get(id)?.sink.write(records),
+    });
+  }
+
+  /** Makes `next` current: the replaced stage writes its open windows; unused sinks close. */
+  async commit(next: FlowStage | undefined): Promise<void> {
+    if (next === this.stage) return;
+    const old = this.stage;
+    if (old) {
+      old.flushAll();
+      for (const [name, samples] of Object.entries(this.samplesOf(old, this.sinks))) this.totalsOf(name as FlowMetric).fold(samples);
+    }
+    const keep = next ? this.pendingSinks : new Map<string, SinkEntry>();
+    const closing = [...this.sinks.values()].filter((e) => ![...keep.values()].includes(e));
+    this.sinks = keep;
+    this.stage = next;
+    this.stageKey = next ? this.pendingKey : '';
+    await Promise.all(closing.map((e) => e.sink.close()));
+  }
+
+  /** Writes every window that has ended; `nowSec` already allows for capture latency. */
+  tick(nowSec: number): void {
+    this.stage?.closeWindowsBefore(nowSec);
+  }
+
+  /** Clean shutdown: every open window written, every sink drained and closed. */
+  async stop(): Promise<void> {
+    await this.commit(undefined);
+  }
+
+  activeFlows(): Sample[] {
+    return this.stage?.aggregators.map((a) => [{ flow_log: a.id }, a.activeFlows] as const) ?? [];
+  }
+
+  samples(name: FlowMetric): Sample[] {
+    const live = this.stage ? this.samplesOf(this.stage, this.sinks)[name] : [];
+    return this.totalsOf(name).with(live);
+  }
+
+  private totalsOf(name: FlowMetric): Totals {
+    let t = this.totals.get(name);
+    if (!t) this.totals.set(name, (t = new Totals()));
+    return t;
+  }
+
+  private samplesOf(stage: FlowStage, sinks: Map<string, SinkEntry>): Record<FlowMetric, Sample[]> {
+    const names = stage.opts.interfaces;
+    const perIf = (arr: Float64Array): Sample[] => names.map((name, i) => [{ interface: name }, arr[i]!] as const);
+    const c = stage.counters;
+    const sinkStat = (read: (s: FlowSink) => number): Sample[] =>
+      stage.aggregators.map((a) => [{ flow_log: a.id }, sinks.get(a.id) ? read(sinks.get(a.id)!.sink) : 0] as const);
+    return {
+      tcpRetransmissions: perIf(c.retransmissions),
+      tcpSynRetransmissions: perIf(c.synRetransmissions),
+      tcpZeroWindows: perIf(c.zeroWindows),
+      tcpResets: perIf(c.resets),
+      tcpOutOfOrder: perIf(c.outOfOrder),
+      flowLogRecords: stage.aggregators.flatMap((a) =>
+        Object.entries(a.recordsByStatus).map(([status, n]) => [{ flow_log: a.id, status }, n] as const),
+      ),
+      flowTableEvictions: stage.aggregators.map((a) => [{ flow_log: a.id }, a.evictions] as const),
+      sinkErrors: sinkStat((s) => s.stats.errors),
+      sinkDropped: sinkStat((s) => s.stats.dropped),
+    };
+  }
+}

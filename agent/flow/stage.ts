@@ -1,0 +1,101 @@
+// The flow half of the pipeline: decoded packet → TCP analysis → every flow log covering
+// the interface. Built from the config's flowLogs; the agent keeps one across reloads that
+// do not change what it depends on, so open windows and TCP state survive a reload.
+import type { Config } from '../config/types.js';
+import type { PacketView } from '../packet/view.js';
+import type { RttRecorder } from '../metrics/metrics.js';
+import { ACTION_ACCEPT, FlowLogAggregator } from './aggregator.js';
+import type { FlowRecord } from './record.js';
+import { EV_OUT_OF_ORDER, EV_RESET, EV_RETRANS, EV_RTT_CLIENT, EV_RTT_SERVER, EV_SYN_RETRANS, EV_ZERO_WINDOW, TcpTracker } from './tcp.js';
+
+/** Flows per flow log table; a flood of new 5-tuples evicts instead of growing. */
+export const DEFAULT_MAX_FLOWS = 100_000;
+export const DEFAULT_MAX_CONNECTIONS = 100_000;
+
+export interface FlowStageOptions {
+  config: Config;
+  /** Interface names by pipeline ifIndex. */
+  interfaces: readonly string[];
+  /** Where each flow log's records go (its sink). */
+  emit: (flowLogId: string, records: FlowRecord[]) => void;
+  rtt?: RttRecorder;
+  maxFlows?: number;
+  maxConnections?: number;
+}
+
+/** Per-interface TCP counters for the metrics. */
+export interface TcpCounters {
+  retransmissions: Float64Array;
+  synRetransmissions: Float64Array;
+  zeroWindows: Float64Array;
+  resets: Float64Array;
+  outOfOrder: Float64Array;
+}
+
+export class FlowStage {
+  readonly tcp: TcpTracker;
+  readonly aggregators: FlowLogAggregator[];
+  readonly counters: TcpCounters;
+  /** Aggregators covering each interface, by ifIndex (no per-packet filtering). */
+  private readonly byInterface: FlowLogAggregator[][];
+  private readonly rtt: RttRecorder | undefined;
+
+  constructor(readonly opts: FlowStageOptions) {
+    const { config, interfaces } = opts;
+    this.tcp = new TcpTracker(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
+    const sessionIds = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority).map((s) => s.id);
+    this.aggregators = config.flowLogs
+      .filter((f) => f.enabled)
+      .map(
+        (flowLog) =>
+          new FlowLogAggregator({
+            flowLog, agent: config.agent, interfaces, sessionIds,
+            maxFlows: opts.maxFlows ?? DEFAULT_MAX_FLOWS,
+            emit: (records) => opts.emit(flowLog.id, records),
+          }),
+      );
+    this.byInterface = interfaces.map((_, i) => this.aggregators.filter((a) => a.covers(i)));
+    const perIf = () => new Float64Array(interfaces.length);
+    this.counters = { retransmissions: perIf(), synRetransmissions: perIf(), zeroWindows: perIf(), resets: perIf(), outOfOrder: perIf() };
+    this.rtt = opts.rtt;
+  }
+
+  /** True when some flow log covers the interface: its capture must then see all IP traffic. */
+  covers(ifIndex: number): boolean {
+    return (this.byInterface[ifIndex]?.length ?? 0) > 0;
+  }
+
+  /** One decoded IP packet; mirrorSession is the session that mirrored it, or -1. */
+  observe(ifIndex: number, view: PacketView, mirrorSession: number): void {
+    const ev = this.tcp.observe(ifIndex, view);
+    let handshakeRtt = -1;
+    if (ev !== 0) {
+      const c = this.counters;
+      if (ev & EV_RETRANS) c.retransmissions[ifIndex]! += 1;
+      if (ev & EV_SYN_RETRANS) c.synRetransmissions[ifIndex]! += 1;
+      if (ev & EV_ZERO_WINDOW) c.zeroWindows[ifIndex]! += 1;
+      if (ev & EV_RESET) c.resets[ifIndex]! += 1;
+      if (ev & EV_OUT_OF_ORDER) c.outOfOrder[ifIndex]! += 1;
+      if (ev & EV_RTT_SERVER) this.rtt?.server(this.tcp.lastRttServerUs / 1e6);
+      if (ev & EV_RTT_CLIENT) {
+        this.rtt?.client(this.tcp.lastRttClientUs / 1e6);
+        handshakeRtt = this.tcp.lastHandshakeRttUs;
+      }
+    }
+    const aggs = this.byInterface[ifIndex];
+    if (aggs === undefined) return;
+    for (let i = 0; i < aggs.length; i++) aggs[i]!.observe(ifIndex, view, ev, handshakeRtt, mirrorSession, ACTION_ACCEPT);
+  }
+
+  noteDrops(ifIndex: number, frames: number): void {
+    for (const a of this.byInterface[ifIndex] ?? []) a.noteDrops(ifIndex, frames);
+  }
+
+  closeWindowsBefore(nowSec: number): void {
+    for (const a of this.aggregators) a.closeWindowsBefore(nowSec);
+  }
+
+  flushAll(): void {
+    for (const a of this.aggregators) a.flushAll();
+  }
+}
