@@ -2,7 +2,7 @@
 // the interface. Built from the config's flowLogs; the agent keeps one across reloads that
 // do not change what it depends on, so open windows and TCP state survive a reload.
 import type { Config } from '../config/types.js';
-import type { PacketView } from '../packet/view.js';
+import { DIR_OUT, type PacketView } from '../packet/view.js';
 import type { RttRecorder } from '../metrics/metrics.js';
 import { ACTION_ACCEPT, FlowLogAggregator } from './aggregator.js';
 import type { FlowRecord } from './record.js';
@@ -67,7 +67,11 @@ export class FlowStage {
 
   /** One decoded IP packet; mirrorSession is the session that mirrored it, or -1. */
   observe(ifIndex: number, view: PacketView, mirrorSession: number): void {
-    const ev = this.tcp.observe(ifIndex, view);
+    let ev = this.tcp.observe(ifIndex, view);
+    // Seen where it was sent, a segment below nextseq is a retransmission even when tshark's
+    // timing rule calls it out of order (SACK recovery of a later hole, sent amid new data);
+    // the kernel's TcpRetransSegs counts it, and so do the records and the metric.
+    if (ev & EV_OUT_OF_ORDER && view.direction === DIR_OUT) ev |= EV_RETRANS;
     let handshakeRtt = -1;
     if (ev !== 0) {
       const c = this.counters;

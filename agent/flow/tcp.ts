@@ -192,11 +192,12 @@ export class TcpTracker {
       const firstRtt = this.firstRttUs[slot]!;
       if (this.dupAcks[rev]! >= 2 && this.hasAck[rev] === 1 && this.lastAck[rev] === seq && sinceAdvance < FAST_RETRANS_US) {
         ev |= EV_RETRANS;
+      } else if (seglen > 0 && this.hasAck[rev] === 1 && le(end, this.lastAck[rev]!)) {
+        // Already ACKed: spurious, which tshark flags as tcp.analysis.retransmission too
+        // (and never as out of order, however soon it follows).
+        ev |= EV_SPURIOUS | EV_RETRANS;
       } else if (seglen > 0 && sinceAdvance < (firstRtt > 0 ? firstRtt : OOO_THRESHOLD_US) && next !== end) {
         ev |= EV_OUT_OF_ORDER;
-      } else if (seglen > 0 && this.hasAck[rev] === 1 && le(end, this.lastAck[rev]!)) {
-        // tshark flags a spurious retransmission as tcp.analysis.retransmission too.
-        ev |= EV_SPURIOUS | EV_RETRANS;
       } else {
         ev |= EV_RETRANS;
       }

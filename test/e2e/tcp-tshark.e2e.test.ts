@@ -10,7 +10,7 @@ import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { forEachFrame } from '../../agent/capture/pcap-file.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
-import { EV_RESET, EV_RETRANS, EV_RTT_CLIENT, EV_RTT_SERVER, EV_SYN_RETRANS, EV_ZERO_WINDOW, TcpTracker } from '../../agent/flow/tcp.js';
+import { EV_OUT_OF_ORDER, EV_RESET, EV_RETRANS, EV_RTT_CLIENT, EV_RTT_SERVER, EV_SYN_RETRANS, EV_ZERO_WINDOW, TcpTracker } from '../../agent/flow/tcp.js';
 
 const IPERF_PORT = 5201;
 const STALL_PORT = 7000;
@@ -19,19 +19,26 @@ const LOSS = '0.03';
 const STALL_BYTES = 4 * 1024 * 1024;
 const TIMEOUT_MS = 30_000;
 
-/** A server that accepts, reads nothing until SIGUSR1, then drains everything. */
+/** A server that accepts, reads nothing until SIGUSR2, then drains everything. */
 const STALL_SERVER = `
 const net = require('node:net');
 const socks = [];
-net.createServer((s) => { s.pause(); socks.push(s); s.on('data', () => {}); s.on('end', () => s.end()); })
-  .listen(${STALL_PORT}, () => console.log('listening'));
-process.on('SIGUSR1', () => { for (const s of socks) s.resume(); console.log('reading'); });`;
+let reading = false;
+net.createServer((s) => {
+  if (!reading) s.pause();
+  socks.push(s);
+  s.on('data', () => {});
+  s.on('end', () => s.end());
+}).listen(${STALL_PORT}, () => console.log('listening'));
+// A connection accepted after the signal (the kernel may queue it a while) reads at once.
+process.on('SIGUSR2', () => { reading = true; for (const s of socks) s.resume(); console.log('reading'); });`;
 
 /** Writes STALL_BYTES, then closes; prints when done. */
 const STALL_CLIENT = (host: string) => `
 const s = require('node:net').connect(${STALL_PORT}, '${host}', () => {
   s.end(Buffer.alloc(${STALL_BYTES}), () => console.log('sent'));
 });
+s.on('error', (e) => console.log('error', e.code));
 s.on('close', () => console.log('closed'));`;
 
 const REFUSED_CLIENT = (host: string) => `
@@ -40,7 +47,7 @@ require('node:net').connect(${CLOSED_PORT}, '${host}').on('error', (e) => consol
 describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', () => {
   let topo: Topology | undefined;
   let cap: Capture;
-  const ours = { retrans: 0, synRetrans: 0, zeroWin: 0, resets: 0, rttServer: [] as number[], rttHandshake: [] as number[] };
+  const ours = { outOfOrder: 0, retrans: 0, synRetrans: 0, zeroWin: 0, resets: 0, rttServer: [] as number[], rttHandshake: [] as number[] };
 
   beforeAll(async () => {
     const t = await createLabTopology({ disableOffloads: true, keepFiles: process.env.MIRRORFLOW_E2E_KEEP === '1' });
@@ -57,8 +64,9 @@ describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', (
     const server = t.spawn('dst', process.execPath, ['-e', STALL_SERVER]);
     await server.waitForLine(/listening/, TIMEOUT_MS);
     const client = t.spawn('src', process.execPath, ['-e', STALL_CLIENT(t.v4.dst)]);
-    await cap.proc.waitForLine(/win 0,/, TIMEOUT_MS, { stream: 'stdout' });
-    process.kill(server.pid!, 'SIGUSR1');
+    // The receiver's own zero-window ACK (iperf3's closing RST also says win 0).
+    await cap.proc.waitForLine(new RegExp(`\\.${STALL_PORT} > .*Flags \\[\\.\\], .*win 0,`), TIMEOUT_MS, { stream: 'stdout' });
+    process.kill(server.pid!, 'SIGUSR2');
     await client.waitForLine(/closed/, TIMEOUT_MS);
 
     // Reset: a connection to a closed port.
@@ -77,6 +85,7 @@ describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', (
       if (ev & EV_SYN_RETRANS) ours.synRetrans++;
       if (ev & EV_ZERO_WINDOW) ours.zeroWin++;
       if (ev & EV_RESET) ours.resets++;
+      if (ev & EV_OUT_OF_ORDER) ours.outOfOrder++;
       if (ev & EV_RTT_SERVER) ours.rttServer.push(tracker.lastRttServerUs);
       if (ev & EV_RTT_CLIENT) ours.rttHandshake.push(tracker.lastHandshakeRttUs);
     });
@@ -92,6 +101,8 @@ describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', (
     expect(ours.retrans).toBe(theirs.length);
     const syn = await tsharkFields(cap.file, 'tcp.analysis.retransmission && tcp.flags.syn == 1', ['frame.number']);
     expect(ours.synRetrans).toBe(syn.length);
+    const ooo = await tsharkFields(cap.file, 'tcp.analysis.out_of_order', ['frame.number']);
+    expect(ours.outOfOrder).toBe(ooo.length);
   });
 
   it('counts the same zero-window segments as tcp.analysis.zero_window', async () => {
