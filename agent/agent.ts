@@ -30,12 +30,19 @@ const DIRECTION_NAMES = ['in', 'out'] as const;
 const TICK_MS = 1000;
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
-const MISSING = -1;
+const MISSING = 'missing';
 
-/** The interface's kernel index, or MISSING (names are checked by the config schema). */
-async function interfaceIndex(name: string): Promise<number> {
+/**
+ * What identifies one life of an interface: its kernel index and its count of carrier
+ * changes. Deletion, re-creation and down/up all change it; a capture handle does not
+ * always survive them, so the agent reopens capture when it changes.
+ * (Names are checked by the config schema before they reach a path.)
+ */
+async function interfaceState(name: string): Promise<string> {
   try {
-    return Number((await readFile(`/sys/class/net/${name}/ifindex`, 'utf8')).trim());
+    const dir = `/sys/class/net/${name}`;
+    const [index, changes] = await Promise.all([readFile(`${dir}/ifindex`, 'utf8'), readFile(`${dir}/carrier_changes`, 'utf8').catch(() => '')]);
+    return `${index.trim()}/${changes.trim()}`;
   } catch {
     return MISSING;
   }
@@ -54,8 +61,8 @@ interface Generation {
   senders: VxlanSender[];
   /** Capture per present source interface (a missing one has none until it appears). */
   sources: PcapSource[];
-  /** Kernel index of each source interface when this generation was built, or MISSING. */
-  ifIndexes: Map<string, number>;
+  /** interfaceState() of each source interface when this generation was built. */
+  ifStates: Map<string, string>;
   /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
   flow: FlowStage | undefined;
   /** Capture drops already reported to the flow logs, by ifIndex. */
@@ -126,11 +133,11 @@ export class Agent {
   private async checkInterfaces(): Promise<void> {
     const gen = this.gen;
     if (!gen) return;
-    for (const [name, known] of gen.ifIndexes) {
-      if ((await interfaceIndex(name)) === known) continue;
+    for (const [name, known] of gen.ifStates) {
+      if ((await interfaceState(name)) === known) continue;
       await this.serialized(async () => {
         if (this.gen !== gen) return;
-        this.log.warn({ interface: name }, 'source interface changed (deleted, re-created or appeared); reopening capture');
+        this.log.warn({ interface: name }, 'source interface changed (deleted, re-created, down/up or appeared); reopening capture');
         await this.swap({ config: gen.config, raw: this.raw });
       }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
       return;
@@ -209,11 +216,11 @@ export class Agent {
       }
       const flow = this.flowLogs.prepare(config, rules.interfaces);
       const pipeline = new MirrorPipeline(rules, senders, flow);
-      const ifIndexes = new Map<string, number>();
+      const ifStates = new Map<string, string>();
       for (const [ifIndex, name] of rules.interfaces.entries()) {
-        const kernelIndex = await interfaceIndex(name);
-        ifIndexes.set(name, kernelIndex);
-        if (kernelIndex === MISSING) {
+        const state = await interfaceState(name);
+        ifStates.set(name, state);
+        if (state === MISSING) {
           this.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
           continue;
         }
@@ -221,7 +228,7 @@ export class Agent {
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
       const dropsSeen = new Float64Array(rules.interfaces.length);
-      return { config, rules, pipeline, senders, sources, ifIndexes, flow, dropsSeen };
+      return { config, rules, pipeline, senders, sources, ifStates, flow, dropsSeen };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
