@@ -27,8 +27,12 @@ test: build
 lab: build
 	node dist/agent/cli.js lab
 
+# Zero-loss rates per plane and frame size against the anchors (BENCH_QUICK=1: ~2 minutes),
+# then the per-packet micro-benchmarks.
 bench: build
-	node bench/run.mjs
+	npx tsc -p bench/tsconfig.json
+	node dist/bench/run.js
+	npx vitest bench --run bench/micro
 
 clean:
 	rm -rf dist node_modules

@@ -1,8 +1,14 @@
 // Live VXLAN sender for one target: a pool of UDP sockets bound to ports in 49152..65535,
 // each connected to the target. A packet goes out on the socket its flow hash picks, so the
-// outer source port is stable per flow. Copies are written into per-socket slabs of fixed
-// slots; a socket with every slot in flight drops and counts instead of queueing without
-// bound. Connected sockets also report ICMP errors from the target (ECONNREFUSED).
+// outer source port is stable per flow. Connected sockets also report ICMP errors from the
+// target (ECONNREFUSED).
+//
+// Each copy gets its own Buffer (from Node's slab pool, so small copies are cheap slices):
+// the kernel usually takes the datagram at once, but when it cannot, libuv queues the send
+// and keeps the buffer, so a reused slot could be overwritten before it left. Back-pressure
+// is the libuv send queue of the socket: past MAX_QUEUED sends waiting, copies are dropped
+// and counted instead of queueing without bound. (Completion callbacks are no measure of
+// that: they only run after the capture callback returns a whole ring block.)
 import dgram from 'node:dgram';
 import type { PacketView } from '../packet/view.js';
 import type { Logger } from '../log.js';
@@ -18,39 +24,21 @@ export interface VxlanSenderOptions {
   logger: Logger;
   /** Sockets (distinct source ports) per target. */
   poolSize?: number;
-  /** Copies in flight per socket before new ones are dropped. */
-  slotsPerSocket?: number;
+  /** Sends waiting in a socket's queue before new copies are dropped. */
+  maxQueued?: number;
 }
 
 const DEFAULT_POOL_SIZE = 16;
-const DEFAULT_SLOTS = 512;
+const DEFAULT_MAX_QUEUED = 1024;
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 const RECONNECT_MS = 1000;
 const ERROR_LOG_INTERVAL_MS = 10_000;
 const CLOSE_DRAIN_MS = 1000;
 
-class PooledSocket {
-  readonly slab: Buffer;
-  /** Slots handed to the kernel and not yet completed; completions arrive in send order. */
-  inFlight = 0;
-  next = 0;
-  connected = false;
-  /** Bound once so the packet path passes the same function every time. */
-  readonly onSent: (err: Error | null) => void;
-
-  constructor(
-    readonly socket: dgram.Socket,
-    readonly port: number,
-    readonly slots: number,
-    readonly slotSize: number,
-    sender: VxlanSender,
-  ) {
-    this.slab = Buffer.allocUnsafe(slots * slotSize);
-    this.onSent = (err) => {
-      this.inFlight--;
-      sender.completed(err);
-    };
-  }
+interface PooledSocket {
+  socket: dgram.Socket;
+  port: number;
+  connected: boolean;
 }
 
 export class VxlanSender implements MirrorOutput {
@@ -65,19 +53,22 @@ export class VxlanSender implements MirrorOutput {
   private lastErrorLog = 0;
   private errorsSinceLog = 0;
 
+  private readonly onSent = (err: Error | null): void => {
+    if (err) this.failed(err);
+  };
+
   private constructor(private readonly opts: Required<VxlanSenderOptions>) {}
 
   static async open(options: VxlanSenderOptions): Promise<VxlanSender> {
-    const opts = { poolSize: DEFAULT_POOL_SIZE, slotsPerSocket: DEFAULT_SLOTS, ...options };
+    const opts = { poolSize: DEFAULT_POOL_SIZE, maxQueued: DEFAULT_MAX_QUEUED, ...options };
     const sender = new VxlanSender(opts);
-    const slotSize = VXLAN_HEADER_LEN + frameLimit(opts.pathMtu, opts.family, Number.MAX_SAFE_INTEGER);
     const span = Math.floor((SOURCE_PORT_MAX - SOURCE_PORT_MIN + 1) / opts.poolSize);
     try {
       for (let i = 0; i < opts.poolSize; i++) {
         const { socket, port } = await bindInRange(opts.family, SOURCE_PORT_MIN + i * span, span);
-        socket.on('error', (err) => sender.completed(err));
+        socket.on('error', (err) => sender.failed(err));
         socket.setSendBufferSize(SEND_BUFFER_BYTES);
-        sender.pool.push(new PooledSocket(socket, port, opts.slotsPerSocket, slotSize, sender));
+        sender.pool.push({ socket, port, connected: false });
       }
     } catch (err) {
       await sender.close();
@@ -95,28 +86,27 @@ export class VxlanSender implements MirrorOutput {
   send(view: PacketView, vni: number, packetLength: number): boolean {
     const ps = this.pool[flowHash(view) % this.pool.length]!;
     if (!ps.connected) {
-      this.completed(UNREACHABLE);
+      this.failed(UNREACHABLE);
       return false;
     }
-    if (ps.inFlight >= ps.slots) {
+    if (ps.socket.getSendQueueCount() >= this.opts.maxQueued) {
       this.dropped++;
       return false;
     }
     const len = Math.min(view.caplen, frameLimit(this.opts.pathMtu, this.opts.family, packetLength));
     if (len < view.wireLen) this.truncated++;
-    const offset = ps.next * ps.slotSize;
-    ps.next = ps.next + 1 === ps.slots ? 0 : ps.next + 1;
-    writeVxlanHeader(ps.slab, offset, vni);
-    view.buf.copy(ps.slab, offset + VXLAN_HEADER_LEN, 0, len);
-    ps.inFlight++;
-    ps.socket.send(ps.slab, offset, VXLAN_HEADER_LEN + len, ps.onSent);
+    const copy = Buffer.allocUnsafe(VXLAN_HEADER_LEN + len);
+    writeVxlanHeader(copy, 0, vni);
+    view.buf.copy(copy, VXLAN_HEADER_LEN, 0, len);
+    // One callback shared by every send (no closure per packet): without one, Node drops send errors.
+    ps.socket.send(copy, this.onSent);
     this.packets++;
     this.bytes += VXLAN_HEADER_LEN + len;
     return true;
   }
 
-  /** Send completion (or socket error): counts and logs failures, at most one line per interval. */
-  completed(err: Error | null): void {
+  /** A failed send or socket error: counted, and logged at most once per interval. */
+  failed(err: Error | null): void {
     if (!err) return;
     this.sendErrors++;
     this.errorsSinceLog++;
@@ -135,7 +125,7 @@ export class VxlanSender implements MirrorOutput {
     this.closed = true;
     clearTimeout(this.reconnectTimer);
     const deadline = Date.now() + CLOSE_DRAIN_MS;
-    while (this.pool.some((p) => p.inFlight > 0) && Date.now() < deadline) {
+    while (this.pool.some((p) => p.socket.getSendQueueCount() > 0) && Date.now() < deadline) {
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     await Promise.all(this.pool.map((p) => new Promise<void>((resolve) => p.socket.close(() => resolve()))));
@@ -150,7 +140,7 @@ export class VxlanSender implements MirrorOutput {
           new Promise<void>((resolve) => {
             p.socket.connect(this.opts.port, this.opts.address, (err?: Error) => {
               p.connected = !err;
-              if (err) this.completed(err);
+              if (err) this.failed(err);
               resolve();
             });
           }),

@@ -1,0 +1,186 @@
+// `make bench`: at what offered rate does each plane still deliver every selected packet to
+// the destination? Load comes from trafgen (fixed-size UDP frames) in the src namespace;
+// delivery is counted at the destination from kernel counters (the decapsulating vxlan
+// device), never from the agent's own report. Anchors on the same traffic: node-pcap with
+// an empty callback and `tcpdump -w /dev/null` (the user-space capture ceiling), and the
+// traffic with no mirroring at all. Results: a table on stdout and bench/results/latest.{json,md}.
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { createLabTopology, type Topology } from '../agent/lab/topology.js';
+import type { Spawned } from '../agent/lab/exec.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const CLI = join(REPO, 'dist/agent/cli.js');
+const QUICK = process.env.BENCH_QUICK === '1';
+const SIZES = QUICK ? [64, 1500] : [64, 512, 1500];
+const STEP_SECONDS = QUICK ? 1 : 2;
+/** Offered rates tried, low to high; the search stops at the first loss. */
+const RATES = QUICK ? [20_000, 50_000, 100_000, 200_000] : [20_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000];
+const VNI = 4242;
+const UDP_PORT = 9;
+const CLOCK_TICKS = 100;
+
+interface StepResult { rate: number; offered: number; delivered: number; cpuSeconds: number }
+interface PlaneResult { plane: string; size: number; zeroLossPps: number; cpuSecondsPerMpkt: number | null; steps: StepResult[] }
+
+async function counter(t: Topology, role: 'src' | 'dst', dev: string, field: 'rx_packets' | 'tx_packets'): Promise<number> {
+  const { stdout } = await t.exec(role, 'cat', [`/sys/class/net/${dev}/statistics/${field}`]);
+  return Number(stdout.trim());
+}
+
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return 0;
+  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  // utime and stime (fields 14 and 15 of /proc/PID/stat) in clock ticks of 1/100 s.
+  return (Number(stat[11]) + Number(stat[12])) / CLOCK_TICKS;
+}
+
+/** A trafgen config: one UDP/IPv4 frame of `size` bytes (without FCS) from src to dst. */
+function trafgenConfig(t: Topology, peerMac: string, size: number): string {
+  const mac = (m: string) => m.split(':').map((b) => `0x${b}`).join(', ');
+  const ip = (a: string) => a.split('.').join(', ');
+  const payload = size - 14 - 20 - 8;
+  return `{
+  ${mac(peerMac)}, ${mac(t.srcMac)}, const16(0x0800),
+  0x45, 0x00, const16(${size - 14}), const16(0), const16(0x4000), 64, 17, csumip(14, 33),
+  ${ip(t.v4.src)}, ${ip(t.v4.dst)},
+  const16(40000), const16(${UDP_PORT}), const16(${payload + 8}), const16(0),
+  fill(0x00, ${payload})
+}`;
+}
+
+async function offer(t: Topology, conf: string, rate: number): Promise<number> {
+  const count = rate * STEP_SECONDS;
+  await t.exec('src', 'trafgen', ['--dev', t.srcIf, '--conf', conf, '--cpus', '1', '--num', String(count), '--rate', `${rate}pps`, '--no-cpu-stats', '--notouch-irq', '-q'], { timeoutMs: (STEP_SECONDS + 30) * 1000 });
+  return count;
+}
+
+/** Steps the rate until the first loss; `delivered` counts at the destination. */
+async function search(
+  t: Topology, conf: string, plane: string, size: number,
+  delivered: () => Promise<number>, pid: () => number | undefined, settle: () => Promise<void>,
+): Promise<PlaneResult> {
+  const steps: StepResult[] = [];
+  let zeroLoss = 0;
+  let cpuPerMpkt: number | null = null;
+  for (const rate of RATES) {
+    const before = await delivered();
+    const cpuBefore = await cpuSeconds(pid());
+    const offered = await offer(t, conf, rate);
+    await settle();
+    const got = (await delivered()) - before;
+    const cpu = (await cpuSeconds(pid())) - cpuBefore;
+    steps.push({ rate, offered, delivered: got, cpuSeconds: cpu });
+    process.stderr.write(`  ${plane} ${size}B ${rate} pps: ${got}/${offered}\n`);
+    if (got < offered) break;
+    zeroLoss = rate;
+    if (pid() !== undefined) cpuPerMpkt = (cpu / offered) * 1e6;
+  }
+  return { plane, size, zeroLossPps: zeroLoss, cpuSecondsPerMpkt: cpuPerMpkt, steps };
+}
+
+/** Waits until the counter stops moving (the last copies are through), bounded. */
+async function quiesce(read: () => Promise<number>): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 50; i++) {
+    const now = await read();
+    if (now === last) return;
+    last = now;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const EMPTY_CAPTURE = (dir: string, dev: string) => `
+import('${join(dir, 'dist/agent/capture/pcap-source.js')}').then(({ PcapSource }) => {
+  const fs = require('node:fs');
+  let n = 0;
+  const src = new PcapSource({ interfaceName: '${dev}', macAddress: fs.readFileSync('/sys/class/net/${dev}/address', 'utf8').trim(),
+    filterIn: 'udp', filterOut: 'udp', snapLength: 1600, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
+    onFrame: () => { n++; }, onWarning: () => {} });
+  process.on('SIGUSR2', () => console.log('count ' + n));
+  console.log('ready');
+});`;
+
+async function main(): Promise<void> {
+  const t = await createLabTopology({ vnis: [VNI], disableOffloads: true });
+  const cleanup = () => void t.destroy();
+  process.once('SIGINT', cleanup);
+  const results: PlaneResult[] = [];
+  try {
+    const peerMac = (await t.exec('peer', 'cat', [`/sys/class/net/${t.peerSrcIf}/address`])).stdout.trim();
+    const vx = t.vxlan[0]!.name;
+    const configFile = join(t.workDir, 'bench.yaml');
+    await writeFile(configFile, stringify({
+      agent: { vmId: 'bench', metrics: { listen: process.env.BENCH_METRICS ?? '' }, control: { socket: join(t.workDir, 'run', 'c.sock') } },
+      filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${t.v4.dst}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
+      sessions: [{ id: 'ts', priority: 1, vni: VNI, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
+      flowLogs: [{ id: 'fl', sources: [t.srcIf], window: 10, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }],
+    }), { mode: 0o600 });
+
+    for (const size of SIZES) {
+      const conf = join(t.workDir, `udp-${size}.cfg`);
+      await writeFile(conf, trafgenConfig(t, peerMac, size));
+      const dstRx = () => counter(t, 'dst', t.dstIf, 'rx_packets');
+      const decapRx = () => counter(t, 'dst', vx, 'rx_packets');
+
+      // (3) No mirroring: what the path delivers by itself.
+      results.push(await search(t, conf, 'no mirror (baseline)', size, dstRx, () => undefined, () => quiesce(dstRx)));
+
+      // (2) Raw capture ceilings: node-pcap with an empty callback, tcpdump -w /dev/null.
+      const empty: Spawned = t.spawn('src', process.execPath, ['-e', EMPTY_CAPTURE(REPO, t.srcIf)]);
+      await empty.waitForLine(/ready/, 20_000);
+      let emptyCount = 0;
+      const readEmpty = async () => {
+        const n = empty.countLines(/^count /, 'stdout');
+        process.kill(empty.pid!, 'SIGUSR2');
+        const line = await empty.waitForLine(/^count /, 5000, { stream: 'stdout', count: n + 1 });
+        emptyCount = Number(line.split(' ')[1]);
+        return emptyCount;
+      };
+      results.push(await search(t, conf, 'node-pcap empty callback', size, readEmpty, () => empty.pid, () => quiesce(readEmpty)));
+      await empty.stop('SIGTERM');
+
+      // (1) The agent, pcap plane, with flow logs and TCP analysis on.
+      const agent = t.spawn('src', process.execPath, [CLI, 'run', '--config', configFile], { cwd: REPO });
+      await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
+      results.push(await search(t, conf, 'mirrorflow pcap (+flow logs)', size, decapRx, () => agent.pid, () => quiesce(decapRx)));
+      if (process.env.BENCH_METRICS) {
+        const m = await t.exec('src', 'curl', ['-s', `http://${process.env.BENCH_METRICS}/metrics`]);
+        process.stderr.write(m.stdout.split('\n').filter((l) => /^mirrorflow_(capture|mirror|flow_log_rec)/.test(l)).join('\n') + '\n');
+      }
+      await agent.stop('SIGTERM', 15_000);
+    }
+  } finally {
+    await t.destroy();
+  }
+
+  const table = formatTable(results);
+  process.stdout.write(table);
+  const outDir = join(REPO, 'bench/results');
+  await mkdir(outDir, { recursive: true });
+  const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), quick: QUICK };
+  await writeFile(join(outDir, 'latest.json'), JSON.stringify({ machine, results }, null, 2));
+  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}${QUICK ? ' (quick run)' : ''}.\n\n${table}`);
+}
+
+function formatTable(results: PlaneResult[]): string {
+  const anchor = (size: number, plane: string) => results.find((r) => r.size === size && r.plane === plane)?.zeroLossPps ?? 0;
+  const rows = results.map((r) => {
+    const empty = anchor(r.size, 'node-pcap empty callback');
+    const base = anchor(r.size, 'no mirror (baseline)');
+    const ratio = (a: number) => (a > 0 ? `${Math.round((r.zeroLossPps / a) * 100)}%` : '-');
+    return `| ${r.plane} | ${r.size} | ${r.zeroLossPps.toLocaleString('en')} | ${ratio(empty)} | ${ratio(base)} | ${r.cpuSecondsPerMpkt === null ? '-' : r.cpuSecondsPerMpkt.toFixed(2)} |`;
+  });
+  const top = RATES.at(-1)!.toLocaleString('en');
+  return [
+    `| plane | frame bytes | zero-loss pps (highest step, max ${top}) | vs node-pcap empty | vs no mirror | CPU s per M packets |`,
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+await main();
