@@ -3,6 +3,7 @@
 // the slot this returns. Keys are 12 int32 words, compared in place; nothing per lookup
 // is allocated. The capacity is a power of two at least twice the entry limit, so probe
 // runs stay short.
+import { fmix32, FNV_OFFSET, fnvStep } from '../packet/hash.js';
 
 /** Words of a key: ifIndex, direction/flags word, 4 + 4 address words, ports word, protocol. */
 export const KEY_WORDS = 12;
@@ -98,12 +99,7 @@ export class FlowHashTable {
 
 /** Hash of a key (FNV-1a over the words, murmur3 finaliser). */
 export function hashKey(key: Int32Array, from = 0): number {
-  let h = 0x811c9dc5;
-  for (let i = from; i < from + KEY_WORDS; i++) h = Math.imul(h ^ key[i]!, 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  let h = FNV_OFFSET;
+  for (let i = from; i < from + KEY_WORDS; i++) h = fnvStep(h, key[i]!);
+  return fmix32(h);
 }
