@@ -199,6 +199,10 @@ export class Agent {
   }
 
   private async build(config: Config, previous: Generation | undefined): Promise<Generation> {
+    // Only the pcap plane exists so far: asking for eBPF explicitly is an error, not a silent fallback.
+    if (config.agent.dataPlane === 'ebpf') {
+      throw new Error('agent.dataPlane: ebpf is not available in this build; use "pcap" or "auto"');
+    }
     const rules = compileRules(config);
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
