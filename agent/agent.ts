@@ -273,6 +273,7 @@ export class Agent {
       status: () => this.status(),
       config: () => this.running().config,
       rawConfig: () => this.raw,
+      flowLogState: (id) => this.flowLogs.state(id) ?? null,
       apply: (next) =>
         this.serialized(async () => {
           // Validate before touching the file: an invalid edit changes nothing anywhere.

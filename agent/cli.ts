@@ -133,6 +133,12 @@ program
   .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
   .action((opts: { socket: string }) => control(opts.socket, 'status', undefined, formatResult));
 
+program
+  .command('flowlogs')
+  .description('show the flow logs of the running agent and their state (window, flows, records, sink)')
+  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
+  .action((opts: { socket: string }) => control(opts.socket, 'flowlogs.list', undefined, formatResult));
+
 const session = program.command('session').description('list, start and stop mirror sessions of the running agent');
 session
   .command('list')

@@ -85,6 +85,14 @@ export class FlowLogs {
     await this.commit(undefined);
   }
 
+  /** Runtime state of one flow log for `mirrorflow` status queries; undefined when not running. */
+  state(id: string): Record<string, unknown> | undefined {
+    const agg = this.stage?.aggregators.find((a) => a.id === id);
+    if (!agg) return undefined;
+    const sink = this.sinks.get(id)?.sink.stats;
+    return { windowSeconds: agg.windowSec, activeFlows: agg.activeFlows, evictions: agg.evictions, records: { ...agg.recordsByStatus }, sink };
+  }
+
   activeFlows(): Sample[] {
     return this.stage?.aggregators.map((a) => [{ flow_log: a.id }, a.activeFlows] as const) ?? [];
   }
