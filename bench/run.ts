@@ -112,13 +112,18 @@ async function main(): Promise<void> {
   try {
     const peerMac = (await t.exec('peer', 'cat', [`/sys/class/net/${t.peerSrcIf}/address`])).stdout.trim();
     const vx = t.vxlan[0]!.name;
-    const configFile = join(t.workDir, 'bench.yaml');
-    await writeFile(configFile, stringify({
-      agent: { vmId: 'bench', metrics: { listen: process.env.BENCH_METRICS ?? '' }, control: { socket: join(t.workDir, 'run', 'c.sock') } },
-      filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${t.v4.dst}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
-      sessions: [{ id: 'ts', priority: 1, vni: VNI, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
-      flowLogs: [{ id: 'fl', sources: [t.srcIf], window: 10, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }],
-    }), { mode: 0o600 });
+    const writeConfig = async (file: string, flowLogs: boolean) =>
+      writeFile(file, stringify({
+        agent: { vmId: 'bench', metrics: { listen: process.env.BENCH_METRICS ?? '' }, control: { socket: join(t.workDir, 'run', 'c.sock') } },
+        filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${t.v4.dst}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
+        sessions: [{ id: 'ts', priority: 1, vni: VNI, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
+        flowLogs: flowLogs ? [{ id: 'fl', sources: [t.srcIf], window: 10, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }] : [],
+      }), { mode: 0o600 });
+    const planes = [
+      { name: 'mirrorflow pcap (+flow logs)', file: join(t.workDir, 'with-flows.yaml'), flowLogs: true },
+      { name: 'mirrorflow pcap (mirror only)', file: join(t.workDir, 'mirror-only.yaml'), flowLogs: false },
+    ];
+    for (const p of planes) await writeConfig(p.file, p.flowLogs);
 
     for (const size of SIZES) {
       const conf = join(t.workDir, `udp-${size}.cfg`);
@@ -143,15 +148,17 @@ async function main(): Promise<void> {
       results.push(await search(t, conf, 'node-pcap empty callback', size, readEmpty, () => empty.pid, () => quiesce(readEmpty)));
       await empty.stop('SIGTERM');
 
-      // (1) The agent, pcap plane, with flow logs and TCP analysis on.
-      const agent = t.spawn('src', process.execPath, [CLI, 'run', '--config', configFile], { cwd: REPO });
-      await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
-      results.push(await search(t, conf, 'mirrorflow pcap (+flow logs)', size, decapRx, () => agent.pid, () => quiesce(decapRx)));
-      if (process.env.BENCH_METRICS) {
-        const m = await t.exec('src', 'curl', ['-s', `http://${process.env.BENCH_METRICS}/metrics`]);
-        process.stderr.write(m.stdout.split('\n').filter((l) => /^mirrorflow_(capture|mirror|flow_log_rec)/.test(l)).join('\n') + '\n');
+      // (1) The agent, pcap plane, with and without flow logs and TCP analysis.
+      for (const plane of planes) {
+        const agent = t.spawn('src', process.execPath, [CLI, 'run', '--config', plane.file], { cwd: REPO });
+        await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
+        results.push(await search(t, conf, plane.name, size, decapRx, () => agent.pid, () => quiesce(decapRx)));
+        if (process.env.BENCH_METRICS) {
+          const m = await t.exec('src', 'curl', ['-s', `http://${process.env.BENCH_METRICS}/metrics`]);
+          process.stderr.write(m.stdout.split('\n').filter((l) => /^mirrorflow_(capture|mirror|flow_log_rec)/.test(l)).join('\n') + '\n');
+        }
+        await agent.stop('SIGTERM', 15_000);
       }
-      await agent.stop('SIGTERM', 15_000);
     }
   } finally {
     await t.destroy();

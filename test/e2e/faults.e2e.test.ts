@@ -3,7 +3,7 @@
 // down and up, and kill -9 followed by a restart. Each shows in a metric and a log line,
 // the agent stays up, and mirroring resumes by itself once the fault is gone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Spawned } from '../../agent/lab/exec.js';
@@ -95,6 +95,16 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     await topo.exec('src', 'ip', ['route', 'replace', 'default', 'via', topo.v4.peerSrc]);
     await resumed(100);
     expect(agent.running).toBe(true);
+  });
+
+  it('config file deleted before a reload: refused and logged, the running config keeps mirroring', async () => {
+    const text = await readFile(configFile, 'utf8');
+    await rm(configFile);
+    process.kill(agent.pid!, 'SIGHUP');
+    await agent.waitForLine(/reload refused.*|"msg":"reload refused: keeping the running config"/, TIMEOUT_MS, { stream: 'stdout' });
+    expect(agent.lines.stdout.some((l) => l.includes('no such file'))).toBe(true);
+    await resumed(100);
+    await writeFile(configFile, text, { mode: 0o600 });
   });
 
   it('kill -9 then restart: starts cleanly (stale control socket), no partial flow log line, mirroring resumes', async () => {
