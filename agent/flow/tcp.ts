@@ -1,14 +1,25 @@
 // Per-connection TCP analysis, both directions in one entry, following the rules of
-// Wireshark's tcp_analyze_sequence_number() (packet-tcp.c) so the counts agree with
-// tshark's tcp.analysis.* fields on the same packets:
-//   zero window      window field 0 on a segment without SYN/FIN/RST
+// Wireshark's tcp_analyze_sequence_number() (packet-tcp.c, as tshark 4.0 applies them) so
+// the counts agree with tshark's tcp.analysis.* fields on the same packets:
+//   zero window      window field 0 on a segment without SYN/FIN/RST, unless it is a
+//                    zero-window probe (1 byte at nextseq while the peer's window is 0;
+//                    a probe does not advance nextseq)
 //   keep-alive       ≤ 1 byte at nextseq − 1, no SYN/FIN/RST (not a retransmission)
-//   retransmission   payload, SYN or FIN below this direction's nextseq, no RST; unless
-//                    out of order (arrived within the first RTT of the last advance and
-//                    does not end at nextseq). Fast (≥ 2 duplicate ACKs for it, < 20 ms)
-//                    and spurious (already ACKed by the peer) retransmissions count too.
+//   spurious         payload already ACKed by the peer: a retransmission
+//   retransmission   payload, SYN or FIN below this direction's nextseq (not when it starts
+//                    at nextseq − 1 with > 1 byte); fast when it starts at the peer's ACK
+//                    after ≥ 2 duplicate ACKs, < 20 ms after the peer's last segment;
+//                    otherwise out of order instead when it comes within the handshake RTT
+//                    (3 ms before it is known) of the last advance and does not end at nextseq
+//   duplicate ACK    empty, window ≠ 0, same seq/ack/window as the direction's last segment,
+//                    not answering a keep-alive or probe; any new ack value resets the count
+//   reused ports     a SYN (no ACK) whose sequence number is not its direction's base
+//                    (the ISN, or first seq − 1 when the capture began mid-stream)
+//                    starts a new connection in the same entry, as tshark starts a new
+//                    tcp.stream; it is not a retransmission
 //   handshake RTT    server side SYN → SYN-ACK, client side SYN-ACK → ACK, both as seen
 //                    here; the whole handshake (SYN → ACK) is tshark's initial_rtt.
+// Like tshark, a nextseq or ack of exactly 0 reads as "none yet" (1 in 2^32 segments).
 // State lives in typed arrays indexed by the hash-table slot: nothing per packet is allocated.
 import { IPPROTO_TCP } from '../packet/offsets.js';
 import type { PacketView } from '../packet/view.js';
@@ -31,6 +42,9 @@ const ACK = 0x10;
 const OOO_THRESHOLD_US = 3000;
 /** tshark: a retransmission within 20 ms of ≥ 2 duplicate ACKs is a fast retransmission. */
 const FAST_RETRANS_US = 20_000;
+/** lastSegment bits: what tshark remembers of a direction's last segment. */
+const SEG_KEEP_ALIVE = 1;
+const SEG_ZERO_WINDOW_PROBE = 2;
 /** Entries looked at to find the least recently seen one when the table is full. */
 const VICTIM_SCAN = 8;
 
@@ -54,13 +68,19 @@ export class TcpTracker {
   private readonly table: FlowHashTable;
   private readonly key = new Int32Array(KEY_WORDS);
   // Per direction (slot * 2 + side; side 0 is the key's first endpoint).
+  /** Highest sequence number seen + 1; 0 means none yet, as in tshark (which also forgets a nextseq that wraps to exactly 0). */
   private readonly nextSeq: Uint32Array;
-  private readonly hasNextSeq: Uint8Array;
+  /** Set by the direction's first segment, as tshark's base_seq. */
+  private readonly baseSeq: Uint32Array;
+  private readonly hasBase: Uint8Array;
   private readonly lastAdvanceUs: Float64Array;
+  /** Ack field and window of the direction's last segment, and when it was seen. */
   private readonly lastAck: Uint32Array;
-  private readonly hasAck: Uint8Array;
+  private readonly lastAckUs: Float64Array;
   private readonly lastWindow: Int32Array;
   private readonly dupAcks: Uint32Array;
+  /** SEG_* bits of the direction's last segment. */
+  private readonly lastSegment: Uint8Array;
   // Per connection.
   private readonly synUs: Float64Array;
   private readonly synAckUs: Float64Array;
@@ -73,12 +93,14 @@ export class TcpTracker {
     this.table = new FlowHashTable(maxConnections);
     const cap = this.table.capacity;
     this.nextSeq = new Uint32Array(cap * 2);
-    this.hasNextSeq = new Uint8Array(cap * 2);
+    this.baseSeq = new Uint32Array(cap * 2);
+    this.hasBase = new Uint8Array(cap * 2);
     this.lastAdvanceUs = new Float64Array(cap * 2);
     this.lastAck = new Uint32Array(cap * 2);
-    this.hasAck = new Uint8Array(cap * 2);
+    this.lastAckUs = new Float64Array(cap * 2);
     this.lastWindow = new Int32Array(cap * 2);
     this.dupAcks = new Uint32Array(cap * 2);
+    this.lastSegment = new Uint8Array(cap * 2);
     this.synUs = new Float64Array(cap);
     this.synAckUs = new Float64Array(cap);
     this.firstRttUs = new Float64Array(cap);
@@ -103,6 +125,8 @@ export class TcpTracker {
       this.reset(slot);
     } else {
       this.table.lastSeenUs[slot] = now;
+      const fwd = slot * 2 + side;
+      if ((view.tcpFlags & (SYN | ACK)) === SYN && this.hasBase[fwd] === 1 && view.tcpSeq !== this.baseSeq[fwd]) this.reset(slot);
     }
     return this.analyse(slot, side, view, now);
   }
@@ -135,10 +159,13 @@ export class TcpTracker {
 
   private reset(slot: number): void {
     for (let d = slot * 2; d < slot * 2 + 2; d++) {
-      this.hasNextSeq[d] = 0;
-      this.hasAck[d] = 0;
+      this.hasBase[d] = 0;
+      this.nextSeq[d] = 0;
+      this.lastAck[d] = 0;
+      this.lastAckUs[d] = 0;
       this.dupAcks[d] = 0;
       this.lastWindow[d] = -1;
+      this.lastSegment[d] = 0;
     }
     this.synUs[slot] = 0;
     this.synAckUs[slot] = 0;
@@ -157,7 +184,7 @@ export class TcpTracker {
   private readonly hashOfSlot = (slot: number): number => hashKey(this.table.keys, slot * KEY_WORDS);
 
   private readonly moveSlot = (from: number, to: number): void => {
-    for (const arr of [this.nextSeq, this.hasNextSeq, this.lastAdvanceUs, this.lastAck, this.hasAck, this.lastWindow, this.dupAcks]) {
+    for (const arr of [this.nextSeq, this.baseSeq, this.hasBase, this.lastAdvanceUs, this.lastAck, this.lastAckUs, this.lastWindow, this.dupAcks, this.lastSegment]) {
       arr[to * 2] = arr[from * 2]!;
       arr[to * 2 + 1] = arr[from * 2 + 1]!;
     }
@@ -170,67 +197,76 @@ export class TcpTracker {
     const flags = view.tcpFlags;
     const seq = view.tcpSeq;
     const ack = view.tcpAck;
+    const win = view.tcpWindow;
     const seglen = view.payloadLength;
+    const control = flags & (SYN | FIN | RST);
     let ev = 0;
+    let segment = 0;
 
     if (flags & RST) {
       ev |= EV_RESET;
       this.resets++;
     }
-    if (view.tcpWindow === 0 && (flags & (RST | FIN | SYN)) === 0) {
-      ev |= EV_ZERO_WINDOW;
-      this.zeroWindows++;
-    }
     ev |= this.handshake(slot, side, flags, now);
 
-    const hasNext = this.hasNextSeq[fwd] === 1;
     const next = this.nextSeq[fwd]!;
-    const keepAlive = hasNext && seglen <= 1 && (flags & (SYN | FIN | RST)) === 0 && seq === ((next - 1) >>> 0);
-    if (hasNext && (flags & RST) === 0 && (seglen > 0 || (flags & (SYN | FIN)) !== 0) && lt(seq, next) && !keepAlive) {
-      const sinceAdvance = now - this.lastAdvanceUs[fwd]!;
-      const end = (seq + seglen) >>> 0;
-      const firstRtt = this.firstRttUs[slot]!;
-      if (this.dupAcks[rev]! >= 2 && this.hasAck[rev] === 1 && this.lastAck[rev] === seq && sinceAdvance < FAST_RETRANS_US) {
-        ev |= EV_RETRANS;
-      } else if (seglen > 0 && this.hasAck[rev] === 1 && le(end, this.lastAck[rev]!)) {
-        // Already ACKed: spurious, which tshark flags as tcp.analysis.retransmission too
-        // (and never as out of order, however soon it follows).
-        ev |= EV_SPURIOUS | EV_RETRANS;
-      } else if (seglen > 0 && sinceAdvance < (firstRtt > 0 ? firstRtt : OOO_THRESHOLD_US) && next !== end) {
-        ev |= EV_OUT_OF_ORDER;
-      } else {
-        ev |= EV_RETRANS;
-      }
-      if (ev & EV_RETRANS) {
-        this.retransmissions++;
-        if (flags & SYN) {
-          ev |= EV_SYN_RETRANS;
-          this.synRetransmissions++;
-        }
-      }
-      if (ev & EV_OUT_OF_ORDER) this.outOfOrder++;
+    const hasNext = next !== 0;
+    if (this.hasBase[fwd] === 0) {
+      this.baseSeq[fwd] = flags & SYN ? seq : (seq - 1) >>> 0;
+      this.hasBase[fwd] = 1;
     }
+    // An unchanged, empty segment: the base of keep-alive ACKs, probe ACKs and duplicate ACKs.
+    const repeat = seglen === 0 && control === 0 && seq === next && ack === this.lastAck[fwd] && win === this.lastWindow[fwd];
+    if (seglen === 1 && seq === next && this.lastWindow[rev] === 0) {
+      segment = SEG_ZERO_WINDOW_PROBE;
+    } else {
+      if (win === 0 && control === 0) {
+        ev |= EV_ZERO_WINDOW;
+        this.zeroWindows++;
+      }
+      if (seglen <= 1 && control === 0 && seq === ((next - 1) >>> 0)) segment = SEG_KEEP_ALIVE;
+      const probeAck = repeat && (this.lastSegment[rev]! & (win === 0 ? SEG_ZERO_WINDOW_PROBE : SEG_KEEP_ALIVE)) !== 0;
+      if (repeat && win !== 0 && !probeAck) this.dupAcks[fwd]! += 1;
+    }
+    if (ack !== this.lastAck[fwd]) this.dupAcks[fwd] = 0;
 
-    // SYN and FIN take one sequence number each.
+    if ((seglen > 0 || (flags & (SYN | FIN)) !== 0) && segment !== SEG_KEEP_ALIVE) ev |= this.classify(slot, fwd, rev, seq, seglen, flags, hasNext, next, now);
+    if (ev & EV_RETRANS) {
+      this.retransmissions++;
+      if (flags & SYN) {
+        ev |= EV_SYN_RETRANS;
+        this.synRetransmissions++;
+      }
+    }
+    if (ev & EV_OUT_OF_ORDER) this.outOfOrder++;
+
+    // SYN and FIN take one sequence number each; a zero-window probe does not advance.
     const segEnd = (seq + seglen + (flags & SYN ? 1 : 0) + (flags & FIN ? 1 : 0)) >>> 0;
-    if (!hasNext || lt(next, segEnd)) {
+    if ((!hasNext || lt(next, segEnd)) && segment !== SEG_ZERO_WINDOW_PROBE) {
       this.nextSeq[fwd] = segEnd;
-      this.hasNextSeq[fwd] = 1;
       this.lastAdvanceUs[fwd] = now;
     }
-
-    if (flags & ACK) {
-      // Duplicate ACK as tshark counts it: no data, same ack and window, no SYN/FIN/RST.
-      if (this.hasAck[fwd] === 1 && seglen === 0 && (flags & (SYN | FIN | RST)) === 0 && ack === this.lastAck[fwd] && view.tcpWindow === this.lastWindow[fwd]) {
-        this.dupAcks[fwd]! += 1;
-      } else if (this.hasAck[fwd] === 0 || ack !== this.lastAck[fwd]) {
-        this.dupAcks[fwd] = 0;
-      }
-      if (this.hasAck[fwd] === 0 || lt(this.lastAck[fwd]!, ack)) this.lastAck[fwd] = ack;
-      this.hasAck[fwd] = 1;
-    }
-    this.lastWindow[fwd] = view.tcpWindow;
+    this.lastAck[fwd] = ack;
+    this.lastAckUs[fwd] = now;
+    this.lastWindow[fwd] = win;
+    this.lastSegment[fwd] = segment;
     return ev;
+  }
+
+  /** A segment with payload, SYN or FIN: retransmission (fast, spurious, plain), out of order, or new. */
+  private classify(slot: number, fwd: number, rev: number, seq: number, seglen: number, flags: number, hasNext: boolean, next: number, now: number): number {
+    const end = (seq + seglen) >>> 0;
+    const revAck = this.lastAck[rev]!;
+    if (seglen > 0 && revAck !== 0 && le(end, revAck)) {
+      // Already ACKed: spurious, which tshark flags as tcp.analysis.retransmission too.
+      return EV_SPURIOUS | EV_RETRANS;
+    }
+    // Starting one below nextseq with more than a byte: new data after a zero-window probe.
+    if (!hasNext || !lt(seq, next) || (seglen > 1 && seq === ((next - 1) >>> 0))) return 0;
+    if (this.dupAcks[rev]! >= 2 && revAck === seq && now - this.lastAckUs[rev]! < FAST_RETRANS_US) return EV_RETRANS;
+    const firstRtt = this.firstRttUs[slot]!;
+    if (now - this.lastAdvanceUs[fwd]! < (firstRtt > 0 ? firstRtt : OOO_THRESHOLD_US) && next !== ((end + (flags & (SYN | FIN) ? 1 : 0)) >>> 0)) return EV_OUT_OF_ORDER;
+    return EV_RETRANS;
   }
 
   /** Handshake timing; the latest SYN counts (as tshark's ts_mru_syn). */
