@@ -26,12 +26,16 @@ const NG_BYTE_ORDER_MAGIC = 0x1a2b3c4d;
 const OPT_END = 0;
 const IDB_IF_NAME = 2;
 const IDB_IF_TSRESOL = 9;
+const IDB_IF_TSOFFSET = 14;
 const EPB_FLAGS = 2;
 /** epb_flags bits 0-1: 01 inbound, 10 outbound. */
 const EPB_DIR_MASK = 0x3;
 const EPB_DIR_IN = 1;
 const EPB_DIR_OUT = 2;
 const DIRECTION_UNKNOWN = -1;
+
+const rd32 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
+const rd16 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt16LE(at) : buf.readUInt16BE(at));
 
 /** Reads every frame of a pcap or pcapng file; resolves with the frame count. */
 export async function forEachFrame(path: string, onFrame: FileFrameHandler): Promise<number> {
@@ -48,18 +52,17 @@ function readPcap(path: string, buf: Buffer, onFrame: FileFrameHandler): number 
   if (magic !== PCAP_MAGIC_US && magic !== PCAP_MAGIC_NS) {
     throw new Error(`${path}: not a pcap or pcapng file (magic 0x${buf.readUInt32BE(0).toString(16)})`);
   }
-  const u32 = le ? (o: number) => buf.readUInt32LE(o) : (o: number) => buf.readUInt32BE(o);
-  const linkType = u32(20) & 0xffff;
+  const linkType = rd32(buf, 20, le) & 0xffff;
   if (linkType !== LINKTYPE_ETHERNET) throw new Error(`${path}: link type ${linkType}; only Ethernet (1) is supported`);
   const fraction = magic === PCAP_MAGIC_NS ? 1000 : 1;
   let off = PCAP_HEADER_LEN;
   let frames = 0;
   while (off + PCAP_RECORD_LEN <= buf.length) {
-    const caplen = u32(off + 8);
+    const caplen = rd32(buf, off + 8, le);
     const start = off + PCAP_RECORD_LEN;
     if (start + caplen > buf.length) throw new Error(`${path}: record ${frames + 1} at byte ${off} is cut short`);
-    const tsUs = u32(off) * 1e6 + Math.floor(u32(off + 4) / fraction);
-    onFrame(buf.subarray(start, start + caplen), caplen, u32(off + 12), tsUs, DIRECTION_UNKNOWN, undefined);
+    const tsUs = rd32(buf, off, le) * 1e6 + Math.floor(rd32(buf, off + 4, le) / fraction);
+    onFrame(buf.subarray(start, start + caplen), caplen, rd32(buf, off + 12, le), tsUs, DIRECTION_UNKNOWN, undefined);
     frames++;
     off = start + caplen;
   }
@@ -71,6 +74,8 @@ interface NgInterface {
   name: string | undefined;
   /** Timestamp units per second. */
   unitsPerSecond: number;
+  /** if_tsoffset: seconds added to every timestamp. */
+  offsetUs: number;
 }
 
 function readPcapng(path: string, buf: Buffer, onFrame: FileFrameHandler): number {
@@ -85,43 +90,37 @@ function readPcapng(path: string, buf: Buffer, onFrame: FileFrameHandler): numbe
       if (!le && buf.readUInt32BE(off + 8) !== NG_BYTE_ORDER_MAGIC) throw new Error(`${path}: bad pcapng byte-order magic at ${off}`);
       interfaces = [];
     }
-    const u32 = le ? (o: number) => buf.readUInt32LE(o) : (o: number) => buf.readUInt32BE(o);
-    const u16 = le ? (o: number) => buf.readUInt16LE(o) : (o: number) => buf.readUInt16BE(o);
-    const type = u32(off);
-    const len = u32(off + 4);
+    const type = rd32(buf, off, le);
+    const len = rd32(buf, off + 4, le);
     if (len < 12 || off + len > buf.length) throw new Error(`${path}: pcapng block at byte ${off} has a bad length ${len}`);
     const body = off + 8;
     const end = off + len - 4;
     if (type === NG_IDB) {
-      const iface: NgInterface = { linkType: u16(body), name: undefined, unitsPerSecond: 1e6 };
-      forEachOption(buf, body + 8, end, u16, (code, at, olen) => {
-        if (code === IDB_IF_NAME) iface.name = buf.toString('utf8', at, at + olen).replace(/\0+$/, '');
-        if (code === IDB_IF_TSRESOL && olen >= 1) {
-          const r = buf[at]!;
-          iface.unitsPerSecond = r & 0x80 ? 2 ** (r & 0x7f) : 10 ** r;
-        }
-      });
-      interfaces.push(iface);
+      interfaces.push(readInterface(buf, body, end, le));
     } else if (type === NG_EPB) {
-      const iface = interfaces[u32(body)];
+      const iface = interfaces[rd32(buf, body, le)];
       if (iface === undefined) throw new Error(`${path}: packet at byte ${off} names an undefined interface`);
       if (iface.linkType !== LINKTYPE_ETHERNET) throw new Error(`${path}: link type ${iface.linkType}; only Ethernet (1) is supported`);
-      const ts = u32(body + 4) * 2 ** 32 + u32(body + 8);
-      const caplen = u32(body + 12);
+      const caplen = rd32(buf, body + 12, le);
       const data = body + 20;
       let direction = DIRECTION_UNKNOWN;
-      forEachOption(buf, data + ((caplen + 3) & ~3), end, u16, (code, at) => {
-        if (code !== EPB_FLAGS) return;
-        const dir = u32(at) & EPB_DIR_MASK;
-        direction = dir === EPB_DIR_IN ? 0 : dir === EPB_DIR_OUT ? 1 : DIRECTION_UNKNOWN;
-      });
-      const tsUs = Math.floor((ts * 1e6) / iface.unitsPerSecond);
-      onFrame(buf.subarray(data, data + caplen), caplen, u32(body + 16), tsUs, direction, iface.name);
+      // Options, inline: epb_flags is the one we need, and this runs per frame.
+      for (let at = data + ((caplen + 3) & ~3); at + 4 <= end; ) {
+        const code = rd16(buf, at, le);
+        if (code === OPT_END) break;
+        if (code === EPB_FLAGS) {
+          const dir = rd32(buf, at + 4, le) & EPB_DIR_MASK;
+          direction = dir === EPB_DIR_IN ? 0 : dir === EPB_DIR_OUT ? 1 : DIRECTION_UNKNOWN;
+        }
+        at += 4 + ((rd16(buf, at + 2, le) + 3) & ~3);
+      }
+      const tsUs = iface.offsetUs + toMicros(rd32(buf, body + 4, le), rd32(buf, body + 8, le), iface.unitsPerSecond);
+      onFrame(buf.subarray(data, data + caplen), caplen, rd32(buf, body + 16, le), tsUs, direction, iface.name);
       frames++;
     } else if (type === NG_SPB) {
       const iface = interfaces[0];
       if (iface === undefined) throw new Error(`${path}: simple packet block before any interface`);
-      const wireLen = u32(body);
+      const wireLen = rd32(buf, body, le);
       const caplen = Math.min(wireLen, end - (body + 4));
       onFrame(buf.subarray(body + 4, body + 4 + caplen), caplen, wireLen, 0, DIRECTION_UNKNOWN, iface.name);
       frames++;
@@ -131,18 +130,48 @@ function readPcapng(path: string, buf: Buffer, onFrame: FileFrameHandler): numbe
   return frames;
 }
 
-function forEachOption(
-  buf: Buffer, start: number, end: number, u16: (o: number) => number,
-  visit: (code: number, at: number, len: number) => void,
-): void {
-  let at = start;
-  while (at + 4 <= end) {
-    const code = u16(at);
-    const len = u16(at + 2);
-    if (code === OPT_END) return;
-    visit(code, at + 4, len);
-    at += 4 + ((len + 3) & ~3);
+/** An interface description block: link type and the options we use. */
+function readInterface(buf: Buffer, body: number, end: number, le: boolean): NgInterface {
+  const iface: NgInterface = { linkType: rd16(buf, body, le), name: undefined, unitsPerSecond: 1e6, offsetUs: 0 };
+  for (let at = body + 8; at + 4 <= end; ) {
+    const code = rd16(buf, at, le);
+    const olen = rd16(buf, at + 2, le);
+    const v = at + 4;
+    if (code === OPT_END) break;
+    if (code === IDB_IF_NAME) iface.name = buf.toString('utf8', v, v + olen).replace(/\0+$/, '');
+    if (code === IDB_IF_TSRESOL && olen >= 1) {
+      const r = buf[v]!;
+      iface.unitsPerSecond = r & 0x80 ? 2 ** (r & 0x7f) : 10 ** r;
+    }
+    if (code === IDB_IF_TSOFFSET && olen >= 8) {
+      const hi = le ? buf.readInt32LE(v + 4) : buf.readInt32BE(v);
+      const lo = le ? buf.readUInt32LE(v) : buf.readUInt32BE(v + 4);
+      iface.offsetUs = (hi * 2 ** 32 + lo) * 1e6;
+    }
+    at = v + ((olen + 3) & ~3);
   }
+  return iface;
+}
+
+/**
+ * (hi·2^32 + lo) timestamp units in µs. Nanoseconds since 1970 exceed 2^53, so a plain
+ * double loses the last µs: divide in 16-bit limbs, every step exact for up to 9·10^9
+ * units per second (ns, and 2^-30 s, included).
+ */
+function toMicros(hi: number, lo: number, units: number): number {
+  let cur = hi >>> 16;
+  let q = Math.floor(cur / units);
+  let sec = q;
+  cur = (cur - q * units) * 65536 + (hi & 0xffff);
+  q = Math.floor(cur / units);
+  sec = sec * 65536 + q;
+  cur = (cur - q * units) * 65536 + (lo >>> 16);
+  q = Math.floor(cur / units);
+  sec = sec * 65536 + q;
+  cur = (cur - q * units) * 65536 + (lo & 0xffff);
+  q = Math.floor(cur / units);
+  sec = sec * 65536 + q;
+  return sec * 1e6 + Math.floor(((cur - q * units) * 1e6) / units);
 }
 
 /** Writes a classic pcap file (µs timestamps, Ethernet), buffered in large chunks. */
