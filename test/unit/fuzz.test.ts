@@ -1,34 +1,25 @@
-// Hostile traffic: one million random and mutated frames (bit flips, truncation at every
-// header boundary, wrong lengths, bogus IPv4 IHL and IPv6 next headers, deep VLAN stacks)
-// through the whole user-space path: decode → match → mirror output → TCP analysis → flow
-// table. Nothing may throw, nothing may be read past caplen, and every frame is counted
-// exactly once. Seeded: a failure prints the seed that reproduces it.
+// Hostile traffic through the whole user-space path: decode → match → mirror output → TCP
+// analysis → flow tables. One million seeded random and mutated frames (test/fuzz/frames.ts):
+// nothing may throw, decode must never look past caplen, every frame is counted exactly once,
+// and mutations with a known answer (too many VLAN tags, bad IHL or lengths, wrong checksums)
+// must get it. A failure prints the seed: FUZZ_SEED=<seed> npx vitest run test/unit/fuzz.test.ts
 import { describe, expect, it } from 'vitest';
-import { buildPacket, arpRequest } from '../../agent/packet/build.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { compileRules } from '../../agent/rules/compile.js';
+import { matchPacket, EXCLUDED_ARP, EXCLUDED_NON_IP } from '../../agent/rules/match.js';
 import { MirrorPipeline } from '../../agent/pipeline.js';
 import { FlowStage } from '../../agent/flow/stage.js';
-import { DECODE_ARP, DECODE_MALFORMED, DECODE_NON_IP, DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { decode } from '../../agent/packet/decode.js';
+import { DECODE_ARP, DECODE_MALFORMED, DECODE_NON_IP, DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import type { MirrorOutput } from '../../agent/mirror/output.js';
-import type { PacketView as View } from '../../agent/packet/view.js';
+import { FrameMutator, MAX_FRAME, MUTATIONS, describeSeed, seedFrames, viewDiff } from '../fuzz/frames.js';
+import { Prng, seedFromEnv } from '../fuzz/prng.js';
 
 const FRAMES = 1_000_000;
-const SEED = Number(process.env.FUZZ_SEED ?? 0x6d66);
-
-/** xorshift32: fast, seeded, reproducible. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
+const SEED = seedFromEnv(0x6d66);
+/** Every DROP_EVERY-th copy the fake output refuses (as a full send queue would). */
+const DROP_EVERY = 7;
+const MAX_FLOWS = 4096;
 
 const CONFIG = `
 agent: { vmId: fuzz, metrics: { listen: "" } }
@@ -47,113 +38,155 @@ flowLogs:
   - { id: fl-1, sources: ["*"], window: 60, sink: { type: stdout } }
 `;
 
-/** Valid frames the mutator starts from: every protocol and header form the decoder knows. */
-const SEEDS: Buffer[] = [
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'tcp', srcPort: 40000, dstPort: 80, tcpFlags: 0x12, payload: 64 }),
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'udp', srcPort: 40000, dstPort: 53, payload: 40, vlans: [10] }),
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'udp', srcPort: 1, dstPort: 2, payload: 300, vlans: [10, 20] }),
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'icmp', payload: 56 }),
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'udp', srcPort: 1, dstPort: 2, payload: 100, ipId: 7, fragment: { offset: 0, more: true } }),
-  buildPacket({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'udp', payload: 100, ipId: 7, fragment: { offset: 800, more: false } }),
-  buildPacket({ src: 'fd00::1', dst: 'fd00::2', proto: 'tcp', srcPort: 5, dstPort: 443, tcpFlags: 0x02 }),
-  buildPacket({ src: 'fd00::1', dst: 'fd00::2', proto: 'icmp', payload: 16, v6ext: [{ type: 0, length: 8 }, { type: 60, length: 16 }] }),
-  buildPacket({ src: 'fd00::1', dst: 'fd00::2', proto: 'udp', srcPort: 9, dstPort: 10, payload: 30, fragment: { offset: 0, more: true } }),
-  arpRequest('10.0.0.1', '10.0.0.2'),
+/** The reasons decode() gives; the fuzz run must reach each of them. */
+const REASONS = [
+  'eth-truncated', 'vlan-too-many-tags', 'vlan-truncated', 'ip-truncated', 'ipv4-bad-version', 'ipv4-bad-ihl',
+  'ipv4-bad-total-length', 'ipv6-bad-version', 'ipv6-bad-payload-length', 'ipv6-ext-truncated', 'ipv6-hbh-not-first',
+  'l4-truncated', 'tcp-bad-data-offset',
 ];
 
-/** Offsets worth cutting at or corrupting: header boundaries and length fields. */
-const HOT = [12, 13, 14, 15, 16, 17, 18, 22, 23, 24, 26, 30, 34, 38, 42, 46, 47, 54, 58, 62];
-
-function mutate(r: () => number, out: Buffer): number {
-  const kind = r() % 8;
-  if (kind === 0) {
-    // Pure noise, any length.
-    const len = r() % 200;
-    for (let i = 0; i < len; i++) out[i] = r() & 0xff;
-    return len;
-  }
-  const seed = SEEDS[r() % SEEDS.length]!;
-  seed.copy(out);
-  let len = seed.length;
-  const flips = 1 + (r() % 4);
-  for (let i = 0; i < flips; i++) {
-    const at = kind <= 3 ? HOT[r() % HOT.length]! : r() % len;
-    if (at < len) out[at] = kind === 1 ? r() & 0xff : out[at]! ^ (1 << (r() % 8));
-  }
-  if (kind === 4) len = r() % (len + 1); // truncation anywhere
-  if (kind === 5) len = HOT[r() % HOT.length]! % (len + 1); // truncation at a header boundary
-  if (kind === 6) {
-    // A deep VLAN stack in front of the payload.
-    const tags = 1 + (r() % 5);
-    out.copyWithin(12 + tags * 4, 12, len);
-    for (let t = 0; t < tags; t++) {
-      out.writeUInt16BE(t % 2 === 0 ? 0x8100 : 0x88a8, 12 + t * 4);
-      out.writeUInt16BE(r() & 0xfff, 14 + t * 4);
-    }
-    len += tags * 4;
-  }
-  if (kind === 7) out[r() % 2 === 0 ? 14 : 20] = r() & 0xff; // IPv4 ver/IHL or IPv6 next header
-  return len;
-}
-
-class CountingOutput implements MirrorOutput {
+/** A MirrorOutput that checks what the live sender would copy and refuses every DROP_EVERY-th copy. */
+class FakeOutput implements MirrorOutput {
   packets = 0;
   bytes = 0;
   truncated = 0;
   sendErrors = 0;
   dropped = 0;
-  send(view: View): boolean {
-    // What the live sender copies must lie inside the frame.
-    if (view.caplen > view.buf.length) throw new Error('caplen beyond the buffer');
+  calls = 0;
+  send(view: PacketView, vni: number, packetLength: number): boolean {
+    // The sender copies view.buf[0, min(caplen, limit)): it must all be there.
+    if (view.caplen > view.buf.length || view.caplen < 0) throw new Error(`caplen ${view.caplen} outside a ${view.buf.length}-byte buffer`);
+    if (vni !== 10 || packetLength <= 0) throw new Error(`session fields wrong: vni ${vni}, packetLength ${packetLength}`);
+    if (++this.calls % DROP_EVERY === 0) {
+      this.dropped++;
+      return false;
+    }
     this.packets++;
+    this.bytes += view.caplen;
     return true;
   }
   async close(): Promise<void> {}
 }
 
-describe('fuzz: a million hostile frames through the user-space path', () => {
-  it(`never throws, never reads past caplen, and counts every frame once (seed ${SEED})`, () => {
+describe('fuzz: hostile frames through the user-space path', () => {
+  it('a frame cut at any length decodes as the whole frame or as malformed, never as something else', () => {
+    const cut = new PacketView();
+    for (const seed of seedFrames().map(describeSeed)) {
+      const len = seed.frame.length;
+      let firstOk = -1;
+      for (let c = 0; c <= len; c++) {
+        const frame = Buffer.from(seed.frame.subarray(0, c));
+        // Cut by the snap length: the wire had the whole frame.
+        const snap = decode(cut, frame, c, len);
+        if (snap === seed.status) {
+          if (firstOk < 0) firstOk = c;
+          expect(viewDiff(seed.view, cut), `seed ${seed.frame.toString('hex')} cut at ${c}`).toBe('');
+        } else {
+          expect(snap, `cut at ${c} after a good cut at ${firstOk}`).toBe(DECODE_MALFORMED);
+          expect(firstOk, `cut at ${c}: malformed after a good cut at ${firstOk}`).toBe(-1);
+        }
+        // Short on the wire too: an IP packet missing bytes its length field claims is malformed.
+        const short = decode(cut, frame, c, c);
+        if (seed.view.ipVersion !== 0 && c < len) {
+          expect(short, `wire-short IP frame cut at ${c}`).toBe(DECODE_MALFORMED);
+          expect(cut.malformedReason).toMatch(/truncated|length/);
+        }
+      }
+      expect(firstOk, 'the whole frame decodes').toBeGreaterThan(0);
+      expect(firstOk).toBeLessThanOrEqual(len);
+    }
+  });
+
+  it(`a million frames: nothing thrown, nothing read past caplen, known verdicts kept, every frame counted once (seed ${SEED})`, () => {
     const config = parseConfig(CONFIG, { localAddresses: [] });
     const rules = compileRules(config);
-    const output = new CountingOutput();
-    const flow = new FlowStage({ config, interfaces: rules.interfaces, emit: () => undefined, maxFlows: 4096, maxConnections: 4096 });
+    const output = new FakeOutput();
+    let records = 0;
+    const flow = new FlowStage({
+      config, interfaces: rules.interfaces, emit: (_, r) => (records += r.length), maxFlows: MAX_FLOWS, maxConnections: MAX_FLOWS,
+    });
     const pipeline = new MirrorPipeline(rules, [output], flow);
-    const r = rng(SEED);
-    const scratch = Buffer.alloc(2048);
-    const probe = new PacketView();
-    const byStatus = [0, 0, 0];
-    let malformed = 0;
+    const rng = new Prng(SEED);
+    const mutator = new FrameMutator(rng);
+    const seedVerdicts = mutator.seeds.map((s) => [DIR_IN, DIR_OUT].map((d) => {
+      s.view.direction = d;
+      return matchPacket(rules, 0, s.view);
+    }));
+    const scratch = mutator.out;
+    // The same bytes followed by 0xff: a decoder that reads past caplen sees them here and
+    // `undefined` (which bit operations turn into 0) in the exact-length frame, and differs.
+    const padded = Buffer.alloc(MAX_FRAME + 64, 0xff);
+    const exact = new PacketView();
+    const beyond = new PacketView();
+    const byStatus = new Float64Array(4);
+    const bad = { known: 0 };
     let t = 1_700_000_000_000_000;
+    const started = performance.now();
     for (let n = 0; n < FRAMES; n++) {
-      const len = mutate(r, scratch);
-      // An exact-length view: any read past caplen hits the end of the Buffer.
+      mutator.mutate();
+      const len = mutator.len;
+      const wire = mutator.wireLen;
       const frame = scratch.subarray(0, len);
-      const dir = r() & 1 ? DIR_OUT : DIR_IN;
-      t += 1 + (r() % 1000);
+      const dir = rng.below(2) === 0 ? DIR_IN : DIR_OUT;
+      t += 1 + rng.below(1000);
+      let failure = '';
       try {
-        probe.tsUs = t;
-        probe.direction = dir;
-        const wire = len + (r() % 3);
-        const status = decode(probe, frame, len, wire);
-        if (status >= DECODE_MALFORMED) malformed++;
-        else byStatus[status === DECODE_OK ? 0 : status === DECODE_NON_IP ? 1 : status === DECODE_ARP ? 2 : 0]! += 1;
-        if (status < DECODE_MALFORMED && probe.l4Offset > probe.caplen) throw new Error(`l4Offset ${probe.l4Offset} past caplen ${probe.caplen}`);
+        const status = decode(exact, frame, len, wire);
+        scratch.copy(padded, 0, 0, len);
+        const statusBeyond = decode(beyond, padded, len, wire);
+        padded.fill(0xff, 0, len);
+        const diff = viewDiff(exact, beyond);
+        if (status !== statusBeyond || diff !== '') failure = `decode depends on bytes past caplen (${diff || `status ${status} vs ${statusBeyond}`})`;
+        if (status === DECODE_OK) byStatus[0]! += 1;
+        else if (status === DECODE_NON_IP) byStatus[1]! += 1;
+        else if (status === DECODE_ARP) byStatus[2]! += 1;
+        else if (status >= DECODE_MALFORMED) byStatus[3]! += 1;
+        else failure = `unknown decode status ${status}`;
+        if (status < DECODE_MALFORMED && exact.l4Offset > len) failure = `l4Offset ${exact.l4Offset} past caplen ${len}`;
+        if (mutator.expectReason !== '' && exact.malformedReason !== mutator.expectReason) {
+          failure = `expected malformed ${mutator.expectReason}, got status ${status} ${exact.malformedReason}`;
+        }
+        if (mutator.expectSeed >= 0) {
+          const seed = mutator.seeds[mutator.expectSeed]!;
+          const d = viewDiff(seed.view, exact, mutator.l3Shift, mutator.l3Shift / 4);
+          if (status !== seed.status || d !== '') failure = `expected the seed's decode, got status ${status} (${d})`;
+          // Fragments follow their first fragment's stored decision: history, not this frame.
+          exact.direction = dir;
+          if (!exact.isFragment && matchPacket(rules, 0, exact) !== seedVerdicts[mutator.expectSeed]![dir]) failure = 'match verdict differs from the seed';
+          bad.known++;
+        }
         pipeline.handleFrame(0, frame, len, wire, t, dir);
       } catch (err) {
-        throw new Error(`seed ${SEED}, frame ${n} (${frame.toString('hex')}): ${(err as Error).message}`);
+        failure = `threw ${(err as Error).stack}`;
+      }
+      if (failure !== '') {
+        throw new Error(`FUZZ_SEED=${SEED}, frame ${n}, mutation ${MUTATIONS[mutator.kind]} (${frame.toString('hex')}, wire ${wire}): ${failure}`);
       }
     }
     flow.flushAll();
+    const elapsedMs = performance.now() - started;
+
     const captured = pipeline.captured[0]! + pipeline.captured[1]!;
-    const malformedCounted = [...pipeline.malformed.values()].reduce((a, b) => a + b, 0);
+    const malformed = [...pipeline.malformed.values()].reduce((a, b) => a + b, 0);
     const notMirrored = pipeline.notMirrored.reduce((a, b) => a + b, 0);
     expect(captured).toBe(FRAMES);
-    expect(malformedCounted).toBe(malformed);
-    // Every well-formed frame was either mirrored or counted with a reason.
-    expect(output.packets + notMirrored + malformedCounted).toBe(FRAMES);
-    expect(malformed).toBeGreaterThan(FRAMES / 20);
-    expect(byStatus[0]).toBeGreaterThan(FRAMES / 20);
-    expect(flow.tcp.active).toBeLessThanOrEqual(4096);
-    expect(flow.aggregators[0]!.activeFlows).toBeLessThanOrEqual(4096);
+    expect(byStatus.reduce((a, b) => a + b, 0)).toBe(FRAMES);
+    expect(malformed).toBe(byStatus[3]);
+    expect(pipeline.notMirrored[-EXCLUDED_ARP]).toBe(byStatus[2]);
+    expect(pipeline.notMirrored[-EXCLUDED_NON_IP]).toBe(byStatus[1]);
+    // Mirrored, refused by the output (counted there), not mirrored with a reason, or malformed.
+    expect(output.calls).toBe(output.packets + output.dropped);
+    expect(output.packets + output.dropped + notMirrored + malformed).toBe(FRAMES);
+    expect(output.dropped).toBeGreaterThan(0);
+    // The run reached every kind of damage and every reason decode knows.
+    for (let k = 0; k < MUTATIONS.length; k++) expect(mutator.counts[k], MUTATIONS[k]).toBeGreaterThan(FRAMES / 20);
+    expect([...pipeline.malformed.keys()].sort()).toEqual(expect.arrayContaining(REASONS));
+    for (const s of byStatus) expect(s).toBeGreaterThan(FRAMES / 100);
+    expect(bad.known).toBeGreaterThan(FRAMES / 10);
+    // State stays within its limits, and the flow logs still produced records.
+    expect(flow.tcp.active).toBeLessThanOrEqual(MAX_FLOWS);
+    expect(flow.aggregators[0]!.activeFlows).toBeLessThanOrEqual(MAX_FLOWS);
+    expect(records).toBeGreaterThan(0);
+    console.log(`fuzz: ${FRAMES} frames in ${Math.round(elapsedMs)} ms (seed ${SEED}); decode ok ${byStatus[0]}, non-ip ${byStatus[1]}, arp ${byStatus[2]}, malformed ${byStatus[3]}`);
   }, 120_000);
 });
