@@ -14,6 +14,8 @@ export const AGENT_TIMEOUT_MS = 20_000;
 /** Metrics ports are picked at random here; each lab namespace has its own port space. */
 const PORT_MIN = 20_000;
 const PORT_SPAN = 20_000;
+/** Between two scrapes while waiting for a metric to change. */
+const METRIC_POLL_MS = 50;
 
 export interface CliResult {
   code: number;
@@ -38,6 +40,8 @@ export interface LabAgent {
   config: AgentConfig;
   /** Sum of every sample of a metric whose labels include `labels`. */
   metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /** Polls the metric until `ok(value)` holds; resolves with that value, rejects after timeoutMs. */
+  waitForMetric(name: string, labels: Record<string, string>, ok: (value: number) => boolean, timeoutMs?: number): Promise<number>;
   /** Log lines (pino JSON on stdout) matching `re` so far. */
   logCount(re: RegExp): number;
   /** Waits for the `count`-th log line matching `re` (default: one more than now). */
@@ -102,6 +106,15 @@ export async function startLabAgent(topo: Topology, config: AgentConfig, role: N
     metric: async (name, labels) => {
       const { stdout } = await topo.exec(role, 'curl', ['-sS', '--max-time', '5', `http://${listen}/metrics`]);
       return sumMetric(stdout, name, labels);
+    },
+    waitForMetric: async (name, labels, ok, timeoutMs = AGENT_TIMEOUT_MS) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const value = await agent.metric(name, labels);
+        if (ok(value)) return value;
+        if (Date.now() > deadline) throw new Error(`${name}${JSON.stringify(labels)} is ${value}: condition not met after ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, METRIC_POLL_MS));
+      }
     },
     logCount: (re) => agent.proc.countLines(re, 'stdout'),
     waitForLog: (re, count, timeoutMs = AGENT_TIMEOUT_MS) =>
