@@ -30,6 +30,12 @@ const buf = Buffer.alloc(64);
 let n = 0;
 setInterval(() => { s.send(buf, ${UDP_PORT}, '${host}', () => {}); if (++n % 100 === 0) console.log('sent ' + n); }, 1);`;
 
+const MARKER_LEN = 99;
+/** One datagram of another length on the mirrored flow's filter, to tell when the path is drained. */
+const MARKER = (host: string) => `
+const s = require('node:dgram').createSocket('udp4');
+s.send(Buffer.alloc(${MARKER_LEN}), ${UDP_PORT}, '${host}', () => s.close());`;
+
 describe('faults: the agent survives and resumes by itself (root, veth, real agent)', () => {
   let topo: Topology;
   let agent: LabAgent;
@@ -144,6 +150,44 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     await resumed();
     sameProcess();
     await writeFile(agent.configFile, text, { mode: 0o600 });
+  });
+
+  it('local queue full (qdisc drops, ENOBUFS): every copy counted as sent either arrives or is counted as an error', async () => {
+    const marker = async (nth: number) => {
+      topo.spawn('src', process.execPath, ['-e', MARKER(topo.v4.peerSrc)]);
+      await decap.proc.waitForLine(new RegExp(`length ${MARKER_LEN}\\b`), TIMEOUT_MS, { stream: 'stdout', count: nth });
+    };
+    const counters = async () => ({
+      sent: await agent.metric('mirrorflow_mirror_packets_total', { session: SESSION }),
+      errors: await agent.metric(SEND_ERRORS, { session: SESSION }),
+      arrived: decap.count(),
+    });
+    const markersBefore = decap.proc.countLines(new RegExp(`length ${MARKER_LEN}\\b`), 'stdout');
+    // A quiet, settled start: the stream paused, and a marker through that proves the path is empty.
+    process.kill(sender.pid!, 'SIGSTOP');
+    try {
+      await marker(markersBefore + 1);
+      const before = await counters();
+      // A slow queue on the one NIC: the stream and its copies overflow it.
+      await topo.exec('src', 'tc', ['qdisc', 'add', 'dev', topo.srcIf, 'root', 'tbf', 'rate', '1mbit', 'burst', '1600', 'limit', '3000']);
+      try {
+        process.kill(sender.pid!, 'SIGCONT');
+        await sender.waitForLine(/^sent /, TIMEOUT_MS, { stream: 'stdout', count: sender.countLines(/^sent /, 'stdout') + 20 });
+        process.kill(sender.pid!, 'SIGSTOP');
+        const qdisc = (await topo.exec('src', 'tc', ['-s', 'qdisc', 'show', 'dev', topo.srcIf])).stdout;
+        expect(Number(/dropped (\d+)/.exec(qdisc)?.[1])).toBeGreaterThan(0);
+      } finally {
+        await topo.exec('src', 'tc', ['qdisc', 'del', 'dev', topo.srcIf, 'root']);
+      }
+      await marker(markersBefore + 2);
+      const after = await counters();
+      const lost = after.sent - before.sent - (after.arrived - before.arrived);
+      expect(lost, `copies counted as sent but never arrived (${JSON.stringify({ before, after })})`).toBeLessThanOrEqual(after.errors - before.errors);
+    } finally {
+      process.kill(sender.pid!, 'SIGCONT');
+    }
+    await resumed();
+    sameProcess();
   });
 
   it('kill -9 then restart: nothing left behind, the stale control socket is replaced, no partial flow log line, mirroring resumes', async () => {
