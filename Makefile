@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 NODE_STAMP := node_modules/.mirrorflow-stamp
 
-.PHONY: all deps build test lab bench clean install uninstall
+.PHONY: all deps build test lab bench clean install uninstall soak
 PREFIX ?= /usr
 
 all: build
@@ -33,6 +33,10 @@ bench: build
 	npx tsc -p bench/tsconfig.json
 	node dist/bench/run.js
 	npx vitest bench --run bench/micro
+
+# Issue 7's overload soak: twice the zero-loss rate for a minute (make test runs 10 s).
+soak: build
+	OVERLOAD_SECONDS=60 npx vitest run test/e2e/faults.e2e.test.ts -t overload
 
 clean:
 	rm -rf dist node_modules
