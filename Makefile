@@ -18,7 +18,16 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: deps
+# The eBPF data plane: every bpf/*.bpf.c becomes dist/bpf/*.bpf.o (clang -target bpf).
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,dist/bpf/%.bpf.o,$(BPF_SRC))
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
+
+dist/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h)
+	@mkdir -p dist/bpf
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+build: deps $(BPF_OBJ)
 	npx tsc -p tsconfig.json
 
 test: build

@@ -1,0 +1,150 @@
+// Byte layout of the structs in bpf/mirrorflow.h, written little-endian (host order of
+// the x86-64/aarch64 kernels we load into) except address words, which stay in network
+// order exactly like the packet bytes the programs compare them with. The loader checks
+// these sizes against the map definitions of the compiled object.
+
+import { DIR_OUT, type Direction } from '../packet/view.js';
+import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules/compile.js';
+
+export const MF_MAX_SESSIONS = 64;
+export const MF_MAX_CHAIN = 3;
+export const MF_MAX_RULES = 10;
+export const MF_MAX_OWN = 16;
+export const MF_MAX_IFACES = 256;
+export const MF_SLOTS = 2;
+export const MF_REASONS = 8;
+export const MF_MARK_MAGIC = 0x4d460000;
+
+export const RULE_SIZE = 80;
+const CHAIN_RULES_OFFSET = 28;
+export const CHAIN_SIZE = CHAIN_RULES_OFFSET + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE;
+export const CHAIN_KEY_SIZE = 8;
+const SESSION_SIZE = 32;
+const OWN_SIZE = 20;
+const SLOT_OWN_OFFSET = 16;
+const SLOT_SESSIONS_OFFSET = SLOT_OWN_OFFSET + MF_MAX_OWN * OWN_SIZE;
+export const SLOT_SIZE = SLOT_SESSIONS_OFFSET + MF_MAX_SESSIONS * SESSION_SIZE;
+export const STATE_SIZE = 8;
+export const FRAG_KEY_SIZE = 48;
+export const FRAG_VAL_SIZE = 16;
+export const SESSION_STATS_SIZE = 32;
+
+function writeWords(buf: Buffer, offset: number, words: ArrayLike<number>): void {
+  for (let i = 0; i < 4; i++) buf.writeUInt32BE(words[i]! >>> 0, offset + 4 * i);
+}
+
+function writeRule(buf: Buffer, offset: number, rule: CompiledRule): void {
+  writeWords(buf, offset, rule.srcNet);
+  writeWords(buf, offset + 16, rule.srcMask);
+  writeWords(buf, offset + 32, rule.dstNet);
+  writeWords(buf, offset + 48, rule.dstMask);
+  buf.writeInt32LE(rule.protocol === PROTO_ANY ? -1 : rule.protocol, offset + 64);
+  const sportAny = rule.srcPortStart === PORT_ANY;
+  const dportAny = rule.dstPortStart === PORT_ANY;
+  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortStart, offset + 68);
+  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortEnd, offset + 70);
+  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortStart, offset + 72);
+  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortEnd, offset + 74);
+  buf.writeUInt8(rule.family, offset + 76);
+  buf.writeUInt8(rule.accept ? 1 : 0, offset + 77);
+  buf.writeUInt8(sportAny ? 1 : 0, offset + 78);
+  buf.writeUInt8(dportAny ? 1 : 0, offset + 79);
+}
+
+export interface ChainEntry {
+  session: number;
+  rules: readonly CompiledRule[];
+}
+
+/** struct mf_chain for one interface and direction. */
+export function encodeChain(entries: readonly ChainEntry[]): Buffer {
+  if (entries.length > MF_MAX_CHAIN) throw new Error(`more than ${MF_MAX_CHAIN} sessions on one interface`);
+  const buf = Buffer.alloc(CHAIN_SIZE);
+  buf.writeUInt32LE(entries.length, 0);
+  entries.forEach((entry, s) => {
+    if (entry.rules.length > MF_MAX_RULES) throw new Error(`more than ${MF_MAX_RULES} rules in one direction`);
+    buf.writeUInt32LE(entry.session, 4 + 4 * s);
+    buf.writeUInt32LE(entry.rules.length, 16 + 4 * s);
+    entry.rules.forEach((rule, r) => writeRule(buf, CHAIN_RULES_OFFSET + (s * MF_MAX_RULES + r) * RULE_SIZE, rule));
+  });
+  return buf;
+}
+
+export function encodeChainKey(ifindex: number, dir: Direction, slot: number): Buffer {
+  const key = Buffer.alloc(CHAIN_KEY_SIZE);
+  key.writeUInt32LE(ifindex, 0);
+  key.writeUInt32LE((dir === DIR_OUT ? 1 : 0) | (slot << 1), 4);
+  return key;
+}
+
+export interface SlotSession {
+  vni: number;
+  truncLen: number;
+  vxlanIfindex: number;
+  family: 4 | 6;
+  remote: ArrayLike<number>;
+}
+
+/** struct mf_slot: epoch, own outputs and the sessions of one rule set. */
+export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[]): Buffer {
+  if (own.length > MF_MAX_OWN) throw new Error(`more than ${MF_MAX_OWN} mirror targets and collectors`);
+  if (sessions.length > MF_MAX_SESSIONS) throw new Error(`more than ${MF_MAX_SESSIONS} enabled sessions`);
+  const buf = Buffer.alloc(SLOT_SIZE);
+  buf.writeUInt32LE(epoch >>> 0, 0);
+  buf.writeUInt32LE(sessions.length, 4);
+  buf.writeUInt32LE(own.length, 8);
+  own.forEach((o, i) => {
+    const off = SLOT_OWN_OFFSET + i * OWN_SIZE;
+    writeWords(buf, off, o.words);
+    buf.writeUInt16LE(o.port, off + 16);
+    buf.writeUInt8(o.family, off + 18);
+  });
+  sessions.forEach((s, i) => {
+    const off = SLOT_SESSIONS_OFFSET + i * SESSION_SIZE;
+    buf.writeUInt32LE(s.vni, off);
+    buf.writeUInt32LE(s.truncLen, off + 4);
+    buf.writeUInt32LE(s.vxlanIfindex, off + 8);
+    buf.writeUInt32LE(s.family, off + 12);
+    writeWords(buf, off + 16, s.remote);
+  });
+  return buf;
+}
+
+export function encodeState(activeSlot: number): Buffer {
+  const buf = Buffer.alloc(STATE_SIZE);
+  buf.writeUInt32LE(activeSlot, 0);
+  return buf;
+}
+
+export function u32Key(n: number): Buffer {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(n, 0);
+  return key;
+}
+
+export interface SessionStats {
+  packets: number;
+  bytes: number;
+  truncated: number;
+  errors: number;
+}
+
+/** Sums a per-CPU struct mf_session_stats lookup (each CPU's value 8-byte aligned). */
+export function sumSessionStats(perCpu: Buffer, cpus: number): SessionStats {
+  const out = { packets: 0, bytes: 0, truncated: 0, errors: 0 };
+  for (let c = 0; c < cpus; c++) {
+    const off = c * SESSION_STATS_SIZE;
+    out.packets += Number(perCpu.readBigUInt64LE(off));
+    out.bytes += Number(perCpu.readBigUInt64LE(off + 8));
+    out.truncated += Number(perCpu.readBigUInt64LE(off + 16));
+    out.errors += Number(perCpu.readBigUInt64LE(off + 24));
+  }
+  return out;
+}
+
+/** Sums a per-CPU u64 lookup. */
+export function sumCounter(perCpu: Buffer, cpus: number): number {
+  let n = 0;
+  for (let c = 0; c < cpus; c++) n += Number(perCpu.readBigUInt64LE(c * 8));
+  return n;
+}

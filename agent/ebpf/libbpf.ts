@@ -1,0 +1,250 @@
+// The few libbpf calls the eBPF data plane needs, through koffi (Debian's libbpf.so.1).
+// Structs with a leading `sz` (bpf_tc_hook, bpf_tc_opts, bpf_test_run_opts) are built as
+// Buffers with the x86-64/aarch64 LP64 layout of libbpf 1.x headers; koffi passes a Buffer
+// for a `void *` parameter as a pointer to its memory, so libbpf's writes land in it.
+
+import koffi from 'koffi';
+
+const lib = koffi.load('libbpf.so.1');
+
+const fn = {
+  openFile: lib.func('void *bpf_object__open_file(const char *path, void *opts)'),
+  load: lib.func('int bpf_object__load(void *obj)'),
+  close: lib.func('void bpf_object__close(void *obj)'),
+  findProgram: lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)'),
+  programFd: lib.func('int bpf_program__fd(void *prog)'),
+  findMap: lib.func('void *bpf_object__find_map_by_name(void *obj, const char *name)'),
+  mapFd: lib.func('int bpf_map__fd(void *map)'),
+  mapKeySize: lib.func('uint32_t bpf_map__key_size(void *map)'),
+  mapValueSize: lib.func('uint32_t bpf_map__value_size(void *map)'),
+  update: lib.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
+  lookup: lib.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
+  remove: lib.func('int bpf_map_delete_elem(int fd, void *key)'),
+  nextKey: lib.func('int bpf_map_get_next_key(int fd, void *key, void *next)'),
+  possibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
+  hookCreate: lib.func('int bpf_tc_hook_create(void *hook)'),
+  hookDestroy: lib.func('int bpf_tc_hook_destroy(void *hook)'),
+  tcAttach: lib.func('int bpf_tc_attach(void *hook, void *opts)'),
+  tcDetach: lib.func('int bpf_tc_detach(void *hook, void *opts)'),
+  tcQuery: lib.func('int bpf_tc_query(void *hook, void *opts)'),
+  testRun: lib.func('int bpf_prog_test_run_opts(int fd, void *opts)'),
+  setPrint: lib.func('void *libbpf_set_print(void *fn)'),
+};
+
+const PrintFn = koffi.proto('int mf_libbpf_print(int level, const char *fmt, void *args)');
+
+export const BPF_ANY = 0n;
+export const TC_INGRESS = 1;
+export const TC_EGRESS = 2;
+const TC_HOOK_SIZE = 24;
+const TC_OPTS_SIZE = 32;
+const TEST_RUN_OPTS_SIZE = 80;
+const EEXIST = 17;
+const ENOENT = 2;
+
+export class LibbpfError extends Error {
+  constructor(what: string, readonly errno: number) {
+    super(`${what}: ${errnoText(errno)}`);
+  }
+}
+
+function errnoText(errno: number): string {
+  const names: Record<number, string> = {
+    1: 'EPERM (operation not permitted: run as root / CAP_BPF+CAP_NET_ADMIN)', 2: 'ENOENT', 7: 'E2BIG',
+    13: 'EACCES (rejected by the verifier)', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV (no such interface)',
+    22: 'EINVAL', 95: 'EOPNOTSUPP',
+  };
+  return names[errno] ?? `errno ${errno}`;
+}
+
+/** libbpf returns -errno (and sets errno); koffi.errno() covers the NULL-pointer returns. */
+function check(what: string, rc: number): number {
+  if (rc < 0) throw new LibbpfError(what, -rc);
+  return rc;
+}
+
+let silenced = false;
+/** libbpf prints verifier and probe chatter to stderr by default; route it nowhere. */
+function silenceLibbpf(): void {
+  if (silenced) return;
+  silenced = true;
+  const cb = koffi.register(() => 0, koffi.pointer(PrintFn));
+  fn.setPrint(cb);
+}
+
+export interface MapHandle {
+  name: string;
+  fd: number;
+  keySize: number;
+  valueSize: number;
+}
+
+export class BpfObject {
+  private constructor(private obj: unknown) {}
+
+  /** Opens and loads (verifies) every program of the ELF object at `path`. */
+  static load(path: string): BpfObject {
+    silenceLibbpf();
+    const obj = fn.openFile(path, null);
+    if (!obj) throw new LibbpfError(`open ${path}`, koffi.errno());
+    const rc = fn.load(obj) as number;
+    if (rc < 0) {
+      fn.close(obj);
+      throw new LibbpfError(`load ${path}`, -rc);
+    }
+    return new BpfObject(obj);
+  }
+
+  programFd(name: string): number {
+    const prog = fn.findProgram(this.obj, name);
+    if (!prog) throw new Error(`BPF object has no program ${name}`);
+    return check(`fd of program ${name}`, fn.programFd(prog) as number);
+  }
+
+  map(name: string): MapHandle {
+    const map = fn.findMap(this.obj, name);
+    if (!map) throw new Error(`BPF object has no map ${name}`);
+    return {
+      name,
+      fd: check(`fd of map ${name}`, fn.mapFd(map) as number),
+      keySize: fn.mapKeySize(map) as number,
+      valueSize: fn.mapValueSize(map) as number,
+    };
+  }
+
+  /** Closes the object: programs not attached anywhere and maps are freed by the kernel. */
+  close(): void {
+    if (this.obj) fn.close(this.obj);
+    this.obj = null;
+  }
+}
+
+export function mapUpdate(map: MapHandle, key: Buffer, value: Buffer): void {
+  check(`update ${map.name}`, fn.update(map.fd, key, value, BPF_ANY) as number);
+}
+
+/** False when the key is absent. */
+export function mapLookup(map: MapHandle, key: Buffer, value: Buffer): boolean {
+  const rc = fn.lookup(map.fd, key, value) as number;
+  if (rc === -ENOENT) return false;
+  check(`lookup ${map.name}`, rc);
+  return true;
+}
+
+export function mapDelete(map: MapHandle, key: Buffer): void {
+  const rc = fn.remove(map.fd, key) as number;
+  if (rc !== -ENOENT) check(`delete ${map.name}`, rc);
+}
+
+/** Every key of a hash map (a snapshot; entries may change meanwhile). */
+export function mapKeys(map: MapHandle): Buffer[] {
+  const keys: Buffer[] = [];
+  let prev: Buffer | null = null;
+  for (;;) {
+    const next = Buffer.alloc(map.keySize);
+    const rc = fn.nextKey(map.fd, prev, next) as number;
+    if (rc === -ENOENT) return keys;
+    check(`next key of ${map.name}`, rc);
+    keys.push(next);
+    prev = next;
+  }
+}
+
+export const possibleCpus = (): number => check('possible CPUs', fn.possibleCpus() as number);
+
+function tcHook(ifindex: number, attachPoint: number): Buffer {
+  const hook = Buffer.alloc(TC_HOOK_SIZE);
+  hook.writeBigUInt64LE(BigInt(TC_HOOK_SIZE), 0);
+  hook.writeInt32LE(ifindex, 8);
+  hook.writeUInt32LE(attachPoint, 12);
+  return hook;
+}
+
+function tcOpts(handle: number, priority: number, progFd = 0): Buffer {
+  const opts = Buffer.alloc(TC_OPTS_SIZE);
+  opts.writeBigUInt64LE(BigInt(TC_OPTS_SIZE), 0);
+  opts.writeInt32LE(progFd, 8);
+  opts.writeUInt32LE(handle, 20);
+  opts.writeUInt32LE(priority, 24);
+  return opts;
+}
+
+/** Creates the clsact qdisc; returns false when it already existed. */
+export function tcHookCreate(ifindex: number): boolean {
+  const rc = fn.hookCreate(tcHook(ifindex, TC_INGRESS)) as number;
+  if (rc === -EEXIST) return false;
+  check(`create clsact on ifindex ${ifindex}`, rc);
+  return true;
+}
+
+/** Removes the clsact qdisc (and every filter on it). */
+export function tcHookDestroy(ifindex: number): void {
+  const rc = fn.hookDestroy(tcHook(ifindex, TC_INGRESS | TC_EGRESS)) as number;
+  if (rc !== -ENOENT && rc !== -22) check(`destroy clsact on ifindex ${ifindex}`, rc);
+}
+
+/** Attaches (or replaces) the filter handle/priority with `progFd`. */
+export function tcAttach(ifindex: number, attachPoint: number, progFd: number, handle: number, priority: number): void {
+  const BPF_TC_F_REPLACE = 1;
+  const opts = tcOpts(handle, priority, progFd);
+  opts.writeUInt32LE(BPF_TC_F_REPLACE, 12);
+  check(`attach tc program to ifindex ${ifindex}`, fn.tcAttach(tcHook(ifindex, attachPoint), opts) as number);
+}
+
+/** Detaches the filter handle/priority; absent filters and interfaces are fine. */
+export function tcDetach(ifindex: number, attachPoint: number, handle: number, priority: number): void {
+  const rc = fn.tcDetach(tcHook(ifindex, attachPoint), tcOpts(handle, priority)) as number;
+  if (rc !== -ENOENT && rc !== -19 && rc !== -22) check(`detach tc program from ifindex ${ifindex}`, rc);
+}
+
+/** Program id attached at handle/priority, or 0 when none. */
+export function tcQuery(ifindex: number, attachPoint: number, handle: number, priority: number): number {
+  const opts = tcOpts(handle, priority);
+  const rc = fn.tcQuery(tcHook(ifindex, attachPoint), opts) as number;
+  if (rc === -ENOENT || rc === -19 || rc === -22) return 0;
+  check(`query tc on ifindex ${ifindex}`, rc);
+  return opts.readUInt32LE(16);
+}
+
+export interface TestRunResult {
+  retval: number;
+  /** Mean nanoseconds per run as the kernel measured it. */
+  durationNs: number;
+  /** The __sk_buff after the run (cb[], mark, ...). */
+  ctxOut: Buffer;
+}
+
+/** __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is zero. */
+export const SKB_CTX_SIZE = 192;
+export const SKB_IFINDEX_OFFSET = 40;
+export const SKB_CB_OFFSET = 48;
+
+/** BPF_PROG_TEST_RUN of a TC program on one frame. */
+export function testRun(progFd: number, frame: Buffer, ctxIn: Buffer, repeat = 1): TestRunResult {
+  const data = koffi.alloc('uint8_t', Math.max(frame.length, 1));
+  const ctx = koffi.alloc('uint8_t', ctxIn.length);
+  const ctxOut = koffi.alloc('uint8_t', ctxIn.length);
+  try {
+    koffi.encode(data, 'uint8_t', [...frame], frame.length);
+    koffi.encode(ctx, 'uint8_t', [...ctxIn], ctxIn.length);
+    const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
+    opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
+    opts.writeBigUInt64LE(koffi.address(data), 8);
+    opts.writeUInt32LE(frame.length, 24);
+    opts.writeBigUInt64LE(koffi.address(ctx), 32);
+    opts.writeBigUInt64LE(koffi.address(ctxOut), 40);
+    opts.writeUInt32LE(ctxIn.length, 48);
+    opts.writeUInt32LE(ctxIn.length, 52);
+    opts.writeInt32LE(repeat, 60);
+    check('BPF_PROG_TEST_RUN', fn.testRun(progFd, opts) as number);
+    return {
+      retval: opts.readUInt32LE(56),
+      durationNs: opts.readUInt32LE(64),
+      ctxOut: Buffer.from(koffi.decode(ctxOut, 'uint8_t', ctxIn.length) as Uint8Array),
+    };
+  } finally {
+    koffi.free(data);
+    koffi.free(ctx);
+    koffi.free(ctxOut);
+  }
+}

@@ -1,0 +1,151 @@
+// The loaded mirror object (bpf/mirror.bpf.c) and its maps: installs a compiled RuleSet
+// into the inactive slot and flips the live slot in one map write, so a packet sees either
+// the whole old rule set or the whole new one, never a mix.
+
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { RuleSet } from '../rules/compile.js';
+import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
+import {
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapUpdate,
+  possibleCpus, testRun, type MapHandle,
+} from './libbpf.js';
+import {
+  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, MF_MAX_SESSIONS, MF_REASONS,
+  SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, encodeChain, encodeChainKey, encodeSlot, encodeState,
+  sumCounter, sumSessionStats, u32Key, type SessionStats, type SlotSession,
+} from './layout.js';
+
+/** dist/bpf/ next to dist/agent/ when built; dist/bpf/ from the sources when run by vitest. */
+export function mirrorObjectPath(): string {
+  const candidates = ['../../bpf/mirror.bpf.o', '../../dist/bpf/mirror.bpf.o'];
+  for (const rel of candidates) {
+    const path = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  throw new Error('bpf/mirror.bpf.o not found: run `make build` (needs clang and libbpf-dev)');
+}
+
+export interface InstallPlan {
+  rules: RuleSet;
+  /** Kernel ifindex of each RuleSet interface that exists now (absent ones get no chain). */
+  ifindexes: ReadonlyMap<string, number>;
+  /** Indexed like rules.sessions. */
+  sessions: readonly SlotSession[];
+}
+
+export class MirrorMaps {
+  readonly ingressFd: number;
+  readonly egressFd: number;
+  readonly tunnelFd: number;
+  private readonly state: MapHandle;
+  private readonly slots: MapHandle;
+  private readonly chains: MapHandle;
+  private readonly sessionStatsMap: MapHandle;
+  private readonly reasonStatsMap: MapHandle;
+  private readonly cpus = possibleCpus();
+  private active = 0;
+  private epoch = 0;
+
+  private constructor(private readonly obj: BpfObject) {
+    this.ingressFd = obj.programFd('mf_ingress');
+    this.egressFd = obj.programFd('mf_egress');
+    this.tunnelFd = obj.programFd('mf_tunnel');
+    this.state = this.checked('mf_state', 4, STATE_SIZE);
+    this.slots = this.checked('mf_slots', 4, SLOT_SIZE);
+    this.chains = this.checked('mf_chains', CHAIN_KEY_SIZE, CHAIN_SIZE);
+    this.checked('mf_frags', FRAG_KEY_SIZE, FRAG_VAL_SIZE);
+    this.sessionStatsMap = this.checked('mf_session_stats', 4, SESSION_STATS_SIZE);
+    this.reasonStatsMap = this.checked('mf_reason_stats', 4, 8);
+  }
+
+  /** Loads (verifies) the programs. Throws with the libbpf reason when the kernel refuses. */
+  static open(path = mirrorObjectPath()): MirrorMaps {
+    const obj = BpfObject.load(path);
+    try {
+      return new MirrorMaps(obj);
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+  }
+
+  private checked(name: string, keySize: number, valueSize: number): MapHandle {
+    const map = this.obj.map(name);
+    if (map.keySize !== keySize || map.valueSize !== valueSize) {
+      throw new Error(`map ${name}: object has key/value ${map.keySize}/${map.valueSize} bytes, agent expects ${keySize}/${valueSize} (bpf/mirrorflow.h and agent/ebpf/layout.ts disagree)`);
+    }
+    return map;
+  }
+
+  /** The slot packets use now. */
+  get activeSlot(): number {
+    return this.active;
+  }
+
+  /**
+   * Writes the plan into the inactive slot, then flips. The previous slot's chains stay
+   * until the next install, so a packet that read the old slot index just before the
+   * flip still finds its rules. Returns the slot now live.
+   */
+  install(plan: InstallPlan): number {
+    const next = this.active ^ 1;
+    this.clearSlot(next);
+    this.epoch = (this.epoch + 1) >>> 0;
+    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions));
+    plan.rules.interfaces.forEach((name, pos) => {
+      const ifindex = plan.ifindexes.get(name);
+      if (ifindex === undefined) return;
+      for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
+        const chain = plan.rules.chains[pos * 2 + dir] ?? [];
+        if (chain.length > 0) mapUpdate(this.chains, encodeChainKey(ifindex, dir, next), encodeChain(chain));
+      }
+    });
+    mapUpdate(this.state, u32Key(0), encodeState(next));
+    this.active = next;
+    return next;
+  }
+
+  /** Drops a slot's chains and zeroes its session counters before it is reused. */
+  private clearSlot(slot: number): void {
+    for (const key of mapKeys(this.chains)) {
+      if ((key.readUInt32LE(4) >>> 1) === slot) mapDelete(this.chains, key);
+    }
+    const zero = Buffer.alloc(SESSION_STATS_SIZE * this.cpus);
+    for (let i = 0; i < MF_MAX_SESSIONS; i++) mapUpdate(this.sessionStatsMap, u32Key(slot * MF_MAX_SESSIONS + i), zero);
+  }
+
+  /** Kernel counters of one session of one slot. */
+  sessionStats(slot: number, session: number): SessionStats {
+    const value = Buffer.alloc(SESSION_STATS_SIZE * this.cpus);
+    mapLookup(this.sessionStatsMap, u32Key(slot * MF_MAX_SESSIONS + session), value);
+    return sumSessionStats(value, this.cpus);
+  }
+
+  /** Packets seen per decision: index 0 accepted, else -code (rules/match.ts codes). */
+  reasonStats(): number[] {
+    const out: number[] = [];
+    const value = Buffer.alloc(8 * this.cpus);
+    for (let i = 0; i < MF_REASONS; i++) {
+      mapLookup(this.reasonStatsMap, u32Key(i), value);
+      out.push(sumCounter(value, this.cpus));
+    }
+    return out;
+  }
+
+  /**
+   * Runs the ingress or egress program on one frame with BPF_PROG_TEST_RUN as if it had
+   * been seen on `ifindex`; returns the decision the program reported and the kernel's
+   * mean run time. The frame must be at least an Ethernet header (the kernel's minimum).
+   */
+  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1): { decision: number; durationNs: number } {
+    const ctx = Buffer.alloc(SKB_CTX_SIZE);
+    ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
+    const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
+    return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}

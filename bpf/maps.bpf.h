@@ -1,0 +1,55 @@
+/* Every map of the mirror programs, in one place. User space (agent/ebpf/) looks them up
+ * by these names. */
+#ifndef MF_MAPS_BPF_H
+#define MF_MAPS_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "mirrorflow.h"
+
+/* Which slot of mf_slots / mf_chains is live. Flipped last on every rule update. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mf_state);
+} mf_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MF_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mf_slot);
+} mf_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MF_MAX_IFACES * 2 * MF_SLOTS);
+	__type(key, struct mf_chain_key);
+	__type(value, struct mf_chain);
+} mf_chains SEC(".maps");
+
+/* Decisions of first fragments, so later fragments (no ports) follow them (SPEC §2). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MF_FRAG_SLOTS);
+	__type(key, struct mf_frag_key);
+	__type(value, struct mf_frag_val);
+} mf_frags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MF_SLOTS * MF_MAX_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct mf_session_stats);
+} mf_session_stats SEC(".maps");
+
+/* Packets seen per decision: index 0 accepted, else -code. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MF_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mf_reason_stats SEC(".maps");
+
+#endif

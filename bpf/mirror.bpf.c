@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: GPL-2.0
+/* TC programs of the eBPF data plane.
+ *   mf_ingress / mf_egress (clsact of each source interface): parse, decide (SPEC §2), and
+ *     for an accepted packet clone it into the session's VXLAN device. The original always
+ *     goes on unchanged (TC_ACT_UNSPEC: the next filter, if any, still runs).
+ *   mf_tunnel (clsact egress of the agent's external-mode VXLAN device): sets the tunnel key
+ *     (VNI, remote) and truncates the clone; the device then encapsulates, with the UDP
+ *     source port from the inner flow hash.
+ * The session travels from one to the other in skb->mark, which mf_ingress/mf_egress set
+ * only around the clone and restore at once. skb->cb[0] reports the decision (read back by
+ * BPF_PROG_TEST_RUN in the parity tests). */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "mirrorflow.h"
+#include "maps.bpf.h"
+#include "parse.bpf.h"
+#include "match.bpf.h"
+
+static __always_inline void mf_count_reason(int decision)
+{
+	__u32 idx = decision >= 0 ? 0 : (__u32)(-decision);
+	__u64 *n;
+
+	if (idx >= MF_REASONS)
+		return;
+	n = bpf_map_lookup_elem(&mf_reason_stats, &idx);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 session)
+{
+	__u32 idx = slot_idx * MF_MAX_SESSIONS + session;
+
+	return bpf_map_lookup_elem(&mf_session_stats, &idx);
+}
+
+static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
+				      const struct mf_slot *slot, __u64 session)
+{
+	const struct mf_session *s;
+	struct mf_session_stats *st;
+	__u32 mark;
+	long err;
+
+	/* Chains only hold indexes below MF_MAX_SESSIONS; the mask is the verifier's bound. */
+	session &= MF_MAX_SESSIONS - 1;
+	s = &slot->sessions[session];
+	if (!s->vxlan_ifindex)
+		return;
+	mark = skb->mark;
+	skb->mark = MF_MARK_MAGIC | slot_idx << 8 | session;
+	err = bpf_clone_redirect(skb, s->vxlan_ifindex, 0);
+	skb->mark = mark;
+	st = mf_stats(slot_idx, session);
+	if (!st)
+		return;
+	if (err) {
+		st->errors++;
+	} else {
+		st->packets++;
+		st->bytes += skb->len;
+	}
+}
+
+static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
+{
+	__u32 zero = 0, slot_idx;
+	const struct mf_state *state = bpf_map_lookup_elem(&mf_state, &zero);
+	const struct mf_slot *slot;
+	struct mf_pkt p = {};
+	int decision;
+
+	if (!state)
+		return TC_ACT_UNSPEC;
+	slot_idx = state->active_slot & 1;
+	slot = bpf_map_lookup_elem(&mf_slots, &slot_idx);
+	if (!slot)
+		return TC_ACT_UNSPEC;
+	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, mf_parse(skb, &p));
+	skb->cb[0] = (__u32)decision;
+	mf_count_reason(decision);
+	if (decision >= 0)
+		mf_mirror(skb, slot_idx, slot, (__u64)decision);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int mf_ingress(struct __sk_buff *skb)
+{
+	return mf_handle(skb, MF_DIR_IN);
+}
+
+SEC("tc")
+int mf_egress(struct __sk_buff *skb)
+{
+	return mf_handle(skb, MF_DIR_OUT);
+}
+
+SEC("tc")
+int mf_tunnel(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {};
+	const struct mf_session *s;
+	struct mf_session_stats *st;
+	const struct mf_slot *slot;
+	__u32 mark = skb->mark, slot_idx, session;
+	__u64 flags = 0;
+
+	/* Only our clones are routed here; anything else is not ours to send. */
+	if ((mark & MF_MARK_MAGIC_MASK) != MF_MARK_MAGIC)
+		return TC_ACT_SHOT;
+	slot_idx = (mark >> 8) & 1;
+	session = mark & (MF_MAX_SESSIONS - 1);
+	slot = bpf_map_lookup_elem(&mf_slots, &slot_idx);
+	if (!slot || (mark & 0xff) >= MF_MAX_SESSIONS)
+		return TC_ACT_SHOT;
+	s = &slot->sessions[session];
+	st = mf_stats(slot_idx, session);
+	key.tunnel_id = s->vni;
+	key.tunnel_ttl = 64;
+	if (s->family == 6) {
+		key.remote_ipv6[0] = bpf_ntohl(s->remote[0]);
+		key.remote_ipv6[1] = bpf_ntohl(s->remote[1]);
+		key.remote_ipv6[2] = bpf_ntohl(s->remote[2]);
+		key.remote_ipv6[3] = bpf_ntohl(s->remote[3]);
+		flags = BPF_F_TUNINFO_IPV6;
+	} else {
+		key.remote_ipv4 = bpf_ntohl(s->remote[0]);
+	}
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags))
+		goto fail;
+	if (skb->len > s->trunc_len) {
+		if (bpf_skb_change_tail(skb, s->trunc_len, 0))
+			goto fail;
+		if (st)
+			st->truncated++;
+	}
+	/* The outer packet's route lookup must not see our marker. */
+	skb->mark = 0;
+	return TC_ACT_OK;
+fail:
+	if (st)
+		st->errors++;
+	return TC_ACT_SHOT;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,125 @@
+/* Structures shared by the eBPF programs and the TypeScript loader
+ * (agent/ebpf/layout.ts writes and reads these byte for byte). Plain C with fixed-width
+ * types and explicit padding so both sides agree on every offset; the loader also checks
+ * each map's key and value size against its own layout when it loads the object. */
+#ifndef MIRRORFLOW_H
+#define MIRRORFLOW_H
+
+#include <linux/types.h>
+
+#define MF_MAX_SESSIONS 64   /* enabled sessions in one config */
+#define MF_MAX_CHAIN 3       /* sessions per source interface (SPEC §1) */
+#define MF_MAX_RULES 10      /* rules per direction (SPEC §1) */
+#define MF_MAX_OWN 16        /* agent outputs never mirrored (targets, IPFIX collectors) */
+#define MF_MAX_IFACES 256    /* source interfaces attached at once */
+#define MF_FRAG_SLOTS 4096   /* first-fragment decisions remembered */
+#define MF_FRAG_TTL_NS 30000000000ULL
+
+/* Rule sets are double-buffered: user space fills the inactive slot, then flips. */
+#define MF_SLOTS 2
+
+#define MF_DIR_IN 0
+#define MF_DIR_OUT 1
+
+/* Decision codes: a session index (>= 0) or one of these; same values as
+ * agent/rules/match.ts so test vectors compare directly. */
+#define MF_NO_MATCH (-1)
+#define MF_EXCLUDED_ARP (-2)
+#define MF_EXCLUDED_NON_IP (-3)
+#define MF_EXCLUDED_DHCP (-4)
+#define MF_EXCLUDED_OWN (-5)
+#define MF_DROPPED_BY_RULE (-6)
+#define MF_EXCLUDED_MALFORMED (-7)
+#define MF_REASONS 8         /* mf_reason_stats index = -code; index 0 counts accepted */
+
+/* A clone on its way to the VXLAN device carries MF_MARK_MAGIC | slot << 8 | session. */
+#define MF_MARK_MAGIC 0x4d460000u
+#define MF_MARK_MAGIC_MASK 0xffff0000u
+
+#define MF_PROTO_ANY (-1)
+
+struct mf_rule {
+	__u32 src_net[4];   /* network byte order, already masked */
+	__u32 src_mask[4];
+	__u32 dst_net[4];
+	__u32 dst_mask[4];
+	__s32 protocol;     /* IANA number or MF_PROTO_ANY */
+	__u16 sport_lo;     /* host byte order, inclusive */
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
+	__u8 family;        /* 4 or 6 */
+	__u8 accept;
+	__u8 sport_any;
+	__u8 dport_any;
+};
+
+/* The enabled sessions of one interface and direction, priority ascending, each with its
+ * filter's rules for that direction, priority ascending. */
+struct mf_chain {
+	__u32 n_sessions;
+	__u32 session[MF_MAX_CHAIN];
+	__u32 n_rules[MF_MAX_CHAIN];
+	struct mf_rule rules[MF_MAX_CHAIN][MF_MAX_RULES];
+};
+
+struct mf_chain_key {
+	__u32 ifindex;
+	__u32 dir_slot;     /* direction | slot << 1 */
+};
+
+struct mf_session {
+	__u32 vni;
+	__u32 trunc_len;     /* min(packetLength, path MTU - outer headers) */
+	__u32 vxlan_ifindex; /* 0: not mirrored (rule tests without a device) */
+	__u32 family;        /* of the target */
+	__u32 remote[4];     /* target address, network byte order */
+};
+
+struct mf_own {
+	__u32 addr[4];       /* network byte order */
+	__u16 port;          /* host byte order */
+	__u8 family;
+	__u8 pad;
+};
+
+struct mf_slot {
+	__u32 epoch;         /* new per rule set: fragment decisions never leak across reloads */
+	__u32 n_sessions;
+	__u32 n_own;
+	__u32 pad;
+	struct mf_own own[MF_MAX_OWN];
+	struct mf_session sessions[MF_MAX_SESSIONS];
+};
+
+struct mf_state {
+	__u32 active_slot;
+	__u32 pad;
+};
+
+struct mf_frag_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u32 id;
+	__u32 ifindex;
+	__u32 epoch;
+	__u8 protocol;
+	__u8 dir;
+	__u16 pad;
+};
+
+struct mf_frag_val {
+	__s32 decision;
+	__u32 pad;
+	__u64 expires_ns;
+};
+
+/* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */
+struct mf_session_stats {
+	__u64 packets;
+	__u64 bytes;         /* original frame bytes handed to the VXLAN device */
+	__u64 truncated;
+	__u64 errors;        /* clone or tunnel-key failures */
+};
+
+#endif

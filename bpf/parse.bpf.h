@@ -1,0 +1,227 @@
+/* Ethernet / 802.1Q / IPv4 / IPv6 / L4 parser with the exact rules of
+ * agent/packet/decode.ts: the same frames are malformed, the same fields are read.
+ * Reads through bpf_skb_load_bytes, so non-linear skbs and every bound are handled by
+ * the helper; each read's length is a constant. */
+#ifndef MF_PARSE_BPF_H
+#define MF_PARSE_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "mirrorflow.h"
+
+#define ETH_HLEN_ 14
+#define ETH_TYPE_OFF 12
+#define VLAN_TAG_LEN 4
+#define MAX_VLAN_TAGS 3
+#define ETHERTYPE_IPV4 0x0800
+#define ETHERTYPE_ARP 0x0806
+#define ETHERTYPE_VLAN 0x8100
+#define ETHERTYPE_QINQ 0x88a8
+#define ETHERTYPE_QINQ_OLD 0x9100
+#define ETHERTYPE_IPV6 0x86dd
+
+#define IPV4_MIN_HLEN 20
+#define IPV6_HLEN 40
+#define IPV6_EXT_MIN_LEN 8
+#define IPV6_FRAG_HLEN 8
+#define MAX_IPV6_EXT 8
+
+#define P_HOPOPTS 0
+#define P_ICMP 1
+#define P_TCP 6
+#define P_UDP 17
+#define P_ROUTING 43
+#define P_FRAGMENT 44
+#define P_AH 51
+#define P_ICMPV6 58
+#define P_DSTOPTS 60
+#define P_SCTP 132
+
+#define MF_DECODE_OK 0
+#define MF_DECODE_NON_IP 1
+#define MF_DECODE_ARP 2
+#define MF_DECODE_MALFORMED 16
+
+struct mf_pkt {
+	__u32 src[4];       /* network byte order; IPv4 in word 0 */
+	__u32 dst[4];
+	__u32 frag_id;
+	__u32 frag_off;     /* bytes; 0 for first fragments */
+	__u16 sport;        /* host byte order */
+	__u16 dport;
+	__u8 ip_version;
+	__u8 protocol;
+	__u8 has_ports;     /* carries the transport header (not a later fragment) */
+	__u8 is_fragment;
+	__u8 tcp_flags;
+};
+
+static __always_inline int mf_load_u8(struct __sk_buff *skb, __u32 off, __u8 *v)
+{
+	return bpf_skb_load_bytes(skb, off, v, 1);
+}
+
+static __always_inline int mf_load_u16(struct __sk_buff *skb, __u32 off, __u16 *v)
+{
+	__be16 raw;
+	if (bpf_skb_load_bytes(skb, off, &raw, 2))
+		return -1;
+	*v = bpf_ntohs(raw);
+	return 0;
+}
+
+/* Transport header at l4; the IP payload ends at ip_end (<= skb->len, checked by caller). */
+static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, __u32 l4, __u32 ip_end)
+{
+	__u32 hlen;
+	__u8 b;
+
+	if (p->protocol == P_TCP) {
+		if (l4 + 20 > ip_end || mf_load_u8(skb, l4 + 12, &b))
+			return MF_DECODE_MALFORMED;
+		hlen = (b >> 4) * 4;
+		if (hlen < 20 || l4 + hlen > ip_end)
+			return MF_DECODE_MALFORMED;
+		if (mf_load_u8(skb, l4 + 13, &p->tcp_flags))
+			return MF_DECODE_MALFORMED;
+	} else if (p->protocol == P_UDP || p->protocol == P_SCTP) {
+		hlen = p->protocol == P_UDP ? 8 : 12;
+		if (l4 + hlen > ip_end)
+			return MF_DECODE_MALFORMED;
+	} else if (p->protocol == P_ICMP || p->protocol == P_ICMPV6) {
+		if (l4 + 4 > ip_end)
+			return MF_DECODE_MALFORMED;
+	}
+	if (p->protocol == P_TCP || p->protocol == P_UDP || p->protocol == P_SCTP) {
+		if (mf_load_u16(skb, l4, &p->sport) || mf_load_u16(skb, l4 + 2, &p->dport))
+			return MF_DECODE_MALFORMED;
+	}
+	p->has_ports = 1;
+	return MF_DECODE_OK;
+}
+
+static __always_inline int mf_parse_ipv4(struct __sk_buff *skb, struct mf_pkt *p, __u32 l3, __u32 len)
+{
+	struct {
+		__u8 ver_ihl, tos;
+		__be16 total, id, frag;
+		__u8 ttl, protocol;
+		__be16 csum;
+		__u32 src, dst;
+	} h;
+	__u32 hlen, total;
+	__u16 frag;
+
+	if (l3 + IPV4_MIN_HLEN > len || bpf_skb_load_bytes(skb, l3, &h, sizeof(h)))
+		return MF_DECODE_MALFORMED;
+	if (h.ver_ihl >> 4 != 4)
+		return MF_DECODE_MALFORMED;
+	hlen = (h.ver_ihl & 0x0f) * 4;
+	if (hlen < IPV4_MIN_HLEN || l3 + hlen > len)
+		return MF_DECODE_MALFORMED;
+	total = bpf_ntohs(h.total);
+	if (total < hlen || l3 + total > len)
+		return MF_DECODE_MALFORMED;
+	p->ip_version = 4;
+	p->protocol = h.protocol;
+	p->src[0] = h.src;
+	p->dst[0] = h.dst;
+	frag = bpf_ntohs(h.frag);
+	p->frag_id = bpf_ntohs(h.id);
+	p->frag_off = (frag & 0x1fff) * 8;
+	p->is_fragment = (frag & 0x2000) || p->frag_off;
+	if (p->frag_off)
+		return MF_DECODE_OK;
+	return mf_parse_l4(skb, p, l3 + hlen, l3 + total);
+}
+
+static __always_inline int mf_parse_ipv6(struct __sk_buff *skb, struct mf_pkt *p, __u32 l3, __u32 len)
+{
+	struct {
+		__be32 vtc_flow;
+		__be16 payload_len;
+		__u8 next, hop_limit;
+		__u32 src[4], dst[4];
+	} h;
+	__u32 ip_end, off;
+	__u8 next;
+
+	if (l3 + IPV6_HLEN > len || bpf_skb_load_bytes(skb, l3, &h, sizeof(h)))
+		return MF_DECODE_MALFORMED;
+	if ((bpf_ntohl(h.vtc_flow) >> 28) != 6)
+		return MF_DECODE_MALFORMED;
+	ip_end = l3 + IPV6_HLEN + bpf_ntohs(h.payload_len);
+	if (ip_end > len)
+		return MF_DECODE_MALFORMED;
+	p->ip_version = 6;
+	__builtin_memcpy(p->src, h.src, 16);
+	__builtin_memcpy(p->dst, h.dst, 16);
+	next = h.next;
+	off = l3 + IPV6_HLEN;
+	for (int n = 0; n <= MAX_IPV6_EXT; n++) {
+		struct { __u8 next, len; __be16 frag; __be32 id; } ext;
+		__u32 ext_len;
+
+		if (next != P_HOPOPTS && next != P_ROUTING && next != P_DSTOPTS &&
+		    next != P_FRAGMENT && next != P_AH)
+			break;
+		if (n == MAX_IPV6_EXT)
+			return MF_DECODE_MALFORMED;
+		/* Hop-by-hop options only right after the fixed header (RFC 8200 §4.1). */
+		if (next == P_HOPOPTS && n != 0)
+			return MF_DECODE_MALFORMED;
+		if (off + IPV6_EXT_MIN_LEN > ip_end || bpf_skb_load_bytes(skb, off, &ext, sizeof(ext)))
+			return MF_DECODE_MALFORMED;
+		if (next == P_FRAGMENT) {
+			__u16 field = bpf_ntohs(ext.frag);
+			ext_len = IPV6_FRAG_HLEN;
+			p->frag_off = field & 0xfff8;
+			p->is_fragment = (field & 1) || p->frag_off;
+			p->frag_id = bpf_ntohl(ext.id);
+		} else if (next == P_AH) {
+			ext_len = ((__u32)ext.len + 2) * 4;
+		} else {
+			ext_len = ((__u32)ext.len + 1) * 8;
+		}
+		if (off + ext_len > ip_end)
+			return MF_DECODE_MALFORMED;
+		off += ext_len;
+		next = ext.next;
+		if (p->frag_off) {
+			p->protocol = next;
+			return MF_DECODE_OK;
+		}
+	}
+	p->protocol = next;
+	return mf_parse_l4(skb, p, off, ip_end);
+}
+
+/* Returns MF_DECODE_*; on MF_DECODE_OK, p describes the IP packet. */
+static __always_inline int mf_parse(struct __sk_buff *skb, struct mf_pkt *p)
+{
+	__u32 len = skb->len;
+	__u32 off = ETH_TYPE_OFF;
+	__u16 type;
+
+	if (len < ETH_HLEN_ || mf_load_u16(skb, off, &type))
+		return MF_DECODE_MALFORMED;
+	for (int tags = 0; tags <= MAX_VLAN_TAGS; tags++) {
+		if (type != ETHERTYPE_VLAN && type != ETHERTYPE_QINQ && type != ETHERTYPE_QINQ_OLD)
+			break;
+		if (tags == MAX_VLAN_TAGS)
+			return MF_DECODE_MALFORMED;
+		off += VLAN_TAG_LEN;
+		if (off + 2 > len || mf_load_u16(skb, off, &type))
+			return MF_DECODE_MALFORMED;
+	}
+	if (type == ETHERTYPE_IPV4)
+		return mf_parse_ipv4(skb, p, off + 2, len);
+	if (type == ETHERTYPE_IPV6)
+		return mf_parse_ipv6(skb, p, off + 2, len);
+	if (type == ETHERTYPE_ARP)
+		return MF_DECODE_ARP;
+	return MF_DECODE_NON_IP;
+}
+
+#endif
