@@ -51,8 +51,8 @@ describe('prefilterExpression on the shared vectors', () => {
           compiles(expr);
           const passed = new Set(passing(frames, expr));
           steps.forEach((s, i) => {
-            const tagged = Buffer.from(s.frame, 'hex').readUInt16BE(12) === 0x8100 ||
-              Buffer.from(s.frame, 'hex').readUInt16BE(12) === 0x88a8;
+            const frame = Buffer.from(s.frame, 'hex');
+            const tagged = frame.length >= 14 && (frame.readUInt16BE(12) === 0x8100 || frame.readUInt16BE(12) === 0x88a8);
             const label = `${key} step ${i} (${s.note}) allIp=${allIp}: ${expr}`;
             if (s.expect.reason === 'accept') expect(passed.has(i), label).toBe(true);
             if (s.expect.reason === 'arp' || s.expect.reason === 'non-ip') expect(passed.has(i), label).toBe(false);

@@ -48,7 +48,7 @@ describe('test/vectors/rules.json', () => {
   it('has at least 45 cases and covers every outcome', () => {
     expect(file.cases.length).toBeGreaterThanOrEqual(45);
     const reasons = new Set(file.cases.flatMap((c) => c.steps.map((s) => s.expect.reason)));
-    expect([...reasons].sort()).toEqual(['accept', 'arp', 'dhcp', 'drop', 'no-match', 'non-ip', 'own']);
+    expect([...reasons].sort()).toEqual(['accept', 'arp', 'dhcp', 'drop', 'malformed', 'no-match', 'non-ip', 'own']);
   });
 
   for (const c of file.cases) {

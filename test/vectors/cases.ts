@@ -5,7 +5,7 @@
 
 import { arpRequest, buildPacket, ethernet, type PacketSpec } from '../../agent/packet/build.js';
 
-export type Reason = 'accept' | 'no-match' | 'drop' | 'arp' | 'dhcp' | 'own' | 'non-ip';
+export type Reason = 'accept' | 'no-match' | 'drop' | 'arp' | 'dhcp' | 'own' | 'non-ip' | 'malformed';
 
 export interface VectorStep {
   iface: string;
@@ -114,6 +114,95 @@ const udpTo = (dstPort: number, srcPort = 40000, more: Partial<PacketSpec> = {})
 /** One-session config: filter f1 with the given ingress (and egress) rules, session ts-1 vni 10. */
 function single(ingress: UserRule[], egress: UserRule[] = []) {
   return config([filter('f1', ingress, egress)], [session('ts-1', 1, 10, 'f1')]);
+}
+
+// Byte offsets in an untagged frame, for the parser cases that damage one field.
+const IP = 14;
+const V4_L4 = IP + 20;
+const V6_L4 = IP + 40;
+
+/** A copy of `frame` with bytes written at offsets (the damage a parser case is about). */
+function patched(frame: Buffer, edits: Array<[number, number[]]>): Buffer {
+  const out = Buffer.from(frame);
+  for (const [offset, bytes] of edits) bytes.forEach((b, i) => { out[offset + i] = b; });
+  return out;
+}
+
+const u16be = (n: number): number[] => [n >> 8, n & 0xff];
+
+/** An IPv4 TCP frame with `words` 32-bit words of IP options (NOPs) after the fixed header. */
+function withIpv4Options(frame: Buffer, words: number): Buffer {
+  const options = Buffer.alloc(words * 4, 0x01);
+  const out = Buffer.concat([frame.subarray(0, V4_L4), options, frame.subarray(V4_L4)]);
+  out[IP] = 0x40 | (5 + words);
+  out.writeUInt16BE(out.readUInt16BE(IP + 2) + words * 4, IP + 2);
+  return out;
+}
+
+/** An IPv4 TCP frame with `words` 32-bit words of TCP options (NOPs). */
+function withTcpOptions(frame: Buffer, words: number): Buffer {
+  const tcpOff = V4_L4;
+  const out = Buffer.concat([frame.subarray(0, tcpOff + 20), Buffer.alloc(words * 4, 0x01), frame.subarray(tcpOff + 20)]);
+  out[tcpOff + 12] = (5 + words) << 4;
+  out.writeUInt16BE(out.readUInt16BE(IP + 2) + words * 4, IP + 2);
+  return out;
+}
+
+/** Cases aimed at the parsers (TypeScript decode() and bpf/parse.bpf.h): one damaged or unusual field each. */
+function parserCases(): VectorCase[] {
+  const cfg4 = single([rule(1, 'accept', 'TCP', V4_ANY, V4_ANY, '-1/-1', '80/80'), rule(2, 'accept', 'UDP', V4_ANY, V4_ANY, '-1/-1', '53/53'), rule(3, 'accept', 'ICMP')]);
+  const cfg6 = single([rule(1, 'accept', 'UDP', V6_ANY, V6_ANY, '-1/-1', '53/53'), rule(2, 'accept', 'TCP', V6_ANY, V6_ANY, '-1/-1', '80/80')]);
+  const web = buildPacket(tcpTo(80));
+  const dns6 = (more: Partial<PacketSpec> = {}): PacketSpec => ({ src: PEER6, dst: HOST6, proto: 'udp', srcPort: 1000, dstPort: 53, ...more });
+  const bad = none('malformed');
+  const ok = accept('ts-1', 10);
+  const one = (name: string, clause: string, config: Record<string, unknown>, frame: Buffer, note: string, expect: Expect): VectorCase =>
+    ({ name, clause, config, steps: [rawStep(frame, note, expect)] });
+  return [
+    one('parser-runt-frame', 'parser: shorter than an Ethernet header', cfg4, web.subarray(0, 13), '13-byte frame', bad),
+    one('parser-ethernet-only', 'parser: IPv4 ethertype, no IP header', cfg4, web.subarray(0, 14), 'Ethernet header only', bad),
+    one('parser-ipv4-header-cut', 'parser: IPv4 header cut short', cfg4, web.subarray(0, 30), 'IPv4 header 16 bytes', bad),
+    one('parser-ipv4-bad-version', 'parser: IPv4 version field not 4', cfg4, patched(web, [[IP, [0x55]]]), 'version 5', bad),
+    one('parser-ipv4-ihl-too-small', 'parser: IPv4 IHL below 5', cfg4, patched(web, [[IP, [0x44]]]), 'IHL 4', bad),
+    one('parser-ipv4-ihl-beyond-frame', 'parser: IPv4 IHL beyond the frame', cfg4, patched(web, [[IP, [0x4f]]]), 'IHL 15 on a 40-byte packet', bad),
+    one('parser-ipv4-total-length-beyond-frame', 'parser: IPv4 total length beyond the frame', cfg4, patched(web, [[IP + 2, u16be(1500)]]), 'total length 1500 on a 54-byte frame', bad),
+    one('parser-ipv4-total-length-below-ihl', 'parser: IPv4 total length shorter than the header', cfg4, patched(web, [[IP + 2, u16be(16)]]), 'total length 16', bad),
+    one('parser-ipv4-options', 'parser: IPv4 options move the transport header', cfg4, withIpv4Options(web, 3), 'IHL 8 (12 bytes of options), TCP to 80', ok),
+    one('parser-ipv4-options-max', 'parser: IPv4 IHL 15', cfg4, withIpv4Options(web, 10), 'IHL 15 (40 bytes of options), TCP to 80', ok),
+    one('parser-ethernet-padding', 'parser: Ethernet padding after the IP packet', cfg4, Buffer.concat([buildPacket(udpTo(53, 1000, { payload: 2 })), Buffer.alloc(12, 0xee)]), 'UDP in a 64-byte padded frame', ok),
+    one('parser-tcp-options', 'parser: TCP options (data offset 15)', cfg4, withTcpOptions(web, 10), 'TCP data offset 15', ok),
+    one('parser-tcp-data-offset-too-small', 'parser: TCP data offset below 5', cfg4, patched(web, [[V4_L4 + 12, [0x40]]]), 'TCP data offset 4', bad),
+    one('parser-tcp-data-offset-beyond-ip', 'parser: TCP data offset beyond the IP payload', cfg4, patched(web, [[V4_L4 + 12, [0xf0]]]), 'TCP data offset 15 on a 20-byte segment', bad),
+    one('parser-tcp-header-cut', 'parser: IP payload shorter than a TCP header', cfg4, patched(web, [[IP + 2, u16be(30)]]), 'TCP header 10 bytes inside the IP length', bad),
+    one('parser-udp-header-cut', 'parser: IP payload shorter than a UDP header', cfg4, patched(buildPacket(udpTo(53)), [[IP + 2, u16be(24)]]), 'UDP header 4 bytes inside the IP length', bad),
+    one('parser-icmp-header-cut', 'parser: IP payload shorter than an ICMP header', cfg4, patched(buildPacket({ src: PEER, dst: HOST, proto: 'icmp' }), [[IP + 2, u16be(22)]]), 'ICMP header 2 bytes', bad),
+    one('parser-first-fragment-without-ports', 'parser: a first fragment too short for the transport header', cfg4, patched(buildPacket(udpTo(53, 1000, { ipId: 9, fragment: { offset: 0, more: true } })), [[IP + 2, u16be(24)]]), 'first fragment, UDP header cut', bad),
+    one('parser-vlan-ipv4-header-cut', 'parser: IPv4 header cut short behind a VLAN tag', cfg4, buildPacket(tcpTo(80, 40000, { vlans: [7] })).subarray(0, 18 + 19), 'tag, IPv4 header 19 bytes', bad),
+    one('parser-vlan-ethernet-only', 'parser: VLAN tag naming IPv4, nothing after it', cfg4, buildPacket(tcpTo(80, 40000, { vlans: [7] })).subarray(0, 18), 'tag, no IP header', bad),
+    one('parser-ipv6-header-cut', 'parser: IPv6 header cut short', cfg6, buildPacket(dns6()).subarray(0, IP + 39), 'IPv6 header 39 bytes', bad),
+    one('parser-vlan-ipv6-header-cut', 'parser: IPv6 header cut short behind a VLAN tag', cfg6, buildPacket(dns6({ vlans: [7] })).subarray(0, 18 + 39), 'tag, IPv6 header 39 bytes', bad),
+    one('parser-ipv6-bad-version', 'parser: IPv6 version field not 6', cfg6, patched(buildPacket(dns6()), [[IP, [0x40]]]), 'version 4 under the IPv6 ethertype', bad),
+    one('parser-ipv6-payload-length-beyond-frame', 'parser: IPv6 payload length beyond the frame', cfg6, patched(buildPacket(dns6()), [[IP + 4, u16be(200)]]), 'payload length 200', bad),
+    one('parser-ipv6-ah', 'parser: IPv6 AH header length in 4-byte units', cfg6, buildPacket(dns6({ v6ext: [{ type: 51, length: 12 }] })), 'AH (12 bytes) then UDP 53', ok),
+    one('parser-ipv6-hbh-not-first', 'parser: IPv6 hop-by-hop after another extension header', cfg6, buildPacket(dns6({ v6ext: [{ type: 60 }, { type: 0 }] })), 'dest-opts then hop-by-hop', bad),
+    one('parser-ipv6-eight-extension-headers', 'parser: IPv6 with 8 extension headers (the most walked)', cfg6, buildPacket(dns6({ v6ext: Array.from({ length: 8 }, () => ({ type: 60 })) })), '8 dest-opts then UDP 53', ok),
+    one('parser-ipv6-nine-extension-headers', 'parser: IPv6 with 9 extension headers', cfg6, buildPacket(dns6({ v6ext: Array.from({ length: 9 }, () => ({ type: 60 })) })), '9 dest-opts', bad),
+    one('parser-ipv6-extension-beyond-payload', 'parser: IPv6 extension header longer than the payload', cfg6, patched(buildPacket(dns6({ v6ext: [{ type: 60 }] })), [[V6_L4 + 1, [20]]]), 'dest-opts claiming 168 bytes', bad),
+    one('parser-ipv6-udp-header-cut', 'parser: IPv6 payload shorter than a UDP header', cfg6, patched(buildPacket(dns6()), [[IP + 4, u16be(4)]]), 'UDP header 4 bytes inside the payload length', bad),
+    {
+      name: 'parser-ipv6-fragment-after-extension',
+      clause: 'parser: IPv6 fragment header after another extension header',
+      config: cfg6,
+      steps: [
+        step(dns6({ ipId: 77, v6ext: [{ type: 60 }], fragment: { offset: 0, more: true }, payload: 16 }), ok),
+        step(dns6({ ipId: 77, v6ext: [{ type: 60 }], fragment: { offset: 24, more: false }, payload: 8 }), ok),
+      ],
+    },
+    one('parser-vlan-three-tags', 'parser: three VLAN tags (the most accepted)', cfg4, buildPacket(tcpTo(80, 40000, { vlans: [1, 2, 3] })), 'three tags, TCP to 80', ok),
+    one('parser-vlan-four-tags', 'parser: four VLAN tags', cfg4, buildPacket(tcpTo(80, 40000, { vlans: [1, 2, 3, 4] })), 'four tags', bad),
+    one('parser-vlan-tag-cut', 'parser: frame ends inside a VLAN tag', cfg4, buildPacket(tcpTo(80, 40000, { vlans: [7] })).subarray(0, 17), 'tag without its ethertype', bad),
+    one('parser-unknown-protocol', 'parser: IPv4 protocol without ports matches protocol ALL', single([rule(1, 'accept', 'ALL')]), buildPacket({ src: PEER, dst: HOST, proto: 47, payload: 4 }), 'GRE', ok),
+  ];
 }
 
 function cases(): VectorCase[] {
@@ -645,7 +734,7 @@ function cases(): VectorCase[] {
       ],
     },
   ];
-  return list;
+  return [...list, ...parserCases()];
 }
 
 export function buildVectors(): VectorFile {
