@@ -20,6 +20,8 @@ import { ControlServer, type ControlHandler } from './control/server.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
+import { EbpfDataPlane } from './ebpf/data-plane.js';
+import { KernelSessionOutput } from './ebpf/kernel-output.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
@@ -53,12 +55,17 @@ async function interfaceMac(name: string): Promise<string> {
   return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
 }
 
+type Plane = 'pcap' | 'ebpf';
+
 /** Everything built from one config: replaced as a whole on reload. */
 interface Generation {
   config: Config;
   rules: RuleSet;
+  /** Where mirroring happens: user space (libpcap + UDP sockets) or the kernel (TC programs). */
+  plane: Plane;
   pipeline: MirrorPipeline;
-  senders: VxlanSender[];
+  /** By session index: UDP senders (pcap plane) or views of the kernel's counters (eBPF plane). */
+  senders: MirrorOutput[];
   /** Capture per present source interface (a missing one has none until it appears). */
   sources: PcapSource[];
   /** interfaceState() of each source interface when this generation was built. */
@@ -85,6 +92,10 @@ export class Agent {
   private readonly flowLogs: FlowLogs;
   /** Reloads and control edits run one at a time. */
   private swapping: Promise<unknown> = Promise.resolve();
+  /** The kernel data plane, kept across generations (its rule maps are double-buffered). */
+  private ebpf: EbpfDataPlane | undefined;
+  /** Why the eBPF plane could not be opened, so `auto` does not retry on every reload. */
+  private ebpfUnusable: string | undefined;
 
   constructor(private readonly configPath: string, private readonly log: Logger) {
     const { registry, rtt } = createRegistry(this.metricsSource());
@@ -171,6 +182,7 @@ export class Agent {
     await this.control?.close();
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
+    await this.closeEbpf();
     await this.flowLogs.stop();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');
@@ -196,22 +208,54 @@ export class Agent {
     for (const src of next.sources) src.resume(lastTs.get(src.interfaceName) ?? 0);
     this.gen = next;
     this.raw = doc.raw;
+    if (next.plane === 'pcap') await this.closeEbpf();
+  }
+
+  /**
+   * pcap when asked for; eBPF when asked for (an error when the kernel refuses); auto:
+   * eBPF when the programs load here, else pcap with the reason logged once.
+   */
+  private async choosePlane(wanted: Config['agent']['dataPlane']): Promise<Plane> {
+    if (wanted === 'pcap') return 'pcap';
+    if (this.ebpf) return 'ebpf';
+    if (wanted === 'auto' && this.ebpfUnusable !== undefined) return 'pcap';
+    try {
+      this.ebpf = await EbpfDataPlane.open({ log: this.log });
+      return 'ebpf';
+    } catch (err) {
+      this.ebpfUnusable = (err as Error).message;
+      if (wanted === 'ebpf') throw new Error(`agent.dataPlane: ebpf is not usable on this host: ${this.ebpfUnusable}`);
+      this.log.warn({ reason: this.ebpfUnusable }, 'eBPF data plane not usable; dataPlane auto uses pcap');
+      return 'pcap';
+    }
+  }
+
+  private async closeEbpf(): Promise<void> {
+    const plane = this.ebpf;
+    this.ebpf = undefined;
+    if (!plane) return;
+    await plane.close();
+    this.log.info('eBPF data plane detached');
   }
 
   private async build(config: Config, previous: Generation | undefined): Promise<Generation> {
-    // Only the pcap plane exists so far: asking for eBPF explicitly is an error, not a silent fallback.
-    if (config.agent.dataPlane === 'ebpf') {
-      throw new Error('agent.dataPlane: ebpf is not available in this build; use "pcap" or "auto"');
-    }
     const rules = compileRules(config);
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }
+    const plane = await this.choosePlane(config.agent.dataPlane);
+    const ebpf = plane === 'ebpf' ? this.ebpf : undefined;
     // One sender per session, so per-session counters stay exact even when targets are shared.
-    const senders: VxlanSender[] = [];
+    const senders: MirrorOutput[] = [];
     const sources: PcapSource[] = [];
+    // The kernel plane installs into the slot after the live one, as the last step of the build.
+    const slot = ebpf ? ebpf.maps.activeSlot ^ 1 : 0;
     try {
       for (const s of rules.sessions) {
+        if (ebpf) {
+          senders[s.index] = new KernelSessionOutput(ebpf.maps, slot, s.index);
+          continue;
+        }
         const mtu = await pathMtu(s.targetAddress);
         senders[s.index] = await VxlanSender.open({
           address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log,
@@ -228,11 +272,14 @@ export class Agent {
           this.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
           continue;
         }
+        // With the kernel mirroring, user space captures only what flow logs need.
+        if (ebpf && !(flow?.covers(ifIndex) ?? false)) continue;
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
+      if (ebpf && (await ebpf.install(rules)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
       const dropsSeen = new Float64Array(rules.interfaces.length);
-      return { config, rules, pipeline, senders, sources, ifStates, flow, dropsSeen };
+      return { config, rules, plane, pipeline, senders, sources, ifStates, flow, dropsSeen };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
@@ -299,7 +346,7 @@ export class Agent {
       return fromTotals.filter(match).reduce((sum, s) => sum + s[1], 0);
     };
     return {
-      dataPlane: 'pcap',
+      dataPlane: gen.plane,
       configPath: this.configPath,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       interfaces: gen.rules.interfaces.map((name) => ({
@@ -394,7 +441,7 @@ export class Agent {
 
   private summary(gen: Generation) {
     return {
-      dataPlane: 'pcap',
+      dataPlane: gen.plane,
       interfaces: gen.rules.interfaces,
       sessions: gen.rules.sessions.map((s) => ({ id: s.id, vni: s.vni, target: `${s.targetAddress}:${s.targetPort}` })),
     };

@@ -43,11 +43,11 @@ function rule(priority: number, action: string, protocol: string, src: string, d
   return { priority, action, protocol, sourceCidrBlock: src, destinationCidrBlock: dst, sourcePortRange: sport, destinationPortRange: dport };
 }
 
-function agentConfig(t: Topology): Record<string, unknown> {
+function agentConfig(t: Topology, dataPlane: string): Record<string, unknown> {
   const lab6 = t.v6.labPrefix;
   const tcp = `${TCP_PORT}/${TCP_PORT}`;
   return {
-    agent: { vmId: 'e2e', metrics: { listen: '' }, control: { socket: join(t.workDir, 'control.sock') }, log: { level: 'info' } },
+    agent: { vmId: 'e2e', dataPlane, metrics: { listen: '' }, control: { socket: join(t.workDir, 'control.sock') }, log: { level: 'info' } },
     filters: [
       {
         id: 'tf-main',
@@ -111,7 +111,9 @@ async function frameNumbers(file: string, filter: string): Promise<number[]> {
   return (await tsharkFields(file, filter, ['frame.number'])).map(([n]) => Number(n));
 }
 
-describe('mirror path end to end (root, veth, real agent)', () => {
+// The same traffic, config and checks for both data planes (issue 4: "passes with
+// dataPlane: ebpf unchanged").
+describe.each(['pcap', 'ebpf'])('mirror path end to end, dataPlane %s (root, veth, real agent)', (dataPlane) => {
   let topo: Topology | undefined;
   let agent: Spawned | undefined;
   let agentExit: ExitStatus;
@@ -129,7 +131,7 @@ describe('mirror path end to end (root, veth, real agent)', () => {
     const [vxFull, vxTrunc] = t.vxlan;
     if (vxFull === undefined || vxTrunc === undefined) throw new Error('topology lacks vxlan devices');
     const configFile = join(t.workDir, 'e2e.yaml');
-    await writeFile(configFile, stringify(agentConfig(t)));
+    await writeFile(configFile, stringify(agentConfig(t, dataPlane)));
 
     await startTrafficServer(t, 'dst', TCP_PORT, [UDP_ACCEPTED, UDP_DROPPED, UDP_TRUNC]);
     srcCap = await startCapture(t, 'src', t.srcIf, join(t.workDir, 'src.pcap'));
@@ -138,7 +140,7 @@ describe('mirror path end to end (root, veth, real agent)', () => {
     decapTrunc = await startCapture(t, 'dst', vxTrunc.name, join(t.workDir, 'decap-trunc.pcap'));
 
     agent = t.spawn('src', process.execPath, [AGENT_CLI, 'run', '--config', configFile], { cwd: REPO_ROOT });
-    await agent.waitForLine(/"msg":"agent ready"/, READY_TIMEOUT_MS, { stream: 'stdout' });
+    await agent.waitForLine(new RegExp(`"dataPlane":"${dataPlane}".*"msg":"agent ready"`), READY_TIMEOUT_MS, { stream: 'stdout' });
 
     await driveTraffic(t, 'src', {
       tcp: [

@@ -1,0 +1,207 @@
+// The eBPF data plane's life on the host: the external-mode VXLAN devices (one per target
+// UDP port), the TC filters on every source interface, the rule maps, and the cleanup —
+// on exit, and at the next start after a crash (from the state file written before
+// anything is attached).
+
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { run } from '../lab/exec.js';
+import type { Logger } from '../log.js';
+import { pathMtu } from '../mirror/path-mtu.js';
+import { frameLimit } from '../mirror/vxlan.js';
+import { parseAddress, type RuleSet } from '../rules/compile.js';
+import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
+import { MirrorMaps } from './mirror-maps.js';
+import type { SlotSession } from './layout.js';
+
+/** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
+export const TC_HANDLE = 0x4d46;
+export const TC_PRIORITY = 1;
+/** Our VXLAN devices are mfvx<port>; nothing else on the host may use the prefix. */
+export const VXLAN_PREFIX = 'mfvx';
+export const DEFAULT_STATE_FILE = '/run/mirrorflow/ebpf-attached.json';
+const SOURCE_PORT_RANGE = ['49152', '65535'];
+
+interface Attachment {
+  name: string;
+  ifindex: number;
+  /** We created the clsact qdisc, so we remove it when no other filter is left on it. */
+  createdQdisc: boolean;
+}
+
+interface StateFile {
+  attachments: Attachment[];
+}
+
+async function ifindexOf(name: string): Promise<number | undefined> {
+  try {
+    return Number((await readFile(`/sys/class/net/${name}/ifindex`, 'utf8')).trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when some filter other than ours remains on the interface's clsact hooks. */
+async function hasForeignFilters(name: string): Promise<boolean> {
+  for (const hook of ['ingress', 'egress']) {
+    const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
+    const filters = JSON.parse(stdout || '[]') as Array<{ options?: { handle?: string } }>;
+    if (filters.some((f) => f.options?.handle !== undefined && f.options.handle !== `0x${TC_HANDLE.toString(16)}`)) return true;
+  }
+  return false;
+}
+
+export interface EbpfPlaneOptions {
+  log: Logger;
+  stateFile?: string;
+}
+
+export class EbpfDataPlane {
+  private readonly attached = new Map<string, Attachment>();
+  /** VXLAN device ifindex by target UDP port. */
+  private readonly devices = new Map<number, number>();
+  private readonly stateFile: string;
+
+  private constructor(readonly maps: MirrorMaps, private readonly log: Logger, stateFile: string) {
+    this.stateFile = stateFile;
+  }
+
+  /**
+   * Removes what a previous run left behind (crash, kill -9), then loads the programs.
+   * Throws when the kernel or libbpf cannot run them; the caller decides about fallback.
+   */
+  static async open(opts: EbpfPlaneOptions): Promise<EbpfDataPlane> {
+    const stateFile = opts.stateFile ?? DEFAULT_STATE_FILE;
+    await EbpfDataPlane.recover(stateFile, opts.log);
+    const maps = MirrorMaps.open();
+    return new EbpfDataPlane(maps, opts.log, stateFile);
+  }
+
+  private static async recover(stateFile: string, log: Logger): Promise<void> {
+    let state: StateFile | undefined;
+    try {
+      state = JSON.parse(await readFile(stateFile, 'utf8')) as StateFile;
+    } catch {
+      state = undefined;
+    }
+    for (const a of state?.attachments ?? []) {
+      if ((await ifindexOf(a.name)) !== a.ifindex) continue;
+      await detach(a);
+      log.warn({ interface: a.name }, 'removed TC filters left by a previous run');
+    }
+    for (const name of await ourDevices()) {
+      await run('ip', ['link', 'del', name]);
+      log.warn({ device: name }, 'removed a VXLAN device left by a previous run');
+    }
+    await rm(stateFile, { force: true });
+  }
+
+  /**
+   * Makes `rules` live: VXLAN devices for the target ports, filters on every present
+   * source interface (newly present or re-created ones included), then the map flip.
+   * Returns the slot the sessions' counters live in.
+   */
+  async install(rules: RuleSet): Promise<number> {
+    const ports = new Set(rules.sessions.map((s) => s.targetPort));
+    for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
+
+    const ifindexes = new Map<string, number>();
+    for (const name of rules.interfaces) {
+      const ifindex = await ifindexOf(name);
+      if (ifindex === undefined) {
+        this.log.warn({ interface: name }, 'source interface does not exist; mirroring starts when it appears');
+        continue;
+      }
+      ifindexes.set(name, ifindex);
+      const known = this.attached.get(name);
+      if (known?.ifindex !== ifindex) await this.attach(name, ifindex);
+    }
+    for (const [name, a] of this.attached) {
+      if (!ifindexes.has(name)) {
+        await detach(a);
+        this.attached.delete(name);
+      }
+    }
+    await this.saveState();
+
+    const sessions: SlotSession[] = [];
+    for (const s of rules.sessions) {
+      const mtu = await pathMtu(s.targetAddress);
+      sessions.push({
+        vni: s.vni,
+        truncLen: frameLimit(mtu.mtu, s.targetFamily, s.packetLength),
+        vxlanIfindex: this.devices.get(s.targetPort)!,
+        family: s.targetFamily,
+        remote: parseAddress(s.targetAddress).words,
+      });
+      this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
+    }
+    const slot = this.maps.install({ rules, ifindexes, sessions });
+
+    for (const [port, ifindex] of this.devices) {
+      if (ports.has(port)) continue;
+      this.devices.delete(port);
+      await run('ip', ['link', 'del', `${VXLAN_PREFIX}${port}`]).catch(() => undefined);
+      this.log.info({ ifindex }, 'VXLAN device no longer used; removed');
+    }
+    return slot;
+  }
+
+  private async createDevice(port: number): Promise<number> {
+    const name = `${VXLAN_PREFIX}${port}`;
+    await run('ip', ['link', 'del', name]).catch(() => undefined);
+    // external: the tunnel key set by mf_tunnel gives VNI and remote per packet.
+    await run('ip', ['link', 'add', name, 'type', 'vxlan', 'external', 'dstport', String(port), 'srcport', ...SOURCE_PORT_RANGE, 'nolearning']);
+    await run('ip', ['link', 'set', name, 'up']);
+    const ifindex = (await ifindexOf(name))!;
+    tcHookCreate(ifindex);
+    tcAttach(ifindex, TC_EGRESS, this.maps.tunnelFd, TC_HANDLE, TC_PRIORITY);
+    this.log.info({ device: name, port }, 'VXLAN device created (external, collect metadata)');
+    return ifindex;
+  }
+
+  private async attach(name: string, ifindex: number): Promise<void> {
+    const createdQdisc = tcHookCreate(ifindex);
+    const a: Attachment = { name, ifindex, createdQdisc };
+    this.attached.set(name, a);
+    // On record before the filters exist: a crash between the two leaves nothing unknown.
+    await this.saveState();
+    tcAttach(ifindex, TC_INGRESS, this.maps.ingressFd, TC_HANDLE, TC_PRIORITY);
+    tcAttach(ifindex, TC_EGRESS, this.maps.egressFd, TC_HANDLE, TC_PRIORITY);
+    this.log.info({ interface: name, ifindex }, 'TC programs attached (clsact ingress and egress)');
+  }
+
+  private async saveState(): Promise<void> {
+    await mkdir(dirname(this.stateFile), { recursive: true });
+    const state: StateFile = { attachments: [...this.attached.values()] };
+    await writeFile(`${this.stateFile}.tmp`, JSON.stringify(state));
+    await rename(`${this.stateFile}.tmp`, this.stateFile);
+  }
+
+  /** Detaches every filter, removes our qdiscs and devices, frees the programs. */
+  async close(): Promise<void> {
+    for (const a of this.attached.values()) {
+      await detach(a).catch((err: unknown) => this.log.error({ err, interface: a.name }, 'detaching TC programs failed'));
+    }
+    this.attached.clear();
+    for (const port of this.devices.keys()) await run('ip', ['link', 'del', `${VXLAN_PREFIX}${port}`]).catch(() => undefined);
+    this.devices.clear();
+    this.maps.close();
+    await rm(this.stateFile, { force: true });
+  }
+}
+
+/** Removes our filters from an interface; a deleted or re-created interface took them with it. */
+async function detach(a: Attachment): Promise<void> {
+  if ((await ifindexOf(a.name)) !== a.ifindex) return;
+  tcDetach(a.ifindex, TC_INGRESS, TC_HANDLE, TC_PRIORITY);
+  tcDetach(a.ifindex, TC_EGRESS, TC_HANDLE, TC_PRIORITY);
+  if (a.createdQdisc && !(await hasForeignFilters(a.name))) tcHookDestroy(a.ifindex);
+}
+
+async function ourDevices(): Promise<string[]> {
+  const { stdout } = await run('ip', ['-j', 'link', 'show', 'type', 'vxlan']);
+  return (JSON.parse(stdout || '[]') as Array<{ ifname: string }>)
+    .map((l) => l.ifname)
+    .filter((n) => n.startsWith(VXLAN_PREFIX));
+}
