@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
 import { loadConfigDocument, parseConfigDocument, type ConfigDocument } from './config/load.js';
@@ -20,7 +21,7 @@ import { ControlServer, type ControlHandler } from './control/server.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
-import { EbpfDataPlane } from './ebpf/data-plane.js';
+import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
@@ -215,12 +216,14 @@ export class Agent {
    * pcap when asked for; eBPF when asked for (an error when the kernel refuses); auto:
    * eBPF when the programs load here, else pcap with the reason logged once.
    */
-  private async choosePlane(wanted: Config['agent']['dataPlane']): Promise<Plane> {
+  private async choosePlane(wanted: Config['agent']['dataPlane'], socket: string): Promise<Plane> {
     if (wanted === 'pcap') return 'pcap';
     if (this.ebpf) return 'ebpf';
     if (wanted === 'auto' && this.ebpfUnusable !== undefined) return 'pcap';
     try {
-      this.ebpf = await EbpfDataPlane.open({ log: this.log });
+      // Kept beside the control socket: one state file per agent, also with one agent per network namespace.
+      const stateFile = socket === '' ? undefined : join(dirname(socket), EBPF_STATE_FILE_NAME);
+      this.ebpf = await EbpfDataPlane.open({ log: this.log, stateFile });
       return 'ebpf';
     } catch (err) {
       this.ebpfUnusable = (err as Error).message;
@@ -243,7 +246,7 @@ export class Agent {
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }
-    const plane = await this.choosePlane(config.agent.dataPlane);
+    const plane = await this.choosePlane(config.agent.dataPlane, config.agent.control.socket);
     const ebpf = plane === 'ebpf' ? this.ebpf : undefined;
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const senders: MirrorOutput[] = [];

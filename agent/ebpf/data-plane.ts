@@ -17,9 +17,11 @@ import type { SlotSession } from './layout.js';
 /** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
 export const TC_HANDLE = 0x4d46;
 export const TC_PRIORITY = 1;
-/** Our VXLAN devices are mfvx<port>; nothing else on the host may use the prefix. */
-export const VXLAN_PREFIX = 'mfvx';
-export const DEFAULT_STATE_FILE = '/run/mirrorflow/ebpf-attached.json';
+/** Our VXLAN devices are mf-vxlan-<port>; nothing else on the host may use the prefix. */
+export const VXLAN_PREFIX = 'mf-vxlan-';
+export const EBPF_STATE_FILE_NAME = 'ebpf-attached.json';
+/** Without a control socket directory to keep it in. */
+export const DEFAULT_STATE_FILE = `/run/mirrorflow/${EBPF_STATE_FILE_NAME}`;
 const SOURCE_PORT_RANGE = ['49152', '65535'];
 
 interface Attachment {
@@ -53,7 +55,8 @@ async function hasForeignFilters(name: string): Promise<boolean> {
 
 export interface EbpfPlaneOptions {
   log: Logger;
-  stateFile?: string;
+  /** Where attachments are recorded for crash recovery (default DEFAULT_STATE_FILE). */
+  stateFile?: string | undefined;
 }
 
 export class EbpfDataPlane {

@@ -12,34 +12,17 @@ import { parse, stringify } from 'yaml';
 import type { Spawned } from '../../agent/lab/exec.js';
 import { startCapture, type Capture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
-import { forEachFrame } from '../../agent/capture/pcap-file.js';
 import { ensureBuilt } from './helpers/build.js';
+import { MARKER_LEN, gapsAndRepeats, sequencedSender, sequencesIn } from './helpers/sequenced.js';
 import { AGENT_TIMEOUT_MS, alive, interfaceFootprint, settle, startLabAgent, validateFile, type LabAgent } from './helpers/agent.js';
 
 const VNI = 4242;
 const UDP_PORT = 4000;
 const SESSION = 'ts-ctl';
 const TIMEOUT_MS = AGENT_TIMEOUT_MS;
-/** Inner Ethernet 14 + IPv4 20 + UDP 8: where the sender's sequence number sits. */
-const SEQ_OFFSET = 42;
 const RELOADS = 3;
-const MARKER_LEN = 99;
 /** The CLI's SIGTERM deadline (agent/cli.ts STOP_DEADLINE_MS): exit must come before it. */
 const STOP_DEADLINE_MS = 10_000;
-
-/** Sends one UDP datagram per millisecond carrying a sequence number; prints each 100th. */
-const SENDER = (host: string) => `
-const s = require('node:dgram').createSocket('udp4');
-let seq = 0;
-const buf = Buffer.alloc(64);
-const timer = setInterval(() => { buf.writeUInt32BE(seq, 0); s.send(buf, ${UDP_PORT}, '${host}'); if (seq % 100 === 0) console.log('sent ' + seq); seq++; }, 1);
-// On SIGUSR2: stop, and send a marker of another length on the same flow, so its arrival at
-// the destination proves everything before it arrived (one flow, one socket, in order).
-process.on('SIGUSR2', () => {
-  clearInterval(timer);
-  console.log('last ' + (seq - 1));
-  s.send(Buffer.alloc(${MARKER_LEN}), ${UDP_PORT}, '${host}', () => process.exit(0));
-});`;
 
 /** Issue lines (`path: reason`) of validate's or the control CLI's output, trimmed. */
 const issueLines = (text: string) => text.split('\n').map((l) => l.trim()).filter((l) => /^[\w[\].]+: /.test(l) && !l.startsWith('MF_'));
@@ -67,7 +50,7 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
       filters: [{ id: 'tf-udp', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${topo.v4.dst}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
       sessions: [{ id: SESSION, priority: 1, vni: VNI, filterId: 'tf-udp', sources: [topo.srcIf], target: { address: topo.v4.dst } }],
     });
-    sender = topo.spawn('src', process.execPath, ['-e', SENDER(topo.v4.dst)]);
+    sender = topo.spawn('src', process.execPath, ['-e', sequencedSender(topo.v4.dst, UDP_PORT)]);
     await decap.waitFor(50, TIMEOUT_MS);
   }, 60_000);
 
@@ -199,22 +182,10 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
     const last = Number(/last (\d+)/.exec(sender.output())?.[1]);
     await decap.proc.waitForLine(new RegExp(`length ${MARKER_LEN}\\b`), TIMEOUT_MS, { stream: 'stdout' });
     await decap.stop();
-    const seqs: number[] = [];
-    await forEachFrame(decap.file, (buf, caplen) => {
-      if (caplen >= SEQ_OFFSET + 4 && caplen < SEQ_OFFSET + MARKER_LEN) seqs.push(buf.readUInt32BE(SEQ_OFFSET));
-    });
     // From the first datagram this test saw to the last one sent: every one, once.
-    const tail = seqs.slice(fromIndex);
+    const tail = (await sequencesIn(decap.file)).slice(fromIndex);
     const first = tail[0]!;
-    const seen = new Map<number, number>();
-    for (const s of tail) seen.set(s, (seen.get(s) ?? 0) + 1);
-    const missing: number[] = [];
-    const dup: number[] = [];
-    for (let s = first; s <= last; s++) {
-      const n = seen.get(s) ?? 0;
-      if (n === 0) missing.push(s);
-      if (n > 1) dup.push(s);
-    }
+    const { missing, dup } = gapsAndRepeats(tail, first, last);
     expect(last - first).toBeGreaterThan(700);
     expect({ missing, dup }).toEqual({ missing: [], dup: [] });
     expect(agent.proc.running).toBe(true);
@@ -222,7 +193,7 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
 
   it('SIGTERM under traffic: exits 0 before the deadline; nothing left on the interface, no socket, no endpoint', async () => {
     decap = await startCapture(topo, 'dst', topo.vxlan[0]!.name, join(topo.workDir, 'decap-term.pcap'), ['udp', 'port', String(UDP_PORT)]);
-    sender = topo.spawn('src', process.execPath, ['-e', SENDER(topo.v4.dst)]);
+    sender = topo.spawn('src', process.execPath, ['-e', sequencedSender(topo.v4.dst, UDP_PORT)]);
     await decap.waitFor(100, TIMEOUT_MS);
     const pid = agent.proc.pid!;
     const started = performance.now();
