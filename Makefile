@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 NODE_STAMP := node_modules/.mirrorflow-stamp
 
-.PHONY: all deps build test lab bench clean install uninstall soak
+.PHONY: all deps bpf build test lab bench clean install uninstall soak
 PREFIX ?= /usr
 
 all: build
@@ -18,14 +18,21 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# The eBPF data plane: every bpf/*.bpf.c becomes dist/bpf/*.bpf.o (clang -target bpf).
+# The eBPF data plane: every bpf/*.bpf.c becomes dist/bpf/*.bpf.o (clang -target bpf),
+# against the running kernel's BTF (dist/bpf/vmlinux.h, generated, not kept in git).
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,dist/bpf/%.bpf.o,$(BPF_SRC))
-BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
+BPF_ARCH := $(subst x86_64,x86,$(subst aarch64,arm64,$(shell uname -m)))
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Idist/bpf
 
-dist/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h)
+dist/bpf/vmlinux.h:
 	@mkdir -p dist/bpf
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+dist/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) dist/bpf/vmlinux.h
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+bpf: $(BPF_OBJ)
 
 build: deps $(BPF_OBJ)
 	npx tsc -p tsconfig.json

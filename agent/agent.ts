@@ -13,7 +13,7 @@ import { VxlanSender } from './mirror/sender.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
 import { MirrorPipeline, REASON_SLOTS } from './pipeline.js';
-import { DIR_IN, DIR_OUT, type Direction } from './packet/view.js';
+import { DIR_IN, DIR_OUT, PacketView, type Direction } from './packet/view.js';
 import { createRegistry, type MetricsSource, type Sample } from './metrics/metrics.js';
 import { serveMetrics } from './metrics/http.js';
 import { Totals } from './metrics/totals.js';
@@ -23,6 +23,8 @@ import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
+import { fillRejectView } from './ebpf/reject-view.js';
+import type { RejectedFlow } from './ebpf/layout.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
@@ -97,6 +99,8 @@ export class Agent {
   private ebpf: EbpfDataPlane | undefined;
   /** Why the eBPF plane could not be opened, so `auto` does not retry on every reload. */
   private ebpfUnusable: string | undefined;
+  /** Reused for every REJECT entry handed to the flow stage. */
+  private readonly rejectView = new PacketView();
 
   constructor(private readonly configPath: string, private readonly log: Logger) {
     const { registry, rtt } = createRegistry(this.metricsSource());
@@ -133,6 +137,7 @@ export class Agent {
         gen.flow.noteDrops(i, dropped - gen.dropsSeen[i]!);
         gen.dropsSeen[i] = dropped;
       }
+      if (gen.plane === 'ebpf' && this.ebpf) this.feedRejects(gen, this.ebpf.drainRejects());
     }
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
     void this.checkInterfaces();
@@ -177,10 +182,26 @@ export class Agent {
     });
   }
 
+  /** Drops the kernel counted (eBPF plane) into the flow logs as REJECT records. */
+  private feedRejects(gen: Generation, rejected: ReadonlyArray<RejectedFlow & { interfaceName: string }>): void {
+    if (!gen.flow || rejected.length === 0) return;
+    const nowWallUs = Date.now() * 1000;
+    const nowMonoNs = process.hrtime.bigint();
+    for (const r of rejected) {
+      const i = gen.rules.interfaceIndex(r.interfaceName);
+      if (i >= 0) gen.flow.observeRejected(i, fillRejectView(this.rejectView, r, nowWallUs, nowMonoNs), r.packets, r.bytes);
+    }
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.ticker);
     await this.swapping.catch(() => undefined);
     await this.control?.close();
+    // Every drop counted so far goes into the windows flushed below.
+    if (this.gen && this.ebpf) {
+      this.ebpf.stopRejects();
+      this.feedRejects(this.gen, this.ebpf.drainRejects(true));
+    }
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
     await this.closeEbpf();
@@ -280,7 +301,8 @@ export class Agent {
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
-      if (ebpf && (await ebpf.install(rules)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
+      const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
+      if (ebpf && (await ebpf.install(rules, rejectInterfaces)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
       const dropsSeen = new Float64Array(rules.interfaces.length);
       return { config, rules, plane, pipeline, senders, sources, ifStates, flow, dropsSeen };
     } catch (err) {

@@ -3,7 +3,7 @@
 #ifndef MF_MAPS_BPF_H
 #define MF_MAPS_BPF_H
 
-#include <linux/bpf.h>
+#include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "mirrorflow.h"
 
@@ -51,5 +51,19 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } mf_reason_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MF_MAX_IFACES);
+	__type(key, struct mf_reject_iface);
+	__type(value, __u8);
+} mf_reject_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MF_REJECT_FLOWS);
+	__type(key, struct mf_reject_key);
+	__type(value, struct mf_reject_val);
+} mf_rejects SEC(".maps");
 
 #endif

@@ -8,15 +8,23 @@
  *     source port from the inner flow hash.
  * The session travels from one to the other in skb->mark, which mf_ingress/mf_egress set
  * only around the clone and restore at once. skb->cb[0] reports the decision (read back by
- * BPF_PROG_TEST_RUN in the parity tests). */
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
+ * BPF_PROG_TEST_RUN in the parity tests).
+ *   mf_kfree_skb (tp_btf/kfree_skb): counts packets the host's packet filter dropped on the
+ *     source interfaces, for REJECT flow records (reject.bpf.h). Loaded only when a flow
+ *     log needs it. */
+#include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "mirrorflow.h"
 #include "maps.bpf.h"
 #include "parse.bpf.h"
 #include "match.bpf.h"
+#include "reject.bpf.h"
+
+/* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
+#define TC_ACT_UNSPEC (-1)
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
 
 static __always_inline void mf_count_reason(int decision)
 {

@@ -5,7 +5,38 @@
 #ifndef MIRRORFLOW_H
 #define MIRRORFLOW_H
 
+/* The programs build against vmlinux.h, which has these types already. */
+#ifndef __VMLINUX_H__
 #include <linux/types.h>
+/* Packets the host's packet filter dropped (skb:kfree_skb, reason NETFILTER_DROP), per
+ * interface, direction and 5-tuple; user space drains them into REJECT flow records. */
+struct mf_reject_key {
+	__u32 src[4];        /* network byte order */
+	__u32 dst[4];
+	__u32 ifindex;
+	__u16 sport;         /* host byte order */
+	__u16 dport;
+	__u8 protocol;
+	__u8 family;         /* 4 or 6 */
+	__u8 dir;
+	__u8 slot;           /* mf_state.reject_slot when counted */
+};
+
+struct mf_reject_val {
+	__u64 packets;
+	__u64 bytes;         /* IP bytes, like the flow records */
+	__u64 first_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_ns;
+};
+
+/* Interfaces whose drops are recorded: the tracepoint sees every namespace, ifindexes are
+ * per namespace, so the key carries the agent's network namespace inode. */
+struct mf_reject_iface {
+	__u32 netns;
+	__u32 ifindex;
+};
+
+#endif
 
 #define MF_MAX_SESSIONS 64   /* enabled sessions in one config */
 #define MF_MAX_CHAIN 3       /* sessions per source interface (SPEC §1) */
@@ -14,6 +45,7 @@
 #define MF_MAX_IFACES 256    /* source interfaces attached at once */
 #define MF_FRAG_SLOTS 4096   /* first-fragment decisions remembered */
 #define MF_FRAG_TTL_NS 30000000000ULL
+#define MF_REJECT_FLOWS 16384 /* dropped 5-tuples between two drains by user space */
 
 /* Rule sets are double-buffered: user space fills the inactive slot, then flips. */
 #define MF_SLOTS 2
@@ -94,7 +126,7 @@ struct mf_slot {
 
 struct mf_state {
 	__u32 active_slot;
-	__u32 pad;
+	__u32 reject_slot;   /* mf_rejects entries being written; user space drains the other */
 };
 
 struct mf_frag_key {
@@ -120,6 +152,34 @@ struct mf_session_stats {
 	__u64 bytes;         /* original frame bytes handed to the VXLAN device */
 	__u64 truncated;
 	__u64 errors;        /* clone or tunnel-key failures */
+};
+
+/* Packets the host's packet filter dropped (skb:kfree_skb, reason NETFILTER_DROP), per
+ * interface, direction and 5-tuple; user space drains them into REJECT flow records. */
+struct mf_reject_key {
+	__u32 src[4];        /* network byte order */
+	__u32 dst[4];
+	__u32 ifindex;
+	__u16 sport;         /* host byte order */
+	__u16 dport;
+	__u8 protocol;
+	__u8 family;         /* 4 or 6 */
+	__u8 dir;
+	__u8 slot;           /* mf_state.reject_slot when counted */
+};
+
+struct mf_reject_val {
+	__u64 packets;
+	__u64 bytes;         /* IP bytes, like the flow records */
+	__u64 first_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_ns;
+};
+
+/* Interfaces whose drops are recorded: the tracepoint sees every namespace, ifindexes are
+ * per namespace, so the key carries the agent's network namespace inode. */
+struct mf_reject_iface {
+	__u32 netns;
+	__u32 ifindex;
 };
 
 #endif

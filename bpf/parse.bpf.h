@@ -5,7 +5,7 @@
 #ifndef MF_PARSE_BPF_H
 #define MF_PARSE_BPF_H
 
-#include <linux/bpf.h>
+#include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "mirrorflow.h"

@@ -7,7 +7,7 @@
 #
 # Environment: DESTDIR (staging root for packages; systemctl is never called then),
 # PREFIX (default /usr), NODE (the node binary the wrapper runs; default: the one on PATH).
-# Layout: $PREFIX/lib/mirrorflow/{dist,node_modules,bpf,package.json}, $PREFIX/bin/mirrorflow,
+# Layout: $PREFIX/lib/mirrorflow/{dist (with dist/bpf),node_modules,package.json}, $PREFIX/bin/mirrorflow,
 # $PREFIX/lib/systemd/system/mirrorflow.service, /etc/mirrorflow/mirrorflow.yaml,
 # $PREFIX/share/doc/mirrorflow/.
 set -euo pipefail
@@ -46,11 +46,8 @@ install_agent() {
   (cd "$stage" && npm prune --omit=dev --no-audit --no-fund --loglevel=error)
   rm -f "$stage/node_modules/.mirrorflow-stamp"
   find "$stage/node_modules" -mindepth 1 -type d -empty -delete
-  find "$stage/dist" -name '*.map' -delete
-  if compgen -G 'build/bpf/*.o' >/dev/null; then
-    mkdir -p "$stage/bpf"
-    cp build/bpf/*.o "$stage/bpf/"
-  fi
+  # The eBPF objects stay in dist/bpf; the kernel header they were compiled against does not.
+  find "$stage/dist" \( -name '*.map' -o -name 'vmlinux.h' \) -delete
   chmod 0755 "$stage"
   rm -rf "$target.old"
   [[ -e $target ]] && mv "$target" "$target.old"

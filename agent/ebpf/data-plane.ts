@@ -3,6 +3,7 @@
 // on exit, and at the next start after a crash (from the state file written before
 // anything is attached).
 
+import { statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { run } from '../lab/exec.js';
@@ -12,7 +13,7 @@ import { frameLimit } from '../mirror/vxlan.js';
 import { parseAddress, type RuleSet } from '../rules/compile.js';
 import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
 import { MirrorMaps } from './mirror-maps.js';
-import type { SlotSession } from './layout.js';
+import type { RejectedFlow, SlotSession } from './layout.js';
 
 /** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
 export const TC_HANDLE = 0x4d46;
@@ -102,9 +103,10 @@ export class EbpfDataPlane {
   /**
    * Makes `rules` live: VXLAN devices for the target ports, filters on every present
    * source interface (newly present or re-created ones included), then the map flip.
-   * Returns the slot the sessions' counters live in.
+   * Drops by the host's packet filter are counted on `rejectInterfaces` (those a flow log
+   * covers). Returns the slot the sessions' counters live in.
    */
-  async install(rules: RuleSet): Promise<number> {
+  async install(rules: RuleSet, rejectInterfaces: readonly string[]): Promise<number> {
     const ports = new Set(rules.sessions.map((s) => s.targetPort));
     for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
 
@@ -140,6 +142,7 @@ export class EbpfDataPlane {
       this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
     }
     const slot = this.maps.install({ rules, ifindexes, sessions });
+    this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 
     for (const [port, ifindex] of this.devices) {
       if (ports.has(port)) continue;
@@ -148,6 +151,30 @@ export class EbpfDataPlane {
       this.log.info({ ifindex }, 'VXLAN device no longer used; removed');
     }
     return slot;
+  }
+
+  private setRejectInterfaces(ifindexes: number[]): void {
+    if (ifindexes.length > 0 && this.maps.rejectUnavailable !== undefined) {
+      this.log.warn({ reason: this.maps.rejectUnavailable }, 'REJECT flow records unavailable: the kernel refused the kfree_skb tracer');
+      return;
+    }
+    const netns = statSync('/proc/self/ns/net').ino;
+    this.maps.setRejectInterfaces(netns, ifindexes);
+  }
+
+  /** Stops counting drops (at shutdown, before the last drain). */
+  stopRejects(): void {
+    if (this.maps.rejectsAttached) this.setRejectInterfaces([]);
+  }
+
+  /** Drops counted since the previous call, by source interface name (see MirrorMaps.drainRejects). */
+  drainRejects(all = false): Array<RejectedFlow & { interfaceName: string }> {
+    if (!this.maps.rejectsAttached && !all) return [];
+    const names = new Map([...this.attached.values()].map((a) => [a.ifindex, a.name]));
+    return this.maps.drainRejects(all).flatMap((r) => {
+      const interfaceName = names.get(r.ifindex);
+      return interfaceName === undefined ? [] : [{ ...r, interfaceName }];
+    });
   }
 
   private async createDevice(port: number): Promise<number> {

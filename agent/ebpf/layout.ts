@@ -3,7 +3,7 @@
 // order exactly like the packet bytes the programs compare them with. The loader checks
 // these sizes against the map definitions of the compiled object.
 
-import { DIR_OUT, type Direction } from '../packet/view.js';
+import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules/compile.js';
 
 export const MF_MAX_SESSIONS = 64;
@@ -28,6 +28,9 @@ export const STATE_SIZE = 8;
 export const FRAG_KEY_SIZE = 48;
 export const FRAG_VAL_SIZE = 16;
 export const SESSION_STATS_SIZE = 32;
+export const REJECT_KEY_SIZE = 44;
+export const REJECT_VAL_SIZE = 32;
+export const REJECT_IFACE_SIZE = 8;
 
 function writeWords(buf: Buffer, offset: number, words: ArrayLike<number>): void {
   for (let i = 0; i < 4; i++) buf.writeUInt32BE(words[i]! >>> 0, offset + 4 * i);
@@ -110,10 +113,54 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
   return buf;
 }
 
-export function encodeState(activeSlot: number): Buffer {
+export function encodeState(activeSlot: number, rejectSlot: number): Buffer {
   const buf = Buffer.alloc(STATE_SIZE);
   buf.writeUInt32LE(activeSlot, 0);
+  buf.writeUInt32LE(rejectSlot, 4);
   return buf;
+}
+
+export function encodeRejectIface(netns: number, ifindex: number): Buffer {
+  const buf = Buffer.alloc(REJECT_IFACE_SIZE);
+  buf.writeUInt32LE(netns >>> 0, 0);
+  buf.writeUInt32LE(ifindex, 4);
+  return buf;
+}
+
+/** One drained mf_rejects entry: dropped packets of one interface, direction and 5-tuple. */
+export interface RejectedFlow {
+  ifindex: number;
+  dir: Direction;
+  family: 4 | 6;
+  protocol: number;
+  /** Address words as numbers in network order (like PacketView.src/dst). */
+  src: number[];
+  dst: number[];
+  srcPort: number;
+  dstPort: number;
+  packets: number;
+  bytes: number;
+  /** bpf_ktime_get_ns (CLOCK_MONOTONIC) of the last packet. */
+  lastNs: bigint;
+}
+
+export const rejectSlotOf = (key: Buffer): number => key.readUInt8(43);
+
+export function decodeReject(key: Buffer, value: Buffer): RejectedFlow {
+  const words = (off: number) => [0, 1, 2, 3].map((i) => key.readUInt32BE(off + 4 * i));
+  return {
+    src: words(0),
+    dst: words(16),
+    ifindex: key.readUInt32LE(32),
+    srcPort: key.readUInt16LE(36),
+    dstPort: key.readUInt16LE(38),
+    protocol: key.readUInt8(40),
+    family: key.readUInt8(41) === 6 ? 6 : 4,
+    dir: key.readUInt8(42) === 1 ? DIR_OUT : DIR_IN,
+    packets: Number(value.readBigUInt64LE(0)),
+    bytes: Number(value.readBigUInt64LE(8)),
+    lastNs: value.readBigUInt64LE(24),
+  };
 }
 
 export function u32Key(n: number): Buffer {

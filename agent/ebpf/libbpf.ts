@@ -12,6 +12,9 @@ const fn = {
   load: lib.func('int bpf_object__load(void *obj)'),
   close: lib.func('void bpf_object__close(void *obj)'),
   findProgram: lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)'),
+  setAutoload: lib.func('int bpf_program__set_autoload(void *prog, bool autoload)'),
+  attachProgram: lib.func('void *bpf_program__attach(void *prog)'),
+  destroyLink: lib.func('int bpf_link__destroy(void *link)'),
   programFd: lib.func('int bpf_program__fd(void *prog)'),
   findMap: lib.func('void *bpf_object__find_map_by_name(void *obj, const char *name)'),
   mapFd: lib.func('int bpf_map__fd(void *map)'),
@@ -20,6 +23,7 @@ const fn = {
   update: lib.func('int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
   lookup: lib.func('int bpf_map_lookup_elem(int fd, void *key, void *value)'),
   remove: lib.func('int bpf_map_delete_elem(int fd, void *key)'),
+  lookupAndDelete: lib.func('int bpf_map_lookup_and_delete_elem(int fd, void *key, void *value)'),
   nextKey: lib.func('int bpf_map_get_next_key(int fd, void *key, void *next)'),
   possibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
   hookCreate: lib.func('int bpf_tc_hook_create(void *hook)'),
@@ -82,17 +86,33 @@ export interface MapHandle {
 export class BpfObject {
   private constructor(private obj: unknown) {}
 
-  /** Opens and loads (verifies) every program of the ELF object at `path`. */
-  static load(path: string): BpfObject {
+  /**
+   * Opens the ELF object at `path` and loads (verifies) its programs, except those in
+   * `skip`, which are left out of the kernel entirely.
+   */
+  static load(path: string, skip: readonly string[] = []): BpfObject {
     silenceLibbpf();
     const obj = fn.openFile(path, null);
     if (!obj) throw new LibbpfError(`open ${path}`, koffi.errno());
+    for (const name of skip) {
+      const prog = fn.findProgram(obj, name);
+      if (prog) fn.setAutoload(prog, false);
+    }
     const rc = fn.load(obj) as number;
     if (rc < 0) {
       fn.close(obj);
       throw new LibbpfError(`load ${path}`, -rc);
     }
     return new BpfObject(obj);
+  }
+
+  /** Attaches a tracing program where its section says (tp_btf/...); returns the link. */
+  attach(name: string): BpfLink {
+    const prog = fn.findProgram(this.obj, name);
+    if (!prog) throw new Error(`BPF object has no program ${name}`);
+    const link = fn.attachProgram(prog);
+    if (!link) throw new LibbpfError(`attach ${name}`, koffi.errno());
+    return new BpfLink(link);
   }
 
   programFd(name: string): number {
@@ -119,6 +139,16 @@ export class BpfObject {
   }
 }
 
+/** An attached tracing program; destroying the link detaches it. */
+export class BpfLink {
+  constructor(private link: unknown) {}
+
+  destroy(): void {
+    if (this.link) fn.destroyLink(this.link);
+    this.link = null;
+  }
+}
+
 export function mapUpdate(map: MapHandle, key: Buffer, value: Buffer): void {
   check(`update ${map.name}`, fn.update(map.fd, key, value, BPF_ANY) as number);
 }
@@ -134,6 +164,14 @@ export function mapLookup(map: MapHandle, key: Buffer, value: Buffer): boolean {
 export function mapDelete(map: MapHandle, key: Buffer): void {
   const rc = fn.remove(map.fd, key) as number;
   if (rc !== -ENOENT) check(`delete ${map.name}`, rc);
+}
+
+/** Reads and removes one entry; false when the key is absent. */
+export function mapLookupAndDelete(map: MapHandle, key: Buffer, value: Buffer): boolean {
+  const rc = fn.lookupAndDelete(map.fd, key, value) as number;
+  if (rc === -ENOENT) return false;
+  check(`lookup and delete ${map.name}`, rc);
+  return true;
 }
 
 /** Every key of a hash map (a snapshot; entries may change meanwhile). */

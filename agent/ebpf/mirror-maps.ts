@@ -7,14 +7,18 @@ import { fileURLToPath } from 'node:url';
 import type { RuleSet } from '../rules/compile.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapUpdate,
-  possibleCpus, testRun, type MapHandle,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  mapUpdate, possibleCpus, testRun, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
-  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, MF_MAX_SESSIONS, MF_REASONS,
-  SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, encodeChain, encodeChainKey, encodeSlot, encodeState,
-  sumCounter, sumSessionStats, u32Key, type SessionStats, type SlotSession,
+  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, MF_MAX_SESSIONS, MF_REASONS, REJECT_IFACE_SIZE,
+  REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject, encodeChain,
+  encodeChainKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sumCounter, sumSessionStats, u32Key,
+  type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
+
+/** The tracing program behind REJECT records; the mirror works without it. */
+const REJECT_PROGRAM = 'mf_kfree_skb';
 
 /** dist/bpf/ next to dist/agent/ when built; dist/bpf/ from the sources when run by vitest. */
 export function mirrorObjectPath(): string {
@@ -43,11 +47,15 @@ export class MirrorMaps {
   private readonly chains: MapHandle;
   private readonly sessionStatsMap: MapHandle;
   private readonly reasonStatsMap: MapHandle;
+  private readonly rejectIfaces: MapHandle;
+  private readonly rejects: MapHandle;
   private readonly cpus = possibleCpus();
   private active = 0;
+  private rejectSlot = 0;
   private epoch = 0;
+  private rejectLink: BpfLink | undefined;
 
-  private constructor(private readonly obj: BpfObject) {
+  private constructor(private readonly obj: BpfObject, readonly rejectUnavailable: string | undefined) {
     this.ingressFd = obj.programFd('mf_ingress');
     this.egressFd = obj.programFd('mf_egress');
     this.tunnelFd = obj.programFd('mf_tunnel');
@@ -57,13 +65,26 @@ export class MirrorMaps {
     this.checked('mf_frags', FRAG_KEY_SIZE, FRAG_VAL_SIZE);
     this.sessionStatsMap = this.checked('mf_session_stats', 4, SESSION_STATS_SIZE);
     this.reasonStatsMap = this.checked('mf_reason_stats', 4, 8);
+    this.rejectIfaces = this.checked('mf_reject_ifaces', REJECT_IFACE_SIZE, 1);
+    this.rejects = this.checked('mf_rejects', REJECT_KEY_SIZE, REJECT_VAL_SIZE);
   }
 
-  /** Loads (verifies) the programs. Throws with the libbpf reason when the kernel refuses. */
+  /**
+   * Loads (verifies) the programs. Throws with the libbpf reason when the kernel refuses
+   * the mirror programs; when it refuses only the REJECT tracer, loads without it and
+   * says why in rejectUnavailable.
+   */
   static open(path = mirrorObjectPath()): MirrorMaps {
-    const obj = BpfObject.load(path);
+    let obj: BpfObject;
+    let rejectUnavailable: string | undefined;
     try {
-      return new MirrorMaps(obj);
+      obj = BpfObject.load(path);
+    } catch (err) {
+      obj = BpfObject.load(path, [REJECT_PROGRAM]);
+      rejectUnavailable = (err as Error).message;
+    }
+    try {
+      return new MirrorMaps(obj, rejectUnavailable);
     } catch (err) {
       obj.close();
       throw err;
@@ -101,7 +122,7 @@ export class MirrorMaps {
         if (chain.length > 0) mapUpdate(this.chains, encodeChainKey(ifindex, dir, next), encodeChain(chain));
       }
     });
-    mapUpdate(this.state, u32Key(0), encodeState(next));
+    mapUpdate(this.state, u32Key(0), encodeState(next, this.rejectSlot));
     this.active = next;
     return next;
   }
@@ -145,7 +166,49 @@ export class MirrorMaps {
     return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
   }
 
+  /**
+   * Counts the host's packet filter drops on these interfaces (kernel ifindexes in the
+   * network namespace `netns`); an empty list detaches the tracer.
+   */
+  setRejectInterfaces(netns: number, ifindexes: readonly number[]): void {
+    for (const key of mapKeys(this.rejectIfaces)) mapDelete(this.rejectIfaces, key);
+    for (const ifindex of ifindexes) mapUpdate(this.rejectIfaces, encodeRejectIface(netns, ifindex), Buffer.from([1]));
+    if (ifindexes.length > 0 && !this.rejectLink) {
+      if (this.rejectUnavailable !== undefined) throw new Error(`REJECT records unavailable: ${this.rejectUnavailable}`);
+      this.rejectLink = this.obj.attach(REJECT_PROGRAM);
+    }
+    if (ifindexes.length === 0) this.detachRejects();
+  }
+
+  get rejectsAttached(): boolean {
+    return this.rejectLink !== undefined;
+  }
+
+  /**
+   * Takes the drops counted in the slot flipped away from at the previous call (quiet for
+   * a tick, so no program is still adding to it), then flips: every drop is taken once.
+   * With `all` (at shutdown, tracer detached) both slots are taken.
+   */
+  drainRejects(all = false): RejectedFlow[] {
+    const out: RejectedFlow[] = [];
+    const value = Buffer.alloc(REJECT_VAL_SIZE);
+    const quiet = this.rejectSlot ^ 1;
+    for (const key of mapKeys(this.rejects)) {
+      if (!all && rejectSlotOf(key) !== quiet) continue;
+      if (mapLookupAndDelete(this.rejects, key, value)) out.push(decodeReject(key, value));
+    }
+    this.rejectSlot = quiet;
+    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.rejectSlot));
+    return out;
+  }
+
+  private detachRejects(): void {
+    this.rejectLink?.destroy();
+    this.rejectLink = undefined;
+  }
+
   close(): void {
+    this.detachRejects();
     this.obj.close();
   }
 }

@@ -86,6 +86,35 @@ export class FlowLogAggregator {
 
   /** Counts one decoded IP packet of a covered interface into its flow of the current window. */
   observe(ifIndex: number, view: PacketView, tcpEvents: number, handshakeRttUs: number, mirrorSession: number, action: number): void {
+    const slot = this.slotFor(ifIndex, view, action);
+    this.seen[ifIndex]! += 1;
+    this.packets[slot]! += 1;
+    this.bytes[slot]! += view.ipLength;
+    if (view.protocol === IPPROTO_TCP) {
+      this.tcpFlags[slot]! |= view.tcpFlags & 0x3f;
+      if (tcpEvents & EV_RETRANS) this.retrans[slot]! += 1;
+      if (tcpEvents & EV_ZERO_WINDOW) this.zeroWin[slot]! += 1;
+      if (handshakeRttUs >= 0) this.rttUs[slot] = handshakeRttUs;
+    }
+    if (mirrorSession >= 0) {
+      this.mirrored[slot]! += 1;
+      this.session[slot] = mirrorSession;
+    }
+  }
+
+  /**
+   * Packets of one 5-tuple the host's packet filter dropped (counted by the kernel), as a
+   * REJECT flow: `view` carries the 5-tuple, direction and time of the last one.
+   */
+  addRejected(ifIndex: number, view: PacketView, packets: number, bytes: number): void {
+    const slot = this.slotFor(ifIndex, view, ACTION_REJECT);
+    this.seen[ifIndex]! += packets;
+    this.packets[slot]! += packets;
+    this.bytes[slot]! += bytes;
+  }
+
+  /** The flow table slot of the packet's flow in the open window (closing windows it has passed). */
+  private slotFor(ifIndex: number, view: PacketView, action: number): number {
     const sec = Math.floor(view.tsUs / 1e6);
     if (this.windowStart < 0) this.windowStart = this.align(sec);
     else if (sec >= this.windowStart + this.windowSec) this.closeWindowsBefore(sec);
@@ -117,19 +146,7 @@ export class FlowLogAggregator {
     } else {
       this.table.lastSeenUs[slot] = view.tsUs;
     }
-    this.seen[ifIndex]! += 1;
-    this.packets[slot]! += 1;
-    this.bytes[slot]! += view.ipLength;
-    if (view.protocol === IPPROTO_TCP) {
-      this.tcpFlags[slot]! |= view.tcpFlags & 0x3f;
-      if (tcpEvents & EV_RETRANS) this.retrans[slot]! += 1;
-      if (tcpEvents & EV_ZERO_WINDOW) this.zeroWin[slot]! += 1;
-      if (handshakeRttUs >= 0) this.rttUs[slot] = handshakeRttUs;
-    }
-    if (mirrorSession >= 0) {
-      this.mirrored[slot]! += 1;
-      this.session[slot] = mirrorSession;
-    }
+    return slot;
   }
 
   /** Frames the kernel dropped on this interface before we saw them: reported as SKIPDATA. */

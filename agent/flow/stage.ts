@@ -91,6 +91,11 @@ export class FlowStage {
     for (let i = 0; i < aggs.length; i++) aggs[i]!.observe(ifIndex, view, ev, handshakeRtt, mirrorSession, ACTION_ACCEPT);
   }
 
+  /** Dropped packets of one 5-tuple counted by the kernel (eBPF plane): REJECT records. */
+  observeRejected(ifIndex: number, view: PacketView, packets: number, bytes: number): void {
+    for (const a of this.byInterface[ifIndex] ?? []) a.addRejected(ifIndex, view, packets, bytes);
+  }
+
   noteDrops(ifIndex: number, frames: number): void {
     for (const a of this.byInterface[ifIndex] ?? []) a.noteDrops(ifIndex, frames);
   }
