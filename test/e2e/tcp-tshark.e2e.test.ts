@@ -10,39 +10,11 @@ import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { forEachFrame } from '../../agent/capture/pcap-file.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
+import { STALL_PORT, runTcpScenarios } from './helpers/tcp-scenarios.js';
 import { EV_OUT_OF_ORDER, EV_RESET, EV_RETRANS, EV_RTT_CLIENT, EV_RTT_SERVER, EV_SYN_RETRANS, EV_ZERO_WINDOW, TcpTracker } from '../../agent/flow/tcp.js';
 
-const IPERF_PORT = 5201;
-const STALL_PORT = 7000;
-const CLOSED_PORT = 7999;
 const LOSS = '0.03';
-const STALL_BYTES = 4 * 1024 * 1024;
 const TIMEOUT_MS = 30_000;
-
-/** A server that accepts, reads nothing until SIGUSR2, then drains everything. */
-const STALL_SERVER = `
-const net = require('node:net');
-const socks = [];
-let reading = false;
-net.createServer((s) => {
-  if (!reading) s.pause();
-  socks.push(s);
-  s.on('data', () => {});
-  s.on('end', () => s.end());
-}).listen(${STALL_PORT}, () => console.log('listening'));
-// A connection accepted after the signal (the kernel may queue it a while) reads at once.
-process.on('SIGUSR2', () => { reading = true; for (const s of socks) s.resume(); console.log('reading'); });`;
-
-/** Writes STALL_BYTES, then closes; prints when done. */
-const STALL_CLIENT = (host: string) => `
-const s = require('node:net').connect(${STALL_PORT}, '${host}', () => {
-  s.end(Buffer.alloc(${STALL_BYTES}), () => console.log('sent'));
-});
-s.on('error', (e) => console.log('error', e.code));
-s.on('close', () => console.log('closed'));`;
-
-const REFUSED_CLIENT = (host: string) => `
-require('node:net').connect(${CLOSED_PORT}, '${host}').on('error', (e) => console.log(e.code));`;
 
 describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', () => {
   let topo: Topology | undefined;
@@ -52,25 +24,14 @@ describe('TCP analysis agrees with tshark on real traffic (root, namespaces)', (
   beforeAll(async () => {
     const t = await createLabTopology({ disableOffloads: true, keepFiles: process.env.MIRRORFLOW_E2E_KEEP === '1' });
     topo = t;
-    await t.exec('dst', 'iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', String(IPERF_PORT), '-m', 'statistic', '--mode', 'random', '--probability', LOSS, '-j', 'DROP']);
     cap = await startCapture(t, 'src', t.srcIf, join(t.workDir, 'tcp.pcap'), ['tcp']);
-
-    // Loss: iperf3 over the lossy path.
-    const iperfServer = t.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(IPERF_PORT)]);
-    await iperfServer.waitForLine(/Server listening/, TIMEOUT_MS);
-    await t.exec('src', 'iperf3', ['-c', t.v4.dst, '-p', String(IPERF_PORT), '-n', '4M'], { timeoutMs: 60_000 });
-
-    // Zero window: the receiver stops reading until the capture shows a zero window.
-    const server = t.spawn('dst', process.execPath, ['-e', STALL_SERVER]);
-    await server.waitForLine(/listening/, TIMEOUT_MS);
-    const client = t.spawn('src', process.execPath, ['-e', STALL_CLIENT(t.v4.dst)]);
-    // The receiver's own zero-window ACK (iperf3's closing RST also says win 0).
-    await cap.proc.waitForLine(new RegExp(`\\.${STALL_PORT} > .*Flags \\[\\.\\], .*win 0,`), TIMEOUT_MS, { stream: 'stdout' });
-    process.kill(server.pid!, 'SIGUSR2');
-    await client.waitForLine(/closed/, TIMEOUT_MS);
-
-    // Reset: a connection to a closed port.
-    await t.exec('src', process.execPath, ['-e', REFUSED_CLIENT(t.v4.dst)]);
+    await runTcpScenarios(t, {
+      loss: LOSS,
+      iperfBytes: '4M',
+      timeoutMs: TIMEOUT_MS,
+      // The receiver's own zero-window ACK (iperf3's closing RST also says win 0).
+      zeroWindowSeen: () => cap.proc.waitForLine(new RegExp(`\\.${STALL_PORT} > .*Flags \\[\\.\\], .*win 0,`), TIMEOUT_MS, { stream: 'stdout' }).then(() => undefined),
+    });
     await cap.stop();
 
     const tracker = new TcpTracker(1024);
