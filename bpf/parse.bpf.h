@@ -57,11 +57,6 @@ struct mf_pkt {
 	__u8 tcp_flags;
 };
 
-static __always_inline int mf_load_u8(struct __sk_buff *skb, __u32 off, __u8 *v)
-{
-	return bpf_skb_load_bytes(skb, off, v, 1);
-}
-
 static __always_inline int mf_load_u16(struct __sk_buff *skb, __u32 off, __u16 *v)
 {
 	__be16 raw;
@@ -71,30 +66,31 @@ static __always_inline int mf_load_u16(struct __sk_buff *skb, __u32 off, __u16 *
 	return 0;
 }
 
-/* Transport header at l4; the IP payload ends at ip_end (<= skb->len, checked by caller). */
+/* Transport header at l4; the IP payload ends at ip_end (<= skb->len, checked by caller).
+ * One load per header: helper calls are most of the parser's cost. */
 static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, __u32 l4, __u32 ip_end)
 {
-	__u32 hlen;
-	__u8 b;
-
 	if (p->protocol == P_TCP) {
-		if (l4 + 20 > ip_end || mf_load_u8(skb, l4 + 12, &b))
+		struct { __be16 sport, dport; __be32 seq, ack; __u8 doff, flags; } tcp;
+		__u32 hlen;
+
+		if (l4 + 20 > ip_end || bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
 			return MF_DECODE_MALFORMED;
-		hlen = (b >> 4) * 4;
+		hlen = (tcp.doff >> 4) * 4;
 		if (hlen < 20 || l4 + hlen > ip_end)
 			return MF_DECODE_MALFORMED;
-		if (mf_load_u8(skb, l4 + 13, &p->tcp_flags))
-			return MF_DECODE_MALFORMED;
+		p->tcp_flags = tcp.flags;
+		p->sport = bpf_ntohs(tcp.sport);
+		p->dport = bpf_ntohs(tcp.dport);
 	} else if (p->protocol == P_UDP || p->protocol == P_SCTP) {
-		hlen = p->protocol == P_UDP ? 8 : 12;
-		if (l4 + hlen > ip_end)
+		__be16 ports[2];
+
+		if (l4 + (p->protocol == P_UDP ? 8 : 12) > ip_end || bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 			return MF_DECODE_MALFORMED;
+		p->sport = bpf_ntohs(ports[0]);
+		p->dport = bpf_ntohs(ports[1]);
 	} else if (p->protocol == P_ICMP || p->protocol == P_ICMPV6) {
 		if (l4 + 4 > ip_end)
-			return MF_DECODE_MALFORMED;
-	}
-	if (p->protocol == P_TCP || p->protocol == P_UDP || p->protocol == P_SCTP) {
-		if (mf_load_u16(skb, l4, &p->sport) || mf_load_u16(skb, l4 + 2, &p->dport))
 			return MF_DECODE_MALFORMED;
 	}
 	p->has_ports = 1;

@@ -32,6 +32,7 @@ const fn = {
   tcDetach: lib.func('int bpf_tc_detach(void *hook, void *opts)'),
   tcQuery: lib.func('int bpf_tc_query(void *hook, void *opts)'),
   testRun: lib.func('int bpf_prog_test_run_opts(int fd, void *opts)'),
+  objInfo: lib.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)'),
   setPrint: lib.func('void *libbpf_set_print(void *fn)'),
 };
 
@@ -242,6 +243,18 @@ export function tcQuery(ifindex: number, attachPoint: number, handle: number, pr
   if (rc === -ENOENT || rc === -19 || rc === -22) return 0;
   check(`query tc on ifindex ${ifindex}`, rc);
   return opts.readUInt32LE(16);
+}
+
+/** struct bpf_prog_info (linux/bpf.h, kernel 5.16+): its size and where verified_insns sits. */
+const PROG_INFO_SIZE = 232;
+const PROG_INFO_VERIFIED_INSNS = 216;
+
+/** Instructions the verifier processed when it loaded the program (0 on kernels before 5.16). */
+export function verifiedInstructions(progFd: number): number {
+  const info = Buffer.alloc(PROG_INFO_SIZE);
+  const len = [PROG_INFO_SIZE];
+  check('program info', fn.objInfo(progFd, info, len) as number);
+  return info.readUInt32LE(PROG_INFO_VERIFIED_INSNS);
 }
 
 export interface TestRunResult {

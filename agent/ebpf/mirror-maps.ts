@@ -8,7 +8,7 @@ import type { RuleSet } from '../rules/compile.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
   BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
-  mapUpdate, possibleCpus, testRun, type BpfLink, type MapHandle,
+  mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
   CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, MF_MAX_SESSIONS, MF_REASONS, REJECT_IFACE_SIZE,
@@ -205,6 +205,13 @@ export class MirrorMaps {
   private detachRejects(): void {
     this.rejectLink?.destroy();
     this.rejectLink = undefined;
+  }
+
+  /** Instructions the verifier processed, per program (for the benchmark report). */
+  verifiedInstructions(): Record<string, number> {
+    const fds: Record<string, number> = { mf_ingress: this.ingressFd, mf_egress: this.egressFd, mf_tunnel: this.tunnelFd };
+    if (this.rejectUnavailable === undefined) fds[REJECT_PROGRAM] = this.obj.programFd(REJECT_PROGRAM);
+    return Object.fromEntries(Object.entries(fds).map(([name, fd]) => [name, verifiedInstructions(fd)]));
   }
 
   close(): void {
