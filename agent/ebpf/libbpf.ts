@@ -270,32 +270,43 @@ export const SKB_CTX_SIZE = 192;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
 
+/** Memory outside the JS heap the kernel reads and writes during a test run, reused. */
+class TestRunMemory {
+  private ptr: unknown;
+  readonly view: Buffer;
+  readonly address: bigint;
+
+  constructor(readonly size: number) {
+    this.ptr = koffi.alloc('uint8_t', size);
+    this.view = Buffer.from(koffi.view(this.ptr, size));
+    this.address = koffi.address(this.ptr);
+  }
+}
+
+const MAX_TEST_FRAME = 65535;
+let testMemory: { data: TestRunMemory; ctx: TestRunMemory; ctxOut: TestRunMemory; opts: Buffer } | undefined;
+
 /** BPF_PROG_TEST_RUN of a TC program on one frame. */
 export function testRun(progFd: number, frame: Buffer, ctxIn: Buffer, repeat = 1): TestRunResult {
-  const data = koffi.alloc('uint8_t', Math.max(frame.length, 1));
-  const ctx = koffi.alloc('uint8_t', ctxIn.length);
-  const ctxOut = koffi.alloc('uint8_t', ctxIn.length);
-  try {
-    koffi.encode(data, 'uint8_t', [...frame], frame.length);
-    koffi.encode(ctx, 'uint8_t', [...ctxIn], ctxIn.length);
-    const opts = Buffer.alloc(TEST_RUN_OPTS_SIZE);
-    opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
-    opts.writeBigUInt64LE(koffi.address(data), 8);
-    opts.writeUInt32LE(frame.length, 24);
-    opts.writeBigUInt64LE(koffi.address(ctx), 32);
-    opts.writeBigUInt64LE(koffi.address(ctxOut), 40);
-    opts.writeUInt32LE(ctxIn.length, 48);
-    opts.writeUInt32LE(ctxIn.length, 52);
-    opts.writeInt32LE(repeat, 60);
-    check('BPF_PROG_TEST_RUN', fn.testRun(progFd, opts) as number);
-    return {
-      retval: opts.readUInt32LE(56),
-      durationNs: opts.readUInt32LE(64),
-      ctxOut: Buffer.from(koffi.decode(ctxOut, 'uint8_t', ctxIn.length) as Uint8Array),
-    };
-  } finally {
-    koffi.free(data);
-    koffi.free(ctx);
-    koffi.free(ctxOut);
-  }
+  if (frame.length > MAX_TEST_FRAME || ctxIn.length !== SKB_CTX_SIZE) throw new Error('test run: frame or context size out of range');
+  testMemory ??= {
+    data: new TestRunMemory(MAX_TEST_FRAME),
+    ctx: new TestRunMemory(SKB_CTX_SIZE),
+    ctxOut: new TestRunMemory(SKB_CTX_SIZE),
+    opts: Buffer.alloc(TEST_RUN_OPTS_SIZE),
+  };
+  const { data, ctx, ctxOut, opts } = testMemory;
+  frame.copy(data.view, 0);
+  ctxIn.copy(ctx.view, 0);
+  opts.fill(0);
+  opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
+  opts.writeBigUInt64LE(data.address, 8);
+  opts.writeUInt32LE(frame.length, 24);
+  opts.writeBigUInt64LE(ctx.address, 32);
+  opts.writeBigUInt64LE(ctxOut.address, 40);
+  opts.writeUInt32LE(SKB_CTX_SIZE, 48);
+  opts.writeUInt32LE(SKB_CTX_SIZE, 52);
+  opts.writeInt32LE(repeat, 60);
+  check('BPF_PROG_TEST_RUN', fn.testRun(progFd, opts) as number);
+  return { retval: opts.readUInt32LE(56), durationNs: opts.readUInt32LE(64), ctxOut: Buffer.from(ctxOut.view) };
 }

@@ -13,21 +13,11 @@ import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { compileRules } from '../../agent/rules/compile.js';
 import { matchPacket, matchReasonName } from '../../agent/rules/match.js';
 import type { VectorFile } from '../vectors/cases.js';
+import { kernelRefusesTestRun } from './kernel-limits.js';
 
 const vectors = JSON.parse(
   readFileSync(fileURLToPath(new URL('../vectors/rules.json', import.meta.url)), 'utf8'),
 ) as VectorFile;
-
-/**
- * BPF_PROG_TEST_RUN refuses (EINVAL) a TC frame shorter than an Ethernet header, or an
- * untagged IPv4/IPv6 frame shorter than its IP header; such steps are checked against the
- * TypeScript engine only. Their VLAN-tagged twins in the vectors reach the C parser.
- */
-function kernelRefusesTestRun(frame: Buffer): boolean {
-  if (frame.length < 14) return true;
-  const type = frame.readUInt16BE(12);
-  return (type === 0x0800 && frame.length < 14 + 20) || (type === 0x86dd && frame.length < 14 + 40);
-}
 
 // Veth devices (no address, down) give the cases' interface names real ifindexes.
 const DEVICES: Record<string, string> = { eth0: 'mfpar0', eth1: 'mfpar1', eth2: 'mfpar2' };

@@ -14,29 +14,13 @@ import { DECODE_ARP, DECODE_MALFORMED, DECODE_NON_IP, DECODE_OK, DIR_IN, DIR_OUT
 import type { MirrorOutput } from '../../agent/mirror/output.js';
 import { FrameMutator, MAX_FRAME, MUTATIONS, describeSeed, seedFrames, viewDiff } from '../fuzz/frames.js';
 import { Prng, seedFromEnv } from '../fuzz/prng.js';
+import { FUZZ_CONFIG } from '../fuzz/config.js';
 
 const FRAMES = 1_000_000;
 const SEED = seedFromEnv(0x6d66);
 /** Every DROP_EVERY-th copy the fake output refuses (as a full send queue would). */
 const DROP_EVERY = 7;
 const MAX_FLOWS = 4096;
-
-const CONFIG = `
-agent: { vmId: fuzz, metrics: { listen: "" } }
-filters:
-  - id: tf-1
-    ingressRules:
-      - { priority: 1, action: drop, protocol: UDP, sourceCidrBlock: 0.0.0.0/0, destinationCidrBlock: 0.0.0.0/0, destinationPortRange: 53/53 }
-      - { priority: 2, action: accept, protocol: ALL, sourceCidrBlock: 0.0.0.0/0, destinationCidrBlock: 0.0.0.0/0 }
-      - { priority: 3, action: accept, protocol: ALL, sourceCidrBlock: "::/0", destinationCidrBlock: "::/0" }
-    egressRules:
-      - { priority: 1, action: accept, protocol: TCP, sourceCidrBlock: 10.0.0.0/8, destinationCidrBlock: 0.0.0.0/0, destinationPortRange: 1/1024 }
-      - { priority: 2, action: accept, protocol: ICMP, sourceCidrBlock: "::/0", destinationCidrBlock: "::/0" }
-sessions:
-  - { id: ts-1, priority: 1, vni: 10, filterId: tf-1, sources: [eth0], target: { address: 192.0.2.10 } }
-flowLogs:
-  - { id: fl-1, sources: ["*"], window: 60, sink: { type: stdout } }
-`;
 
 /** The reasons decode() gives; the fuzz run must reach each of them. */
 const REASONS = [
@@ -98,7 +82,7 @@ describe('fuzz: hostile frames through the user-space path', () => {
   });
 
   it(`a million frames: nothing thrown, nothing read past caplen, known verdicts kept, every frame counted once (seed ${SEED})`, () => {
-    const config = parseConfig(CONFIG, { localAddresses: [] });
+    const config = parseConfig(FUZZ_CONFIG, { localAddresses: [] });
     const rules = compileRules(config);
     const output = new FakeOutput();
     let records = 0;
