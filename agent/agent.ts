@@ -8,7 +8,7 @@ import { writeConfigAtomic } from './config/write.js';
 import { PcapSource } from './capture/pcap-source.js';
 import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
-import { matchReasonName } from './rules/match.js';
+import { EXCLUDED_MALFORMED, matchReasonName } from './rules/match.js';
 import { VxlanSender } from './mirror/sender.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
@@ -59,6 +59,22 @@ async function interfaceMac(name: string): Promise<string> {
 }
 
 type Plane = 'pcap' | 'ebpf';
+
+/** The eBPF plane's own counters (cumulative since it was opened), by MetricsSource method name. */
+function kernelSamples(plane: EbpfDataPlane): Record<string, Sample[]> {
+  const capture: Sample[] = [];
+  const skipped: Sample[] = [];
+  const malformed: Sample[] = [];
+  for (const { name, dir, stats } of plane.interfaceCounters()) {
+    capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, stats.packets]);
+    stats.decisions.forEach((n, idx) => {
+      if (idx === 0 || n === 0) return;
+      if (-idx === EXCLUDED_MALFORMED) malformed.push([{ reason: 'malformed' }, n]);
+      else skipped.push([{ interface: name, reason: matchReasonName(-idx) }, n]);
+    });
+  }
+  return { capturePackets: capture, notMirroredPackets: skipped, malformedPackets: malformed };
+}
 
 /** Everything built from one config: replaced as a whole on reload. */
 interface Generation {
@@ -258,6 +274,8 @@ export class Agent {
     const plane = this.ebpf;
     this.ebpf = undefined;
     if (!plane) return;
+    // The kernel's counters end with the plane: keep their totals.
+    for (const [name, samples] of Object.entries(kernelSamples(plane))) this.totalsOf(name as keyof MetricsSource).fold(samples);
     await plane.close();
     this.log.info('eBPF data plane detached');
   }
@@ -367,8 +385,7 @@ export class Agent {
     const live = this.liveSamples(gen);
     const total = (name: keyof MetricsSource, labels: Record<string, string>): number => {
       const match = (s: Sample) => Object.entries(labels).every(([k, v]) => s[0][k] === v);
-      const fromTotals = this.totalsOf(name).with(live[name] ?? []);
-      return fromTotals.filter(match).reduce((sum, s) => sum + s[1], 0);
+      return this.samplesOf(name, live).filter(match).reduce((sum, s) => sum + s[1], 0);
     };
     return {
       dataPlane: gen.plane,
@@ -395,27 +412,39 @@ export class Agent {
     };
   }
 
+  /** Everything counted under one metric: retired generations, the live one, the kernel's. */
+  private samplesOf(name: keyof MetricsSource, live = this.gen ? this.liveSamples(this.gen) : {}): Sample[] {
+    const kernel = this.ebpf ? kernelSamples(this.ebpf)[name] ?? [] : [];
+    return this.totalsOf(name).with([...(live[name] ?? []), ...kernel]);
+  }
+
   private totalsOf(name: keyof MetricsSource): Totals {
     let t = this.totals.get(name);
     if (!t) this.totals.set(name, (t = new Totals()));
     return t;
   }
 
-  /** Counter samples of one generation, by MetricsSource method name. */
+  /**
+   * Counter samples of one generation, by MetricsSource method name. With the kernel
+   * mirroring, what the data plane saw and decided is the kernel's (kernelSamples); the
+   * generation's capture only feeds flow logs.
+   */
   private liveSamples(gen: Generation): Record<string, Sample[]> {
     const { rules, pipeline } = gen;
     const capture: Sample[] = [];
     const drops: Sample[] = [];
     const skipped: Sample[] = [];
+    const kernel = gen.plane === 'ebpf';
     rules.interfaces.forEach((name, i) => {
+      const src = gen.sources.find((s) => s.interfaceName === name);
+      if (src) drops.push([{ interface: name }, src.stats().dropped]);
+      if (kernel) return;
       for (const dir of [DIR_IN, DIR_OUT] as const) {
         capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.captured[i * 2 + dir]!]);
       }
-      const src = gen.sources.find((s) => s.interfaceName === name);
-      if (src) drops.push([{ interface: name }, src.stats().dropped]);
     });
     pipeline.notMirrored.forEach((count, slot) => {
-      if (count > 0) {
+      if (count > 0 && !kernel) {
         skipped.push([
           { interface: rules.interfaces[Math.floor(slot / REASON_SLOTS)]!, reason: matchReasonName(-(slot % REASON_SLOTS)) },
           count,
@@ -427,7 +456,7 @@ export class Agent {
     return {
       capturePackets: capture,
       captureDrops: drops,
-      malformedPackets: [...pipeline.malformed].map(([reason, n]) => [{ reason }, n] as const),
+      malformedPackets: kernel ? [] : [...pipeline.malformed].map(([reason, n]) => [{ reason }, n] as const),
       notMirroredPackets: skipped,
       mirrorPackets: perSession((s) => s.packets),
       mirrorBytes: perSession((s) => s.bytes),
@@ -438,8 +467,7 @@ export class Agent {
   }
 
   private metricsSource(): MetricsSource {
-    const read = (name: keyof MetricsSource) => (): Sample[] =>
-      this.totalsOf(name).with(this.gen ? this.liveSamples(this.gen)[name] ?? [] : []);
+    const read = (name: keyof MetricsSource) => (): Sample[] => this.samplesOf(name);
     return {
       capturePackets: read('capturePackets'),
       captureDrops: read('captureDrops'),

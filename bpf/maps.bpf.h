@@ -44,13 +44,12 @@ struct {
 	__type(value, struct mf_session_stats);
 } mf_session_stats SEC(".maps");
 
-/* Packets seen per decision: index 0 accepted, else -code. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MF_REASONS);
-	__type(key, __u32);
-	__type(value, __u64);
-} mf_reason_stats SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MF_MAX_IFACES * 2);
+	__type(key, struct mf_iface_key);
+	__type(value, struct mf_iface_stats);
+} mf_iface_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -26,16 +26,24 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
-static __always_inline void mf_count_reason(int decision)
+static __always_inline void mf_count(struct __sk_buff *skb, __u32 dir, int decision)
 {
+	struct mf_iface_key key = { .ifindex = skb->ifindex, .dir = dir };
 	__u32 idx = decision >= 0 ? 0 : (__u32)(-decision);
-	__u64 *n;
+	struct mf_iface_stats *st = bpf_map_lookup_elem(&mf_iface_stats, &key);
 
-	if (idx >= MF_REASONS)
-		return;
-	n = bpf_map_lookup_elem(&mf_reason_stats, &idx);
-	if (n)
-		*n += 1;
+	if (!st) {
+		struct mf_iface_stats zero = {};
+
+		bpf_map_update_elem(&mf_iface_stats, &key, &zero, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&mf_iface_stats, &key);
+		if (!st)
+			return;
+	}
+	st->packets++;
+	st->bytes += skb->len;
+	if (idx < MF_REASONS)
+		st->decisions[idx]++;
 }
 
 static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 session)
@@ -89,7 +97,7 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 		return TC_ACT_UNSPEC;
 	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, mf_parse(skb, &p));
 	skb->cb[0] = (__u32)decision;
-	mf_count_reason(decision);
+	mf_count(skb, dir, decision);
 	if (decision >= 0)
 		mf_mirror(skb, slot_idx, slot, (__u64)decision);
 	return TC_ACT_UNSPEC;

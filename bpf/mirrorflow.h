@@ -62,7 +62,7 @@ struct mf_reject_iface {
 #define MF_EXCLUDED_OWN (-5)
 #define MF_DROPPED_BY_RULE (-6)
 #define MF_EXCLUDED_MALFORMED (-7)
-#define MF_REASONS 8         /* mf_reason_stats index = -code; index 0 counts accepted */
+#define MF_REASONS 8         /* mf_iface_stats.decisions index = -code; index 0 counts accepted */
 
 /* A clone on its way to the VXLAN device carries MF_MARK_MAGIC | slot << 8 | session. */
 #define MF_MARK_MAGIC 0x4d460000u
@@ -144,6 +144,18 @@ struct mf_frag_val {
 	__s32 decision;
 	__u32 pad;
 	__u64 expires_ns;
+};
+
+/* Per CPU, per source interface and direction: what the programs saw and decided. */
+struct mf_iface_key {
+	__u32 ifindex;
+	__u32 dir;
+};
+
+struct mf_iface_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 decisions[MF_REASONS];
 };
 
 /* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */

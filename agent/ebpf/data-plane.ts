@@ -13,7 +13,8 @@ import { frameLimit } from '../mirror/vxlan.js';
 import { parseAddress, type RuleSet } from '../rules/compile.js';
 import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
 import { MirrorMaps } from './mirror-maps.js';
-import type { RejectedFlow, SlotSession } from './layout.js';
+import type { IfaceStats, RejectedFlow, SlotSession } from './layout.js';
+import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 
 /** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
 export const TC_HANDLE = 0x4d46;
@@ -62,6 +63,8 @@ export interface EbpfPlaneOptions {
 
 export class EbpfDataPlane {
   private readonly attached = new Map<string, Attachment>();
+  /** Every interface life the programs ran on (a re-created interface has a new ifindex): counters add up over them. */
+  private readonly lives: Array<{ name: string; ifindex: number }> = [];
   /** VXLAN device ifindex by target UDP port. */
   private readonly devices = new Map<number, number>();
   private readonly stateFile: string;
@@ -162,6 +165,25 @@ export class EbpfDataPlane {
     this.maps.setRejectInterfaces(netns, ifindexes);
   }
 
+  /** What the programs saw per source interface and direction since the plane was opened. */
+  interfaceCounters(): Array<{ name: string; dir: Direction; stats: IfaceStats }> {
+    const out = new Map<string, { name: string; dir: Direction; stats: IfaceStats }>();
+    for (const { name, ifindex } of this.lives) {
+      for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
+        const s = this.maps.ifaceStats(ifindex, dir);
+        const sum = out.get(`${name}|${dir}`);
+        if (!sum) {
+          out.set(`${name}|${dir}`, { name, dir, stats: s });
+          continue;
+        }
+        sum.stats.packets += s.packets;
+        sum.stats.bytes += s.bytes;
+        s.decisions.forEach((n, i) => (sum.stats.decisions[i]! += n));
+      }
+    }
+    return [...out.values()];
+  }
+
   /** Stops counting drops (at shutdown, before the last drain). */
   stopRejects(): void {
     if (this.maps.rejectsAttached) this.setRejectInterfaces([]);
@@ -194,6 +216,7 @@ export class EbpfDataPlane {
     const createdQdisc = tcHookCreate(ifindex);
     const a: Attachment = { name, ifindex, createdQdisc };
     this.attached.set(name, a);
+    if (!this.lives.some((l) => l.ifindex === ifindex && l.name === name)) this.lives.push({ name, ifindex });
     // On record before the filters exist: a crash between the two leaves nothing unknown.
     await this.saveState();
     tcAttach(ifindex, TC_INGRESS, this.maps.ingressFd, TC_HANDLE, TC_PRIORITY);

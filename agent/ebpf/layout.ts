@@ -28,6 +28,8 @@ export const STATE_SIZE = 8;
 export const FRAG_KEY_SIZE = 48;
 export const FRAG_VAL_SIZE = 16;
 export const SESSION_STATS_SIZE = 32;
+export const IFACE_KEY_SIZE = 8;
+export const IFACE_STATS_SIZE = 16 + 8 * 8;
 export const REJECT_KEY_SIZE = 44;
 export const REJECT_VAL_SIZE = 32;
 export const REJECT_IFACE_SIZE = 8;
@@ -189,9 +191,28 @@ export function sumSessionStats(perCpu: Buffer, cpus: number): SessionStats {
   return out;
 }
 
-/** Sums a per-CPU u64 lookup. */
-export function sumCounter(perCpu: Buffer, cpus: number): number {
-  let n = 0;
-  for (let c = 0; c < cpus; c++) n += Number(perCpu.readBigUInt64LE(c * 8));
-  return n;
+export interface IfaceStats {
+  packets: number;
+  bytes: number;
+  /** Packets per decision: index 0 mirrored, else -code (rules/match.ts codes). */
+  decisions: number[];
+}
+
+export function encodeIfaceKey(ifindex: number, dir: Direction): Buffer {
+  const key = Buffer.alloc(IFACE_KEY_SIZE);
+  key.writeUInt32LE(ifindex, 0);
+  key.writeUInt32LE(dir, 4);
+  return key;
+}
+
+/** Sums a per-CPU struct mf_iface_stats lookup. */
+export function sumIfaceStats(perCpu: Buffer, cpus: number): IfaceStats {
+  const out: IfaceStats = { packets: 0, bytes: 0, decisions: new Array<number>(MF_REASONS).fill(0) };
+  for (let c = 0; c < cpus; c++) {
+    const off = c * IFACE_STATS_SIZE;
+    out.packets += Number(perCpu.readBigUInt64LE(off));
+    out.bytes += Number(perCpu.readBigUInt64LE(off + 8));
+    for (let i = 0; i < MF_REASONS; i++) out.decisions[i]! += Number(perCpu.readBigUInt64LE(off + 16 + 8 * i));
+  }
+  return out;
 }

@@ -11,10 +11,10 @@ import {
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
-  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, MF_MAX_SESSIONS, MF_REASONS, REJECT_IFACE_SIZE,
-  REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject, encodeChain,
-  encodeChainKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sumCounter, sumSessionStats, u32Key,
-  type RejectedFlow, type SessionStats, type SlotSession,
+  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
+  REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
+  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf,
+  sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
 
 /** The tracing program behind REJECT records; the mirror works without it. */
@@ -46,7 +46,7 @@ export class MirrorMaps {
   private readonly slots: MapHandle;
   private readonly chains: MapHandle;
   private readonly sessionStatsMap: MapHandle;
-  private readonly reasonStatsMap: MapHandle;
+  private readonly ifaceStatsMap: MapHandle;
   private readonly rejectIfaces: MapHandle;
   private readonly rejects: MapHandle;
   private readonly cpus = possibleCpus();
@@ -64,7 +64,7 @@ export class MirrorMaps {
     this.chains = this.checked('mf_chains', CHAIN_KEY_SIZE, CHAIN_SIZE);
     this.checked('mf_frags', FRAG_KEY_SIZE, FRAG_VAL_SIZE);
     this.sessionStatsMap = this.checked('mf_session_stats', 4, SESSION_STATS_SIZE);
-    this.reasonStatsMap = this.checked('mf_reason_stats', 4, 8);
+    this.ifaceStatsMap = this.checked('mf_iface_stats', IFACE_KEY_SIZE, IFACE_STATS_SIZE);
     this.rejectIfaces = this.checked('mf_reject_ifaces', REJECT_IFACE_SIZE, 1);
     this.rejects = this.checked('mf_rejects', REJECT_KEY_SIZE, REJECT_VAL_SIZE);
   }
@@ -143,15 +143,11 @@ export class MirrorMaps {
     return sumSessionStats(value, this.cpus);
   }
 
-  /** Packets seen per decision: index 0 accepted, else -code (rules/match.ts codes). */
-  reasonStats(): number[] {
-    const out: number[] = [];
-    const value = Buffer.alloc(8 * this.cpus);
-    for (let i = 0; i < MF_REASONS; i++) {
-      mapLookup(this.reasonStatsMap, u32Key(i), value);
-      out.push(sumCounter(value, this.cpus));
-    }
-    return out;
+  /** What the programs saw on one interface and direction since the object was loaded. */
+  ifaceStats(ifindex: number, dir: Direction): IfaceStats {
+    const value = Buffer.alloc(IFACE_STATS_SIZE * this.cpus);
+    mapLookup(this.ifaceStatsMap, encodeIfaceKey(ifindex, dir), value);
+    return sumIfaceStats(value, this.cpus);
   }
 
   /**
