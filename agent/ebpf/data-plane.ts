@@ -4,7 +4,7 @@
 // anything is attached).
 
 import { statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { run } from '../lab/exec.js';
 import type { Logger } from '../log.js';
@@ -45,12 +45,29 @@ async function ifindexOf(name: string): Promise<number | undefined> {
   }
 }
 
+interface TcFilter {
+  pref?: number;
+  options?: { handle?: string; bpf_name?: string };
+}
+
+const OUR_HANDLE = `0x${TC_HANDLE.toString(16)}`;
+
+/** The filters on one clsact hook of an interface (none when it has no clsact). */
+async function tcFilters(name: string, hook: 'ingress' | 'egress'): Promise<TcFilter[]> {
+  try {
+    const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
+    return JSON.parse(stdout || '[]') as TcFilter[];
+  } catch {
+    return [];
+  }
+}
+
+const isOurs = (f: TcFilter) => f.pref === TC_PRIORITY && f.options?.handle === OUR_HANDLE && /^mf_(ingress|egress)/.test(f.options.bpf_name ?? '');
+
 /** True when some filter other than ours remains on the interface's clsact hooks. */
 async function hasForeignFilters(name: string): Promise<boolean> {
-  for (const hook of ['ingress', 'egress']) {
-    const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
-    const filters = JSON.parse(stdout || '[]') as Array<{ options?: { handle?: string } }>;
-    if (filters.some((f) => f.options?.handle !== undefined && f.options.handle !== `0x${TC_HANDLE.toString(16)}`)) return true;
+  for (const hook of ['ingress', 'egress'] as const) {
+    if ((await tcFilters(name, hook)).some((f) => f.options?.handle !== undefined && !isOurs(f))) return true;
   }
   return false;
 }
@@ -95,6 +112,18 @@ export class EbpfDataPlane {
       if ((await ifindexOf(a.name)) !== a.ifindex) continue;
       await detach(a);
       log.warn({ interface: a.name }, 'removed TC filters left by a previous run');
+    }
+    // Without the state file (lost with /run, or another agent's), our filters are still
+    // recognisable by handle, priority and program name: remove any that remain.
+    for (const name of await readdir('/sys/class/net')) {
+      const ifindex = await ifindexOf(name);
+      if (ifindex === undefined) continue;
+      const hooks = [['ingress', TC_INGRESS], ['egress', TC_EGRESS]] as const;
+      for (const [hook, point] of hooks) {
+        if (!(await tcFilters(name, hook)).some(isOurs)) continue;
+        tcDetach(ifindex, point, TC_HANDLE, TC_PRIORITY);
+        log.warn({ interface: name, hook }, 'removed a TC filter of ours left by a previous run (no state recorded)');
+      }
     }
     for (const name of await ourDevices()) {
       await run('ip', ['link', 'del', name]);

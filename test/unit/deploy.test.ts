@@ -287,7 +287,8 @@ describe('Kubernetes manifests', () => {
 
     const mountOf = (where: string) => agent().volumeMounts.find((m: Manifest) => m.mountPath === where);
     const hostPathOf = (name: string) => spec.volumes.find((v: Manifest) => v.name === name)?.hostPath?.path;
-    expect(hostPathOf(mountOf('/sys/fs/bpf').name)).toBe('/sys/fs/bpf');
+    // The eBPF plane pins nothing: no bpffs from the host.
+    expect(mountOf('/sys/fs/bpf')).toBeUndefined();
     expect(hostPathOf(mountOf('/var/log/mirrorflow').name)).toBe('/var/log/mirrorflow');
     // The control socket's directory is writable in the read-only root filesystem.
     expect(mountOf(path.dirname(config.agent.control.socket))).toBeDefined();
