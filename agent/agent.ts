@@ -117,6 +117,8 @@ export class Agent {
   private ebpfUnusable: string | undefined;
   /** Reused for every REJECT entry handed to the flow stage. */
   private readonly rejectView = new PacketView();
+  /** tx_errors + tx_dropped of the eBPF plane's VXLAN devices at the last tick. */
+  private deviceErrors: Array<{ device: string; errors: number }> = [];
 
   constructor(private readonly configPath: string, private readonly log: Logger) {
     const { registry, rtt } = createRegistry(this.metricsSource());
@@ -157,6 +159,7 @@ export class Agent {
     }
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
     void this.checkInterfaces();
+    void this.checkDeviceErrors();
   }
 
   /**
@@ -175,6 +178,19 @@ export class Agent {
       }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
       return;
     }
+  }
+
+  /** The kernel plane's send failures happen in the vxlan driver: say so when they rise. */
+  private async checkDeviceErrors(): Promise<void> {
+    if (!this.ebpf) return;
+    const now = await this.ebpf.deviceErrors();
+    for (const { device, errors } of now) {
+      const before = this.deviceErrors.find((d) => d.device === device)?.errors ?? 0;
+      if (errors > before) {
+        this.log.warn({ device, copies: errors - before }, 'VXLAN device could not send mirrored copies (no route to the target, or it answers ICMP unreachable)');
+      }
+    }
+    this.deviceErrors = now;
   }
 
   /** Re-reads the config file; a config that fails validation leaves the running one as is. */
@@ -489,6 +505,7 @@ export class Agent {
       flowTableEvictions: () => this.flowLogs.samples('flowTableEvictions'),
       sinkErrors: () => this.flowLogs.samples('sinkErrors'),
       sinkDropped: () => this.flowLogs.samples('sinkDropped'),
+      vxlanDeviceErrors: () => this.deviceErrors.map(({ device, errors }) => [{ device }, errors] as const),
     };
   }
 

@@ -213,6 +213,24 @@ export class EbpfDataPlane {
     return [...out.values()];
   }
 
+  /**
+   * Errors of our VXLAN devices (tx_errors + tx_dropped): failures after the tunnel key,
+   * inside the vxlan driver (no route to the target, ICMP unreachable from it).
+   */
+  async deviceErrors(): Promise<Array<{ device: string; errors: number }>> {
+    const out: Array<{ device: string; errors: number }> = [];
+    for (const port of this.devices.keys()) {
+      const device = `${VXLAN_PREFIX}${port}`;
+      const read = async (f: string) => Number((await readFile(`/sys/class/net/${device}/statistics/${f}`, 'utf8')).trim());
+      try {
+        out.push({ device, errors: (await read('tx_errors')) + (await read('tx_dropped')) });
+      } catch {
+        // deleted under us: the next install re-creates it
+      }
+    }
+    return out;
+  }
+
   /** Stops counting drops (at shutdown, before the last drain). */
   stopRejects(): void {
     if (this.maps.rejectsAttached) this.setRejectInterfaces([]);

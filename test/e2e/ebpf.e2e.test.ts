@@ -139,6 +139,22 @@ describe('eBPF data plane: attach, atomic reloads, clean exit, crash recovery (r
     expect(gapsAndRepeats([...a, ...b], first, last)).toEqual({ missing: [], dup: [] });
   }, 90_000);
 
+  it('copies the vxlan driver cannot send (outer packets dropped by a firewall) show in a metric and a log line; they resume', async () => {
+    const device = { device: OUR_DEVICE };
+    const errorsBefore = await agent.metric('mirrorflow_vxlan_device_errors_total', device);
+    const decap = await startCapture(topo, 'dst', topo.vxlan[0]!.name, join(topo.workDir, 'decap-errors.pcap'), ['udp', 'port', String(UDP_PORT)]);
+    const block = ['OUTPUT', '-p', 'udp', '--dport', '4789', '-j', 'DROP'];
+    await topo.exec('src', 'iptables', ['-A', ...block]);
+    const logged = agent.waitForLog(/VXLAN device could not send mirrored copies/);
+    sender = topo.spawn('src', process.execPath, ['-e', sequencedSender(topo.v4.dst, UDP_PORT)]);
+    await agent.waitForMetric('mirrorflow_vxlan_device_errors_total', device, (v) => v >= errorsBefore + 100);
+    expect(await logged).toContain(OUR_DEVICE);
+    await topo.exec('src', 'iptables', ['-D', ...block]);
+    await decap.waitFor(100, TIMEOUT_MS);
+    await sender.stop('SIGKILL');
+    await decap.stop();
+  });
+
   it('SIGTERM: nothing of ours is left (filters, qdisc, device, state file); the foreign qdisc and filter remain', async () => {
     expect(await agent.proc.stop('SIGTERM', 15_000)).toEqual({ code: 0, signal: null });
     expect(await footprint()).toEqual(before);

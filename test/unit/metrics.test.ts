@@ -42,6 +42,7 @@ const source: MetricsSource = {
   flowTableEvictions: () => [[{ flow_log: 'fl-1' }, 0]],
   sinkErrors: () => [[{ flow_log: 'fl-1' }, 0]],
   sinkDropped: () => [[{ flow_log: 'fl-1' }, 0]],
+  vxlanDeviceErrors: () => [[{ device: 'mf-vxlan-4789' }, 3]],
 };
 
 describe('metrics endpoint', () => {
