@@ -8,34 +8,6 @@
 /* The programs build against vmlinux.h, which has these types already. */
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
-/* Packets the host's packet filter dropped (skb:kfree_skb, reason NETFILTER_DROP), per
- * interface, direction and 5-tuple; user space drains them into REJECT flow records. */
-struct mf_reject_key {
-	__u32 src[4];        /* network byte order */
-	__u32 dst[4];
-	__u32 ifindex;
-	__u16 sport;         /* host byte order */
-	__u16 dport;
-	__u8 protocol;
-	__u8 family;         /* 4 or 6 */
-	__u8 dir;
-	__u8 slot;           /* mf_state.reject_slot when counted */
-};
-
-struct mf_reject_val {
-	__u64 packets;
-	__u64 bytes;         /* IP bytes, like the flow records */
-	__u64 first_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
-	__u64 last_ns;
-};
-
-/* Interfaces whose drops are recorded: the tracepoint sees every namespace, ifindexes are
- * per namespace, so the key carries the agent's network namespace inode. */
-struct mf_reject_iface {
-	__u32 netns;
-	__u32 ifindex;
-};
-
 #endif
 
 #define MF_MAX_SESSIONS 64   /* enabled sessions in one config */
