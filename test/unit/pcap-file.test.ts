@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { tsharkFields } from '../../agent/lab/lab.js';
 import { buildPacket } from '../../agent/packet/build.js';
+import { pcapngBlock, pcapngOption, pcapngSectionHeader } from '../helpers/pcapng.js';
 
 const run = promisify(execFile);
 const PINGS = 5;
@@ -161,26 +162,8 @@ describe('capture files written by Wireshark tools (root, namespaces)', () => {
 
 /** A big-endian pcapng section: ns resolution, a 10 s if_tsoffset, one outbound EPB. */
 function bigEndianPcapng(frame: Buffer, tsNs: bigint): Buffer {
-  const block = (type: number, body: Buffer) => {
-    const len = 12 + body.length;
-    const b = Buffer.alloc(len);
-    b.writeUInt32BE(type, 0);
-    b.writeUInt32BE(len, 4);
-    body.copy(b, 8);
-    b.writeUInt32BE(len, len - 4);
-    return b;
-  };
-  const opt = (code: number, value: Buffer) => {
-    const o = Buffer.alloc(4 + ((value.length + 3) & ~3));
-    o.writeUInt16BE(code, 0);
-    o.writeUInt16BE(value.length, 2);
-    value.copy(o, 4);
-    return o;
-  };
-  const shb = Buffer.alloc(16);
-  shb.writeUInt32BE(0x1a2b3c4d, 0);
-  shb.writeUInt16BE(1, 4);
-  shb.writeBigInt64BE(-1n, 8);
+  const block = (type: number, body: Buffer) => pcapngBlock(type, body, 'BE');
+  const opt = (code: number, value: Buffer) => pcapngOption(code, value, 'BE');
   const idb = Buffer.alloc(8);
   idb.writeUInt16BE(1, 0);
   const offset = Buffer.alloc(8);
@@ -194,7 +177,7 @@ function bigEndianPcapng(frame: Buffer, tsNs: bigint): Buffer {
   const flags = Buffer.alloc(4);
   flags.writeUInt32BE(2);
   return Buffer.concat([
-    block(0x0a0d0d0a, shb),
+    pcapngSectionHeader('BE'),
     block(1, Buffer.concat([idb, opt(9, Buffer.from([9])), opt(14, offset), opt(2, Buffer.from('be0')), opt(0, Buffer.alloc(0))])),
     block(6, Buffer.concat([epb, opt(2, flags), opt(0, Buffer.alloc(0))])),
   ]);

@@ -12,6 +12,7 @@ import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } f
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { replay } from '../../agent/replay.js';
 import { createLogger } from '../../agent/log.js';
+import { pcapngBlock, pcapngOption, pcapngSectionHeader } from '../helpers/pcapng.js';
 
 const logger = createLogger('silent');
 
@@ -71,27 +72,9 @@ async function frames(file: string): Promise<Buffer[]> {
 
 /** A pcapng file with one interface and EPBs carrying the inbound/outbound flag. */
 function pcapng(ifName: string, packets: Array<{ frame: Buffer; outbound: boolean }>): Buffer {
-  const block = (type: number, body: Buffer) => {
-    const len = 12 + body.length;
-    const b = Buffer.alloc(len);
-    b.writeUInt32LE(type, 0);
-    b.writeUInt32LE(len, 4);
-    body.copy(b, 8);
-    b.writeUInt32LE(len, len - 4);
-    return b;
-  };
-  const option = (code: number, value: Buffer) => {
-    const o = Buffer.alloc(4 + ((value.length + 3) & ~3));
-    o.writeUInt16LE(code, 0);
-    o.writeUInt16LE(value.length, 2);
-    value.copy(o, 4);
-    return o;
-  };
+  const block = pcapngBlock;
+  const option = pcapngOption;
   const end = Buffer.alloc(4);
-  const shb = Buffer.alloc(16);
-  shb.writeUInt32LE(0x1a2b3c4d, 0);
-  shb.writeUInt16LE(1, 4);
-  shb.writeBigInt64LE(-1n, 8);
   const idb = Buffer.concat([Buffer.from([1, 0, 0, 0, 0xff, 0xff, 0, 0]), option(2, Buffer.from(ifName)), end]);
   const epbs = packets.map(({ frame, outbound }, i) => {
     const head = Buffer.alloc(20);
@@ -107,7 +90,7 @@ function pcapng(ifName: string, packets: Array<{ frame: Buffer; outbound: boolea
     flags.writeUInt32LE(outbound ? 2 : 1, 0);
     return block(6, Buffer.concat([head, padded, option(2, flags), end]));
   });
-  return Buffer.concat([block(0x0a0d0d0a, shb), block(1, idb), ...epbs]);
+  return Buffer.concat([pcapngSectionHeader(), block(1, idb), ...epbs]);
 }
 
 describe('mirrorflow replay', () => {
