@@ -66,7 +66,8 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     flowFile = join(topo.workDir, 'flows.jsonl');
     await captureDecap();
     agent = await startLabAgent(topo, {
-      agent: { vmId: 'faults' },
+      // The user-space sender's faults (the eBPF plane's are in ebpf.e2e.test.ts).
+      agent: { vmId: 'faults', dataPlane: 'pcap' },
       filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${topo.v4.peerSrc}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
       sessions: [{ id: SESSION, priority: 1, vni: VNI, filterId: 'tf', sources: [topo.srcIf], target: { address: topo.v4.dst } }],
       flowLogs: [{ id: 'fl-f', sources: [topo.srcIf], window: 1, sink: { type: 'file', path: flowFile } }],
@@ -265,7 +266,8 @@ describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_S
 
     flowFile = join(topo.workDir, 'flows.jsonl');
     agent = await startLabAgent(topo, {
-      agent: { vmId: 'overload' },
+      // Overload of the user-space plane: twice its zero-loss rate.
+      agent: { vmId: 'overload', dataPlane: 'pcap' },
       filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${topo.v4.peerSrc}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
       sessions: [{ id: SESSION, priority: 1, vni: VNI, filterId: 'tf', sources: [topo.srcIf], target: { address: topo.v4.dst } }],
       flowLogs: [{ id: 'fl-o', sources: [topo.srcIf], window: 1, sink: { type: 'file', path: flowFile } }],
