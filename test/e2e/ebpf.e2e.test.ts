@@ -14,6 +14,7 @@ import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { ensureBuilt } from './helpers/build.js';
 import { AGENT_TIMEOUT_MS, interfaceFootprint, startLabAgent, type LabAgent } from './helpers/agent.js';
 import { MARKER_LEN, gapsAndRepeats, sequencedSender, sequencesIn } from './helpers/sequenced.js';
+import { recreateSourceInterface, restoreSourceRoute } from './helpers/source-interface.js';
 
 const VNI_A = 5100;
 const VNI_B = 5200;
@@ -154,6 +155,35 @@ describe('eBPF data plane: attach, atomic reloads, clean exit, crash recovery (r
     await sender.stop('SIGKILL');
     await decap.stop();
   });
+
+  it('source interface down/up, then deleted and re-created: logged, programs attached to the new interface, mirroring resumes', async () => {
+    const changed = /"msg":"source interface changed/;
+    const decap = await startCapture(topo, 'dst', topo.vxlan[0]!.name, join(topo.workDir, 'decap-iface.pcap'), ['udp', 'port', String(UDP_PORT)]);
+    sender = topo.spawn('src', process.execPath, ['-e', `${sequencedSender(topo.v4.dst, UDP_PORT)}\ns.on('error', () => {});`]);
+    await decap.waitFor(50, TIMEOUT_MS);
+
+    let logged = agent.waitForLog(changed);
+    await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'down']);
+    await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'up']);
+    await restoreSourceRoute(topo);
+    expect(await logged).toContain(topo.srcIf);
+    await decap.waitFor(decap.count() + 100, TIMEOUT_MS);
+
+    const oldIfindex = Number((await topo.exec('src', 'cat', [`/sys/class/net/${topo.srcIf}/ifindex`])).stdout);
+    logged = agent.waitForLog(changed);
+    await topo.exec('src', 'ip', ['link', 'del', topo.srcIf]);
+    expect(await logged).toContain(topo.srcIf);
+    logged = agent.waitForLog(changed);
+    await recreateSourceInterface(topo);
+    expect(await logged).toContain(topo.srcIf);
+    expect(Number((await topo.exec('src', 'cat', [`/sys/class/net/${topo.srcIf}/ifindex`])).stdout)).not.toBe(oldIfindex);
+    await decap.waitFor(decap.count() + 100, TIMEOUT_MS);
+    expect(await filters(topo.srcIf, 'egress')).toMatch(/mf_egress/);
+    expect(JSON.parse(await readFile(join(dirname(agent.socket), 'ebpf-attached.json'), 'utf8')).attachments)
+      .toContainEqual(expect.objectContaining({ name: topo.srcIf, ifindex: Number((await topo.exec('src', 'cat', [`/sys/class/net/${topo.srcIf}/ifindex`])).stdout) }));
+    await sender.stop('SIGKILL');
+    await decap.stop();
+  }, 60_000);
 
   it('SIGTERM: nothing of ours is left (filters, qdisc, device, state file); the foreign qdisc and filter remain', async () => {
     expect(await agent.proc.stop('SIGTERM', 15_000)).toEqual({ code: 0, signal: null });

@@ -12,6 +12,7 @@ import { startCapture, type Capture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { ensureBuilt } from './helpers/build.js';
 import { AGENT_TIMEOUT_MS, alive, interfaceFootprint, startLabAgent, type LabAgent } from './helpers/agent.js';
+import { recreateSourceInterface, restoreSourceRoute } from './helpers/source-interface.js';
 
 const VNI = 4242;
 const UDP_PORT = 4000;
@@ -52,7 +53,6 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     decap = await startCapture(topo, 'dst', topo.vxlan[0]!.name, join(topo.workDir, `decap-${captures++}.pcap`), ['udp', 'port', String(UDP_PORT)]);
   };
   /** The source host's default route goes with its link; put it back as an operator (or networkd) would. */
-  const restoreSourceRoute = () => topo.exec('src', 'ip', ['route', 'replace', 'default', 'via', topo.v4.peerSrc]);
   const errorsRise = (from: number) => agent.waitForMetric(SEND_ERRORS, { session: SESSION }, (v) => v > from);
   const sameProcess = () => {
     expect(agent.proc.running).toBe(true);
@@ -97,7 +97,7 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     const capturedBefore = await agent.metric('mirrorflow_capture_packets_total', { interface: topo.srcIf });
     await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'down']);
     await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'up']);
-    await restoreSourceRoute();
+    await restoreSourceRoute(topo);
     expect(await changed).toContain(topo.srcIf);
     await resumed();
     expect(await agent.metric('mirrorflow_capture_packets_total', { interface: topo.srcIf })).toBeGreaterThan(capturedBefore);
@@ -125,18 +125,11 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
 
   it('source interface deleted and re-created with the same name: logged, capture follows the new interface', async () => {
     const changed = agent.waitForLog(IF_CHANGED);
-    const { ns, srcIf, peerSrcIf, v4, v6 } = topo;
+    const { srcIf } = topo;
     await topo.exec('src', 'ip', ['link', 'del', srcIf]);
     expect(await changed).toContain(srcIf);
     const again = agent.waitForLog(IF_CHANGED);
-    await topo.exec('src', 'ip', ['link', 'add', srcIf, 'type', 'veth', 'peer', 'name', peerSrcIf, 'netns', ns.peer]);
-    await topo.exec('src', 'ip', ['addr', 'add', `${v4.src}/${v4.prefixLen}`, 'dev', srcIf]);
-    await topo.exec('src', 'ip', ['-6', 'addr', 'add', `${v6.src}/${v6.prefixLen}`, 'dev', srcIf, 'nodad']);
-    await topo.exec('peer', 'ip', ['addr', 'add', `${v4.peerSrc}/${v4.prefixLen}`, 'dev', peerSrcIf]);
-    await topo.exec('peer', 'ip', ['-6', 'addr', 'add', `${v6.peerSrc}/${v6.prefixLen}`, 'dev', peerSrcIf, 'nodad']);
-    await topo.exec('peer', 'ip', ['link', 'set', peerSrcIf, 'up']);
-    await topo.exec('src', 'ip', ['link', 'set', srcIf, 'up']);
-    await restoreSourceRoute();
+    await recreateSourceInterface(topo);
     expect(await again).toContain(srcIf);
     await resumed();
     sameProcess();
