@@ -3,6 +3,7 @@
 // that direction's rules in priority order, addresses as masked 32-bit words.
 
 import { isIP } from 'node:net';
+import { parseCidr as parseCidrText, parseHostPort, parseIp } from '../config/schema.js';
 import type { Config, Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
@@ -74,38 +75,20 @@ export interface RuleSet {
   readonly fragments: FragmentTable;
 }
 
-/** Parses an IPv4 or IPv6 literal into 4 network-order words (IPv4 in word 0). */
-export function parseAddress(text: string): { family: 4 | 6; words: Uint32Array } {
+/** An address's bytes as 4 network-order words (IPv4 in word 0, the others 0). */
+function wordsOf(bytes: Uint8Array): Uint32Array {
   const words = new Uint32Array(4);
-  const family = isIP(text);
-  if (family === 4) {
-    words[0] = text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
-    return { family: 4, words };
+  for (let i = 0; i < bytes.length; i += 4) {
+    words[i / 4] = ((bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!) >>> 0;
   }
-  if (family !== 6) throw new Error(`not an IP address: ${text}`);
-  let body = text;
-  const groups: number[] = [];
-  // An embedded IPv4 tail (::ffff:1.2.3.4) is two 16-bit groups.
-  const lastColon = body.lastIndexOf(':');
-  const tail = body.slice(lastColon + 1);
-  let tailGroups: number[] = [];
-  if (tail.includes('.')) {
-    const v4 = parseAddress(tail).words[0]!;
-    tailGroups = [v4 >>> 16, v4 & 0xffff];
-    body = body.slice(0, lastColon + 1) + '0';
-  }
-  const [head = '', rest] = body.split('::');
-  const parse = (s: string): number[] => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
-  const headGroups = parse(head);
-  let restGroups = rest === undefined ? [] : parse(rest);
-  if (tailGroups.length > 0) {
-    if (rest === undefined) headGroups.splice(headGroups.length - 1, 1, ...tailGroups);
-    else restGroups = [...restGroups.slice(0, -1), ...tailGroups];
-  }
-  const fill = 8 - headGroups.length - restGroups.length;
-  groups.push(...headGroups, ...new Array<number>(rest === undefined ? 0 : fill).fill(0), ...restGroups);
-  for (let i = 0; i < 4; i++) words[i] = ((groups[2 * i]! << 16) | groups[2 * i + 1]!) >>> 0;
-  return { family: 6, words };
+  return words;
+}
+
+/** Parses an IPv4 or IPv6 literal (config/schema's parser) into 4 network-order words. */
+export function parseAddress(text: string): { family: 4 | 6; words: Uint32Array } {
+  const ip = parseIp(text);
+  if (ip === undefined) throw new Error(`not an IP address: ${text}`);
+  return { family: ip.family, words: wordsOf(ip.bytes) };
 }
 
 interface ParsedCidr {
@@ -115,20 +98,16 @@ interface ParsedCidr {
   prefix: number;
 }
 
-/** "a.b.c.d/n" or "x::/n" → masked network and mask words; host bits are cleared. */
+/** A validated "a.b.c.d/n" or "x::/n" → network and mask words (int32, for `&` compares). */
 export function parseCidr(text: string): ParsedCidr {
-  const slash = text.indexOf('/');
-  const addr = slash < 0 ? text : text.slice(0, slash);
-  const { family, words } = parseAddress(addr);
-  const bits = family === 4 ? 32 : 128;
-  const prefix = slash < 0 ? bits : Number(text.slice(slash + 1));
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) throw new Error(`bad CIDR: ${text}`);
-  const net = new Int32Array(4);
+  const cidr = parseCidrText(text);
+  if (typeof cidr === 'string') throw new Error(cidr);
+  const { family, prefix } = cidr;
+  const net = new Int32Array(wordsOf(cidr.network.bytes));
   const mask = new Int32Array(4);
   for (let i = 0; i < 4; i++) {
     const wordBits = Math.max(0, Math.min(32, prefix - 32 * i));
     mask[i] = wordBits === 0 ? 0 : (0xffffffff << (32 - wordBits)) | 0;
-    net[i] = words[i]! & mask[i]!;
   }
   return { family, net, mask, prefix };
 }
@@ -187,13 +166,6 @@ function compileRule(rule: Rule): CompiledRule {
 function ownOutput(address: string, port: number): OwnOutput {
   const { family, words } = parseAddress(address);
   return { family, address, words: new Int32Array(words), port };
-}
-
-/** "a.b.c.d:port" or "[v6]:port". */
-function parseHostPort(text: string): { address: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!m) throw new Error(`bad address:port: ${text}`);
-  return { address: m[1]!, port: Number(m[2]) };
 }
 
 /** Builds the RuleSet from a validated config. Throws on references validation should have caught. */
@@ -257,9 +229,10 @@ export function compileRules(config: Config): RuleSet {
   for (const s of config.sessions) addOwn(s.target.address, s.target.port);
   for (const fl of config.flowLogs) {
     if (fl.sink.type === 'ipfix') {
-      const { address, port } = parseHostPort(fl.sink.collector);
+      const collector = parseHostPort(fl.sink.collector);
+      if (typeof collector === 'string') throw new Error(`flow log ${fl.id}: ${collector}`);
       // A collector given by host name is excluded once the exporter resolves it, not here.
-      if (isIP(address) !== 0) addOwn(address, port);
+      if (isIP(collector.host) !== 0) addOwn(collector.host, collector.port);
     }
   }
 
