@@ -52,9 +52,20 @@ export interface PcapSourceOptions {
 
 export interface CaptureStats {
   received: number;
+  /** Frames lost before the pipeline saw them: the kernel's drops plus the agent's overload skims. */
   dropped: number;
   ifDropped: number;
 }
+
+/**
+ * node-pcap's native dispatch reads until the ring is empty, so under sustained overload it
+ * would never return and the event loop (timers, send completions, sinks) would starve
+ * while memory grows. After this long in one read, the rest of what is waiting is skimmed:
+ * read and counted as dropped, not processed, so the ring empties and the loop runs again.
+ */
+export const READ_BUDGET_MS = 50;
+/** Frames between two clock reads while checking the budget. */
+const BUDGET_CHECK_EVERY = 256;
 
 /**
  * Captures one interface with one libpcap handle. The direction is the Ethernet source:
@@ -68,7 +79,7 @@ export class PcapSource {
   readonly interfaceName: string;
   private readonly native: NativeSession;
   private readonly blockTimeoutMs: number;
-  private readonly clock = { lastTsUs: 0, skipThroughUs: 0 };
+  private readonly clock: CaptureClock = { lastTsUs: 0, skipThroughUs: 0, readStartMs: 0, frames: 0, skimming: false, skimmed: 0 };
   private lastStats: CaptureStats = { received: 0, dropped: 0, ifDropped: 0 };
   private closed = false;
 
@@ -106,7 +117,7 @@ export class PcapSource {
     if (!this.closed) {
       try {
         const s = this.native.stats();
-        this.lastStats = { received: s.ps_recv, dropped: s.ps_drop, ifDropped: s.ps_ifdrop };
+        this.lastStats = { received: s.ps_recv, dropped: s.ps_drop + this.clock.skimmed, ifDropped: s.ps_ifdrop };
       } catch {
         // A failed handle keeps its last counters.
       }
@@ -144,7 +155,19 @@ export function directionalFilter(macAddress: string, filterIn: string, filterOu
   return `(ether src ${macAddress} and (${filterOut})) or (not ether src ${macAddress} and (${filterIn}))`;
 }
 
-function openHandle(opts: PcapSourceOptions, clock: { lastTsUs: number; skipThroughUs: number }): NativeSession {
+/** Per-handle read state shared with the native callbacks. */
+interface CaptureClock {
+  lastTsUs: number;
+  skipThroughUs: number;
+  /** When the current read began, frames since the last budget check, and whether it skims. */
+  readStartMs: number;
+  frames: number;
+  skimming: boolean;
+  /** Frames counted as dropped because a read ran over READ_BUDGET_MS. */
+  skimmed: number;
+}
+
+function openHandle(opts: PcapSourceOptions, clock: CaptureClock): NativeSession {
   const native = new binding.PcapSession();
   const frame = Buffer.alloc(opts.snapLength);
   const header = Buffer.alloc(16);
@@ -156,6 +179,14 @@ function openHandle(opts: PcapSourceOptions, clock: { lastTsUs: number; skipThro
     const tsUs = header.readUInt32LE(HDR_TV_SEC) * 1e6 + header.readUInt32LE(HDR_TV_USEC);
     if (tsUs <= clock.skipThroughUs) return;
     clock.lastTsUs = tsUs;
+    if (++clock.frames === BUDGET_CHECK_EVERY) {
+      clock.frames = 0;
+      if (!clock.skimming && performance.now() - clock.readStartMs > READ_BUDGET_MS) clock.skimming = true;
+    }
+    if (clock.skimming) {
+      clock.skimmed++;
+      return;
+    }
     const caplen = header.readUInt32LE(HDR_CAPLEN);
     const outbound =
       caplen >= ETH_SRC_OFFSET + 6 &&
@@ -178,6 +209,9 @@ function openHandle(opts: PcapSourceOptions, clock: { lastTsUs: number; skipThro
   // agent's interface watcher replaces it if the interface is re-created. Say so once per outage.
   let failing = false;
   native.read_callback = () => {
+    clock.readStartMs = performance.now();
+    clock.frames = 0;
+    clock.skimming = false;
     const n = native.dispatch(frame, header);
     if (n < 0 && n !== PCAP_ERROR_BREAK) {
       if (!failing) opts.onWarning(`capture read failed (pcap error ${n}): interface down or gone`);
