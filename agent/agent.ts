@@ -149,12 +149,7 @@ export class Agent {
   private tick(): void {
     const gen = this.gen;
     if (gen?.flow) {
-      for (const src of gen.sources) {
-        const i = gen.rules.interfaceIndex(src.interfaceName);
-        const dropped = src.stats().dropped;
-        gen.flow.noteDrops(i, dropped - gen.dropsSeen[i]!);
-        gen.dropsSeen[i] = dropped;
-      }
+      this.noteCaptureDrops(gen);
       if (gen.plane === 'ebpf' && this.ebpf) this.feedRejects(gen, this.ebpf.drainRejects());
     }
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
@@ -212,6 +207,17 @@ export class Agent {
       this.log.info(this.summary(this.gen!), 'config reloaded');
       return true;
     });
+  }
+
+  /** Frames capture lost since the last call, for the flow logs' SKIPDATA records. */
+  private noteCaptureDrops(gen: Generation): void {
+    if (!gen.flow) return;
+    for (const src of gen.sources) {
+      const i = gen.rules.interfaceIndex(src.interfaceName);
+      const dropped = src.stats().dropped;
+      gen.flow.noteDrops(i, dropped - gen.dropsSeen[i]!);
+      gen.dropsSeen[i] = dropped;
+    }
   }
 
   /** Drops the kernel counted (eBPF plane) into the flow logs as REJECT records. */
@@ -368,6 +374,8 @@ export class Agent {
 
   private async retire(gen: Generation): Promise<void> {
     await Promise.all(gen.sources.map((src) => src.drain()));
+    // Losses up to the last frame read belong in the windows written next.
+    this.noteCaptureDrops(gen);
     const live = this.liveSamples(gen);
     for (const src of gen.sources) src.close();
     await Promise.all(gen.senders.map((s) => s.close()));

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import os from 'node:os';
 import { Command } from 'commander';
 import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
@@ -13,6 +14,8 @@ import { ControlError } from './control/protocol.js';
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
 /** SIGTERM must end in bounded time even if a sink or socket hangs. */
 const STOP_DEADLINE_MS = 10_000;
+/** Scheduling priority of the daemon (nice): below the workloads it observes. */
+const AGENT_NICE = 10;
 
 const program = new Command()
   .name('mirrorflow')
@@ -25,6 +28,9 @@ program
   .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
   .action(async (opts: { config: string }) => {
     const log = createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'info');
+    // Mirroring and flow logs are best effort next to the host's own work: when CPU is
+    // short the agent yields (and counts what it then misses) rather than the workload.
+    os.setPriority(AGENT_NICE);
     const agent = new Agent(opts.config, log);
     try {
       await agent.start();

@@ -275,13 +275,17 @@ describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_S
     result.rssMidMb = rss[Math.floor(rss.length / 2)] ?? 0;
     result.rssEndMb = agent.proc.running ? await rssMb(result.pid) : Infinity;
     result.loadedMs = loaded.ms;
-    if (agent.proc.running) result.drops = (await agent.metric('mirrorflow_capture_drops_total', { interface: topo.srcIf })) - drops0;
     result.loadedDelivered = loaded.delivered;
-    // The capture ring drains after the load: wait until captured + dropped reaches what was offered.
+    // The capture ring drains after the load (reading or skimming what waits): poll until
+    // captured + dropped reaches what was offered.
     if (agent.proc.running) {
-      await agent.waitForMetric('mirrorflow_capture_packets_total', { interface: topo.srcIf }, (v) => v - captured0 + result.drops >= offered)
-        .catch(() => undefined);
-      result.captured = (await agent.metric('mirrorflow_capture_packets_total', { interface: topo.srcIf })) - captured0;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        result.captured = (await agent.metric('mirrorflow_capture_packets_total', { interface: topo.srcIf })) - captured0;
+        result.drops = (await agent.metric('mirrorflow_capture_drops_total', { interface: topo.srcIf })) - drops0;
+        if (result.captured + result.drops >= offered || Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     }
     console.log(`overload: ${JSON.stringify(result)}`);
   }, OVERLOAD_SECONDS * 6000 + 90_000);
@@ -307,13 +311,14 @@ describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_S
     expect(skipped).toBe(result.drops);
   });
 
-  // Known failures, issue 7 left open: measured +92 MB RSS over the second half (174 → 266 MB)
-  // and 68 % of the baseline throughput (11.7 s vs 17.3 s for 2 M frames). Skipped so CI
-  // checks the rest; docs/reliability.md records both.
-  it.skip(`memory stays bounded: less than ${RSS_GROWTH_LIMIT_MB} MB added over the second half of the load`, () => {
+  it(`memory stays bounded: less than ${RSS_GROWTH_LIMIT_MB} MB added over the second half of the load`, () => {
     expect(result.rssEndMb - result.rssMidMb).toBeLessThan(RSS_GROWTH_LIMIT_MB);
   });
 
+  // Known failure, issue 7 stays open: 79-94 % of the baseline with the agent at nice 10
+  // (59 % before it yielded CPU; 88 % at nice 19). What remains is capture itself: every frame
+  // the sender transmits is also copied into the agent's AF_PACKET ring in the sender's own
+  // context, which no scheduling priority removes. docs/reliability.md has the numbers.
   it.skip('the original traffic keeps at least 95% of the throughput it has without the agent', () => {
     expect(result.baselineDelivered).toBe(offered);
     expect(result.loadedDelivered).toBe(offered);
