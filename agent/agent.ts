@@ -117,6 +117,10 @@ export class Agent {
   private ebpfUnusable: string | undefined;
   /** Reused for every REJECT entry handed to the flow stage. */
   private readonly rejectView = new PacketView();
+  /** Config reloads (SIGHUP and control edits) by result: ok, refused (invalid), failed (could not apply). */
+  private readonly reloads = new Map<string, number>();
+  /** Source interface changes (down/up, deleted, re-created, appeared) that rebuilt capture or attachment. */
+  private readonly interfaceChanges = new Map<string, number>();
   /** tx_errors + tx_dropped of the eBPF plane's VXLAN devices at the last tick. */
   private deviceErrors: Array<{ device: string; errors: number }> = [];
 
@@ -169,6 +173,7 @@ export class Agent {
       await this.serialized(async () => {
         if (this.gen !== gen) return;
         this.log.warn({ interface: name }, 'source interface changed (deleted, re-created, down/up or appeared); reopening capture');
+        this.interfaceChanges.set(name, (this.interfaceChanges.get(name) ?? 0) + 1);
         await this.swap({ config: gen.config, raw: this.raw });
       }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
       return;
@@ -196,17 +201,24 @@ export class Agent {
         doc = await loadConfigDocument(this.configPath);
       } catch (err) {
         this.log.error({ err }, 'reload refused: keeping the running config');
+        this.countReload('refused');
         return false;
       }
       try {
         await this.swap(doc);
       } catch (err) {
         this.log.error({ err }, 'reload failed: keeping the running config');
+        this.countReload('failed');
         return false;
       }
       this.log.info(this.summary(this.gen!), 'config reloaded');
+      this.countReload('ok');
       return true;
     });
+  }
+
+  private countReload(result: 'ok' | 'refused' | 'failed'): void {
+    this.reloads.set(result, (this.reloads.get(result) ?? 0) + 1);
   }
 
   /** Frames capture lost since the last call, for the flow logs' SKIPDATA records. */
@@ -395,6 +407,7 @@ export class Agent {
           await writeConfigAtomic(this.configPath, next);
           await this.swap(doc);
           this.log.info(this.summary(this.running()), 'config changed over the control socket');
+          this.countReload('ok');
         }),
     };
   }
@@ -514,6 +527,8 @@ export class Agent {
       sinkErrors: () => this.flowLogs.samples('sinkErrors'),
       sinkDropped: () => this.flowLogs.samples('sinkDropped'),
       vxlanDeviceErrors: () => this.deviceErrors.map(({ device, errors }) => [{ device }, errors] as const),
+      configReloads: () => [...this.reloads].map(([result, n]) => [{ result }, n] as const),
+      interfaceChanges: () => [...this.interfaceChanges].map(([name, n]) => [{ interface: name }, n] as const),
     };
   }
 

@@ -29,6 +29,8 @@ export interface MetricsSource {
   sinkErrors(): Iterable<Sample>; // flow_log
   sinkDropped(): Iterable<Sample>; // flow_log
   vxlanDeviceErrors(): Iterable<Sample>; // device (eBPF plane)
+  configReloads(): Iterable<Sample>; // result
+  interfaceChanges(): Iterable<Sample>; // interface
 }
 
 /** Handshake RTT from 10 µs (same rack) to 10 s (a struggling path), roughly ×2.5 per step. */
@@ -77,6 +79,8 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('mirror_send_errors_total', 'Mirrored packets the kernel refused to send.', ['session'], () => source.mirrorSendErrors());
   counter('mirror_backpressure_drops_total', 'Mirrored packets dropped because the send queue was full.', ['session'], () => source.mirrorDropped());
   counter('vxlan_device_errors_total', 'Copies the eBPF plane\'s VXLAN device could not send (no route to the target, ICMP unreachable): its tx_errors + tx_dropped.', ['device'], () => source.vxlanDeviceErrors());
+  counter('config_reloads_total', 'Config reloads (SIGHUP or control socket) by result: ok, refused (invalid config), failed (could not be applied).', ['result'], () => source.configReloads());
+  counter('interface_changes_total', 'Source interface changes (down/up, deleted, re-created, appeared) after which capture or the eBPF programs were set up again.', ['interface'], () => source.interfaceChanges());
   counter('tcp_retransmissions_total', 'TCP segments seen again (retransmissions, as tshark flags them), SYN included.', ['interface'], () => source.tcpRetransmissions());
   counter('tcp_syn_retransmissions_total', 'Retransmitted SYN and SYN-ACK segments.', ['interface'], () => source.tcpSynRetransmissions());
   counter('tcp_zero_window_total', 'TCP segments advertising a zero receive window.', ['interface'], () => source.tcpZeroWindows());

@@ -145,6 +145,7 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
 
   it('reloads under traffic (changed configs; refused broken, world-writable, dangerous ones) without losing or duplicating a packet', async () => {
     const fromIndex = arrivals();
+    const reloadsOk = await agent.metric('mirrorflow_config_reloads_total', { result: 'ok' });
     const good = parse(await readFile(agent.configFile, 'utf8')) as { filters: { egressRules: unknown[] }[] };
     const write = (doc: unknown) => writeFile(agent.configFile, typeof doc === 'string' ? doc : stringify(doc));
     const reloaded = /"msg":"config reloaded"/;
@@ -178,6 +179,8 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
     }
     await write(good);
     expect(agent.logCount(reloaded)).toBe(RELOADS);
+    expect(await agent.metric('mirrorflow_config_reloads_total', { result: 'ok' })).toBe(reloadsOk + RELOADS);
+    expect(await agent.metric('mirrorflow_config_reloads_total', { result: 'refused' })).toBe(bad.length);
     await sent(2);
     await sender.stop('SIGUSR2');
     const last = Number(/last (\d+)/.exec(sender.output())?.[1]);

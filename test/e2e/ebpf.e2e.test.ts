@@ -162,6 +162,7 @@ describe('eBPF data plane: attach, atomic reloads, clean exit, crash recovery (r
     sender = topo.spawn('src', process.execPath, ['-e', `${sequencedSender(topo.v4.dst, UDP_PORT)}\ns.on('error', () => {});`]);
     await decap.waitFor(50, TIMEOUT_MS);
 
+    const changes0 = await agent.metric('mirrorflow_interface_changes_total', { interface: topo.srcIf });
     let logged = agent.waitForLog(changed);
     await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'down']);
     await topo.exec('src', 'ip', ['link', 'set', topo.srcIf, 'up']);
@@ -179,6 +180,8 @@ describe('eBPF data plane: attach, atomic reloads, clean exit, crash recovery (r
     expect(Number((await topo.exec('src', 'cat', [`/sys/class/net/${topo.srcIf}/ifindex`])).stdout)).not.toBe(oldIfindex);
     await decap.waitFor(decap.count() + 100, TIMEOUT_MS);
     expect(await filters(topo.srcIf, 'egress')).toMatch(/mf_egress/);
+    // Down/up, deletion and re-creation: at least one rebuild each, counted.
+    expect(await agent.metric('mirrorflow_interface_changes_total', { interface: topo.srcIf })).toBeGreaterThanOrEqual(changes0 + 3);
     expect(JSON.parse(await readFile(join(dirname(agent.socket), 'ebpf-attached.json'), 'utf8')).attachments)
       .toContainEqual(expect.objectContaining({ name: topo.srcIf, ifindex: Number((await topo.exec('src', 'cat', [`/sys/class/net/${topo.srcIf}/ifindex`])).stdout) }));
     await sender.stop('SIGKILL');

@@ -43,6 +43,8 @@ const source: MetricsSource = {
   sinkErrors: () => [[{ flow_log: 'fl-1' }, 0]],
   sinkDropped: () => [[{ flow_log: 'fl-1' }, 0]],
   vxlanDeviceErrors: () => [[{ device: 'mf-vxlan-4789' }, 3]],
+  configReloads: () => [[{ result: 'ok' }, 2], [{ result: 'refused' }, 1]],
+  interfaceChanges: () => [[{ interface: 'eth0' }, 1]],
 };
 
 describe('metrics endpoint', () => {
