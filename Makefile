@@ -43,10 +43,13 @@ test: build
 lab: build
 	node dist/agent/cli.js lab
 
-# Zero-loss rates per plane and frame size against the anchors (BENCH_QUICK=1: ~2 minutes),
-# then the per-packet micro-benchmarks.
+# The eBPF rule evaluation in BPF_PROG_TEST_RUN; zero-loss rates per plane and frame size
+# against the anchors, the sender's throughput and the agent's memory with 10..100k flows,
+# checked against issue 6's targets (BENCH_QUICK=1: a few minutes); then the per-packet
+# micro-benchmarks.
 bench: build
 	npx tsc -p bench/tsconfig.json
+	node dist/bench/ebpf-rules.js
 	node dist/bench/run.js
 	npx vitest bench --run bench/micro
 

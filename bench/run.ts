@@ -1,9 +1,12 @@
 // `make bench`: at what offered rate does each plane still deliver every selected packet to
 // the destination? Load comes from trafgen (fixed-size UDP frames) in the src namespace;
 // delivery is counted at the destination from kernel counters (the decapsulating vxlan
-// device), never from the agent's own report. Anchors on the same traffic: node-pcap with
-// an empty callback and `tcpdump -w /dev/null` (the user-space capture ceiling), and the
-// traffic with no mirroring at all. Results: a table on stdout and bench/results/latest.{json,md}.
+// device), never from the agent's own report. Anchors on the same traffic: a minimal TC
+// clone mirror (the machine's ceiling), node-pcap with an empty callback and
+// `tcpdump -w /dev/null` (the user-space capture ceiling), and the traffic with no
+// mirroring at all. Then the host's cost (bench/host-cost.ts): the sender's TCP throughput
+// and the agent's memory with 10 to 100k flows. Results: tables on stdout and
+// bench/results/latest.{json,md}.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -11,20 +14,33 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { createLabTopology, type Topology } from '../agent/lab/topology.js';
 import type { Spawned } from '../agent/lab/exec.js';
+import { agentStarter, PlaneUnavailable } from './agent.js';
+import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
+import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
+import {
+  ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
+  planeName, type PlaneResult, type RuleEval, type StepResult,
+} from './report.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(REPO, 'dist/agent/cli.js');
 const QUICK = process.env.BENCH_QUICK === '1';
 const SIZES = QUICK ? [64, 1500] : [64, 512, 1500];
 const STEP_SECONDS = QUICK ? 1 : 2;
 /** Offered rates tried, low to high; the search stops at the first loss. */
-const RATES = QUICK ? [20_000, 50_000, 100_000, 200_000] : [20_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000];
+const RATES = QUICK
+  ? [20_000, 100_000, 250_000, 500_000]
+  : [20_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 750_000, 1_000_000];
+/** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
+const PLANES = [
+  { plane: 'pcap', flowLogs: true },
+  { plane: 'pcap', flowLogs: false },
+  { plane: 'ebpf', flowLogs: true },
+  { plane: 'ebpf', flowLogs: false },
+] as const;
 const VNI = 4242;
 const UDP_PORT = 9;
 const CLOCK_TICKS = 100;
 
-interface StepResult { rate: number; offered: number; delivered: number; cpuSeconds: number }
-interface PlaneResult { plane: string; size: number; zeroLossPps: number; cpuSecondsPerMpkt: number | null; steps: StepResult[] }
 
 async function counter(t: Topology, role: 'src' | 'dst', dev: string, field: 'rx_packets' | 'tx_packets'): Promise<number> {
   const { stdout } = await t.exec(role, 'cat', [`/sys/class/net/${dev}/statistics/${field}`]);
@@ -104,26 +120,45 @@ import('${join(dir, 'dist/agent/capture/pcap-source.js')}').then(({ PcapSource }
   console.log('ready');
 });`;
 
+/** tcpdump's zero-loss rate: per step, what it captured and whether the kernel dropped any. */
+async function searchTcpdump(t: Topology, conf: string, size: number): Promise<PlaneResult> {
+  const steps: StepResult[] = [];
+  let zeroLoss = 0;
+  for (const rate of RATES) {
+    const r = await tcpdumpRun(t, () => offer(t, conf, rate));
+    steps.push({ rate, offered: r.offered, delivered: r.received - r.dropped, cpuSeconds: 0 });
+    process.stderr.write(`  ${ANCHOR_TCPDUMP} ${size}B ${rate} pps: ${r.received}/${r.offered} received, ${r.dropped} dropped by kernel\n`);
+    if (!(r.dropped === 0 && r.received >= r.offered)) break;
+    zeroLoss = rate;
+  }
+  return { plane: ANCHOR_TCPDUMP, size, zeroLossPps: zeroLoss, cpuSecondsPerMpkt: null, steps };
+}
+
 async function main(): Promise<void> {
   const t = await createLabTopology({ vnis: [VNI], disableOffloads: true });
-  const cleanup = () => void t.destroy();
+  // Interrupted: remove the lab (namespaces, devices, processes) before going.
+  const cleanup = () => void t.destroy().finally(() => process.exit(130));
   process.once('SIGINT', cleanup);
+  process.once('SIGTERM', cleanup);
   const results: PlaneResult[] = [];
+  let tput: ThroughputResult[] = [];
+  let memory: RssResult[] = [];
+  const startAgent = agentStarter(t);
+  const unavailable = new Map<string, string>();
   try {
     const peerMac = (await t.exec('peer', 'cat', [`/sys/class/net/${t.peerSrcIf}/address`])).stdout.trim();
     const vx = t.vxlan[0]!.name;
-    const writeConfig = async (file: string, flowLogs: boolean) =>
-      writeFile(file, stringify({
-        agent: { vmId: 'bench', metrics: { listen: process.env.BENCH_METRICS ?? '' }, control: { socket: join(t.workDir, 'run', 'c.sock') } },
+    const files = new Map<string, string>();
+    for (const p of PLANES) {
+      const file = join(t.workDir, `${p.plane}-${p.flowLogs ? 'flows' : 'mirror'}.yaml`);
+      files.set(planeName(p.plane, p.flowLogs), file);
+      await writeFile(file, stringify({
+        agent: { vmId: 'bench', dataPlane: p.plane, metrics: { listen: process.env.BENCH_METRICS ?? '' }, control: { socket: join(t.workDir, 'run', 'c.sock') } },
         filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${t.v4.dst}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
         sessions: [{ id: 'ts', priority: 1, vni: VNI, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
-        flowLogs: flowLogs ? [{ id: 'fl', sources: [t.srcIf], window: 10, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }] : [],
+        flowLogs: p.flowLogs ? [{ id: 'fl', sources: [t.srcIf], window: 10, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }] : [],
       }), { mode: 0o600 });
-    const planes = [
-      { name: 'mirrorflow pcap (+flow logs)', file: join(t.workDir, 'with-flows.yaml'), flowLogs: true },
-      { name: 'mirrorflow pcap (mirror only)', file: join(t.workDir, 'mirror-only.yaml'), flowLogs: false },
-    ];
-    for (const p of planes) await writeConfig(p.file, p.flowLogs);
+    }
 
     for (const size of SIZES) {
       const conf = join(t.workDir, `udp-${size}.cfg`);
@@ -132,27 +167,41 @@ async function main(): Promise<void> {
       const decapRx = () => counter(t, 'dst', vx, 'rx_packets');
 
       // (3) No mirroring: what the path delivers by itself.
-      results.push(await search(t, conf, 'no mirror (baseline)', size, dstRx, () => undefined, () => quiesce(dstRx)));
+      results.push(await search(t, conf, ANCHOR_NONE, size, dstRx, () => undefined, () => quiesce(dstRx)));
+
+      // (1) The machine's ceiling: a bare TC clone into a vxlan device, counted at the destination.
+      await attachMinimalMirror(t, t.v4.dst, VNI);
+      results.push(await search(t, conf, ANCHOR_MIRROR, size, decapRx, () => undefined, () => quiesce(decapRx)));
+      await detachMinimalMirror(t);
 
       // (2) Raw capture ceilings: node-pcap with an empty callback, tcpdump -w /dev/null.
       const empty: Spawned = t.spawn('src', process.execPath, ['-e', EMPTY_CAPTURE(REPO, t.srcIf)]);
       await empty.waitForLine(/ready/, 20_000);
-      let emptyCount = 0;
       const readEmpty = async () => {
         const n = empty.countLines(/^count /, 'stdout');
         process.kill(empty.pid!, 'SIGUSR2');
         const line = await empty.waitForLine(/^count /, 5000, { stream: 'stdout', count: n + 1 });
-        emptyCount = Number(line.split(' ')[1]);
-        return emptyCount;
+        return Number(line.split(' ')[1]);
       };
-      results.push(await search(t, conf, 'node-pcap empty callback', size, readEmpty, () => empty.pid, () => quiesce(readEmpty)));
+      results.push(await search(t, conf, ANCHOR_EMPTY, size, readEmpty, () => empty.pid, () => quiesce(readEmpty)));
       await empty.stop('SIGTERM');
+      results.push(await searchTcpdump(t, conf, size));
 
-      // (1) The agent, pcap plane, with and without flow logs and TCP analysis.
-      for (const plane of planes) {
-        const agent = t.spawn('src', process.execPath, [CLI, 'run', '--config', plane.file], { cwd: REPO });
-        await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
-        results.push(await search(t, conf, plane.name, size, decapRx, () => agent.pid, () => quiesce(decapRx)));
+      // The agent: both planes, with and without flow logs and TCP analysis.
+      for (const p of PLANES) {
+        const name = planeName(p.plane, p.flowLogs);
+        let agent: Spawned;
+        try {
+          if (unavailable.has(p.plane)) throw new PlaneUnavailable(unavailable.get(p.plane));
+          agent = await startAgent(files.get(name)!);
+        } catch (err) {
+          if (!(err instanceof PlaneUnavailable)) throw err;
+          unavailable.set(p.plane, err.message);
+          process.stderr.write(`  ${name}: ${err.message}\n`);
+          results.push({ plane: name, size, zeroLossPps: 0, cpuSecondsPerMpkt: null, steps: [], unavailable: err.message });
+          continue;
+        }
+        results.push(await search(t, conf, planeName(p.plane, p.flowLogs), size, decapRx, () => agent.pid, () => quiesce(decapRx)));
         if (process.env.BENCH_METRICS) {
           const m = await t.exec('src', 'curl', ['-s', `http://${process.env.BENCH_METRICS}/metrics`]);
           process.stderr.write(m.stdout.split('\n').filter((l) => /^mirrorflow_(capture|mirror|flow_log_rec)/.test(l)).join('\n') + '\n');
@@ -160,34 +209,22 @@ async function main(): Promise<void> {
         await agent.stop('SIGTERM', 15_000);
       }
     }
+    const planes = [...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p));
+    tput = await throughput(t, planes, startAgent);
+    memory = await memoryWithFlows(t, planes, peerMac, startAgent);
   } finally {
     await t.destroy();
   }
 
-  const table = formatTable(results);
-  process.stdout.write(table);
+  const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), quick: QUICK };
+  // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
+  const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
+  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatTargets(results, tput, memory, rules)].join('\n');
+  process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
-  const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), quick: QUICK };
-  await writeFile(join(outDir, 'latest.json'), JSON.stringify({ machine, results }, null, 2));
-  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}${QUICK ? ' (quick run)' : ''}.\n\n${table}`);
-}
-
-function formatTable(results: PlaneResult[]): string {
-  const anchor = (size: number, plane: string) => results.find((r) => r.size === size && r.plane === plane)?.zeroLossPps ?? 0;
-  const rows = results.map((r) => {
-    const empty = anchor(r.size, 'node-pcap empty callback');
-    const base = anchor(r.size, 'no mirror (baseline)');
-    const ratio = (a: number) => (a > 0 ? `${Math.round((r.zeroLossPps / a) * 100)}%` : '-');
-    return `| ${r.plane} | ${r.size} | ${r.zeroLossPps.toLocaleString('en')} | ${ratio(empty)} | ${ratio(base)} | ${r.cpuSecondsPerMpkt === null ? '-' : r.cpuSecondsPerMpkt.toFixed(2)} |`;
-  });
-  const top = RATES.at(-1)!.toLocaleString('en');
-  return [
-    `| plane | frame bytes | zero-loss pps (highest step, max ${top}) | vs node-pcap empty | vs no mirror | CPU s per M packets |`,
-    '| --- | --- | --- | --- | --- | --- |',
-    ...rows,
-    '',
-  ].join('\n');
+  await writeFile(join(outDir, 'latest.json'), JSON.stringify({ machine, results, throughput: tput, memory }, null, 2));
+  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 
 await main();

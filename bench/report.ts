@@ -1,0 +1,105 @@
+// The benchmark's tables (markdown, also printed) and issue 6's targets checked against
+// the measured numbers.
+import { DEFAULT_MAX_FLOWS } from '../agent/flow/stage.js';
+import type { RssResult, ThroughputResult } from './host-cost.js';
+
+export interface StepResult { rate: number; offered: number; delivered: number; cpuSeconds: number }
+export interface PlaneResult {
+  plane: string; size: number; zeroLossPps: number; cpuSecondsPerMpkt: number | null; steps: StepResult[];
+  /** Set when the agent could not run this plane here ("unavailable: <its first error>"). */
+  unavailable?: string;
+}
+
+export const ANCHOR_MIRROR = 'minimal eBPF mirror';
+export const ANCHOR_EMPTY = 'node-pcap empty callback';
+export const ANCHOR_TCPDUMP = 'tcpdump -w /dev/null';
+export const ANCHOR_NONE = 'no mirror (baseline)';
+export const planeName = (plane: string, flowLogs: boolean) => `mirrorflow ${plane} (${flowLogs ? '+flow logs' : 'mirror only'})`;
+export const TPUT_NONE = 'no agent';
+export const TPUT_ANCHOR = 'minimal eBPF mirror (anchor)';
+export const tputName = (plane: string) => `mirrorflow ${plane} (+flow logs), all TCP mirrored`;
+
+const pct = (a: number, b: number) => (b > 0 ? `${Math.round((a / b) * 100)}%` : '-');
+const n = (x: number) => x.toLocaleString('en');
+
+export function formatRates(results: PlaneResult[], topRate: number): string {
+  const anchor = (size: number, plane: string) => results.find((r) => r.size === size && r.plane === plane)?.zeroLossPps ?? 0;
+  const rows = results.map((r) => {
+    if (r.unavailable !== undefined) return `| ${r.plane} | ${r.size} | ${r.unavailable} | | | | | |`;
+    const ratio = (plane: string) => pct(r.zeroLossPps, anchor(r.size, plane));
+    const pps = `${r.zeroLossPps === topRate ? '≥ ' : ''}${n(r.zeroLossPps)}`;
+    const cpu = r.cpuSecondsPerMpkt === null ? '-' : r.cpuSecondsPerMpkt.toFixed(2);
+    return `| ${r.plane} | ${r.size} | ${pps} | ${ratio(ANCHOR_MIRROR)} | ${ratio(ANCHOR_EMPTY)} | ${ratio(ANCHOR_TCPDUMP)} | ${ratio(ANCHOR_NONE)} | ${cpu} |`;
+  });
+  return [
+    `Zero-loss rate (highest step offered without a single loss, steps up to ${n(topRate)} pps; "≥" = the top step passed, so the true limit is higher):`,
+    '',
+    '| plane | frame bytes | zero-loss pps | vs minimal eBPF mirror | vs node-pcap empty | vs tcpdump | vs no mirror | CPU s per M packets |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+export function formatThroughput(rows: ThroughputResult[]): string {
+  const none = rows.find((r) => r.setup === TPUT_NONE)?.gbps ?? 0;
+  const anchor = rows.find((r) => r.setup === TPUT_ANCHOR)?.gbps ?? 0;
+  return [
+    'Sender TCP throughput (iperf3, 5 s, src → dst; with an agent, every TCP segment both ways is mirrored):',
+    '',
+    '| setup | Gbit/s | vs no agent | vs minimal eBPF mirror |',
+    '| --- | --- | --- | --- |',
+    ...rows.map((r) => (r.gbps === null
+      ? `| ${r.setup} | ${r.unavailable ?? '-'} | | |`
+      : `| ${r.setup} | ${r.gbps.toFixed(2)} | ${pct(r.gbps, none)} | ${pct(r.gbps, anchor)} |`)),
+    '',
+  ].join('\n');
+}
+
+export function formatMemory(rows: RssResult[]): string {
+  return [
+    `Agent memory with active flows (flow log window 60 s so none closes, flow table limit ${n(DEFAULT_MAX_FLOWS)}; one 5-tuple per 64-byte UDP frame at 50k pps):`,
+    '',
+    '| plane | load | 5-tuples offered | flows active | evictions | RSS MiB |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows.map((r) => `| ${r.plane} | ${r.load} | ${n(r.offeredTuples)} | ${n(r.flowsActive)} | ${n(r.evictions)} | ${r.rssMiB.toFixed(0)} |`),
+    '',
+  ].join('\n');
+}
+
+export interface RuleEval { ruleEvaluationNs: number }
+
+/** Issue 6's targets, each with the numbers that decide it. */
+export function formatTargets(results: PlaneResult[], tput: ThroughputResult[], memory: RssResult[], rules: RuleEval | null): string {
+  const rate = (plane: string, size: number) => results.find((r) => r.plane === plane && r.size === size);
+  const lines: string[] = [];
+  const say = (met: boolean | null, what: string, numbers: string) => lines.push(`| ${what} | ${met === null ? 'not measured' : met ? 'met' : 'missed'} | ${numbers} |`);
+
+  const ebpfSizes = [...new Set(results.map((r) => r.size))].flatMap((size) => [true, false].map((fl) => ({ size, r: rate(planeName('ebpf', fl), size), base: rate(ANCHOR_NONE, size)?.zeroLossPps ?? 0 })));
+  const ebpfRan = ebpfSizes.filter((e) => e.r !== undefined && e.r.unavailable === undefined);
+  say(ebpfRan.length === 0 ? null : ebpfRan.every((e) => e.r!.zeroLossPps >= e.base),
+    'eBPF plane: zero loss at the highest rate the lab offers (= no-mirror baseline)',
+    ebpfRan.map((e) => `${e.r!.plane} ${e.size} B: ${n(e.r!.zeroLossPps)} vs ${n(e.base)}`).join('; ') || 'unavailable');
+  const anchor = tput.find((r) => r.setup === TPUT_ANCHOR)?.gbps ?? null;
+  const ebpfTput = tput.find((r) => r.setup === tputName('ebpf'))?.gbps ?? null;
+  say(anchor === null || ebpfTput === null ? null : ebpfTput >= 0.9 * anchor,
+    'eBPF plane: sender throughput ≥ 90% of the minimal mirror anchor',
+    anchor === null || ebpfTput === null ? '-' : `${ebpfTput.toFixed(2)} vs ${anchor.toFixed(2)} Gbit/s (${pct(ebpfTput, anchor)})`);
+  say(rules === null ? null : rules.ruleEvaluationNs <= 100, 'eBPF rule evaluation ≤ 100 ns (BPF_PROG_TEST_RUN, 10 rules × 3 sessions)',
+    rules === null ? 'bench/results/ebpf-rules.json missing' : `${rules.ruleEvaluationNs} ns`);
+
+  const pcap = rate(planeName('pcap', true), 64);
+  const empty = rate(ANCHOR_EMPTY, 64)?.zeroLossPps ?? 0;
+  say(pcap === undefined ? null : pcap.zeroLossPps >= 0.5 * empty, 'pcap plane, 64 B, flow logs on: ≥ 50% of node-pcap empty callback',
+    pcap === undefined ? '-' : `${n(pcap.zeroLossPps)} vs ${n(empty)} pps (${pct(pcap.zeroLossPps, empty)})`);
+  say(pcap === undefined ? null : pcap.zeroLossPps >= 250_000, 'pcap plane, 64 B, flow logs on: ≥ 250k pps', pcap === undefined ? '-' : `${n(pcap.zeroLossPps)} pps`);
+
+  const full = memory.filter((m) => m.load === 'distinct' && m.offeredTuples === DEFAULT_MAX_FLOWS);
+  say(full.length === 0 ? null : full.every((m) => m.rssMiB <= 200), 'RSS ≤ 200 MiB with 100k active flows',
+    full.map((m) => `${m.plane}: ${m.rssMiB.toFixed(0)} MiB at ${n(m.flowsActive)} flows`).join('; '));
+  const flood = memory.filter((m) => m.load === 'random flood');
+  say(flood.length === 0 ? null : flood.every((m) => m.flowsActive <= DEFAULT_MAX_FLOWS && m.evictions > 0),
+    'flow table limit holds under a flood of random 5-tuples, evictions counted',
+    flood.map((m) => `${m.plane}: ${n(m.flowsActive)} active, ${n(m.evictions)} evicted of ${n(m.offeredTuples)} offered, RSS ${m.rssMiB.toFixed(0)} MiB`).join('; '));
+  return ['Issue 6 targets:', '', '| target | result | numbers |', '| --- | --- | --- |', ...lines, ''].join('\n');
+}
