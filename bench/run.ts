@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { createLabTopology, type Topology } from '../agent/lab/topology.js';
-import type { Spawned } from '../agent/lab/exec.js';
+import { run, type Spawned } from '../agent/lab/exec.js';
 import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
@@ -24,6 +24,8 @@ import {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
+/** BENCH_PARTS=rates,throughput,memory (the default: all) runs only those parts. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory').split(','));
 const SIZES = QUICK ? [64, 1500] : [64, 512, 1500];
 const STEP_SECONDS = QUICK ? 1 : 2;
 /** Offered rates tried, low to high; the search stops at the first loss. */
@@ -160,7 +162,7 @@ async function main(): Promise<void> {
       }), { mode: 0o600 });
     }
 
-    for (const size of SIZES) {
+    for (const size of PARTS.has('rates') ? SIZES : []) {
       const conf = join(t.workDir, `udp-${size}.cfg`);
       await writeFile(conf, trafgenConfig(t, peerMac, size));
       const dstRx = () => counter(t, 'dst', t.dstIf, 'rx_packets');
@@ -210,13 +212,15 @@ async function main(): Promise<void> {
       }
     }
     const planes = [...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p));
-    tput = await throughput(t, planes, startAgent);
-    memory = await memoryWithFlows(t, planes, peerMac, startAgent);
+    if (PARTS.has('throughput')) tput = await throughput(t, planes, startAgent);
+    if (PARTS.has('memory')) memory = await memoryWithFlows(t, planes, peerMac, startAgent);
   } finally {
     await t.destroy();
   }
 
-  const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), quick: QUICK };
+  // The code measured: BENCH_COMMIT when run from an exported tree, else the checkout's HEAD.
+  const commit = process.env.BENCH_COMMIT ?? (await run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).then((r) => r.stdout.trim(), () => 'unknown'));
+  const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), commit, quick: QUICK };
   // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
   const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
   const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatTargets(results, tput, memory, rules)].join('\n');
@@ -224,7 +228,7 @@ async function main(): Promise<void> {
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, 'latest.json'), JSON.stringify({ machine, results, throughput: tput, memory }, null, 2));
-  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
+  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 
 await main();
