@@ -62,8 +62,10 @@ export interface CaptureStats {
  * would never return and the event loop (timers, send completions, sinks) would starve
  * while memory grows. After this long in one read, the rest of what is waiting is skimmed:
  * read and counted as dropped, not processed, so the ring empties and the loop runs again.
+ * Reads at a sustainable rate are long too (the kernel hands over blocks: ~300 ms for 20k
+ * frames of mirroring with flow logs here), so the budget is a second, not less.
  */
-export const READ_BUDGET_MS = 50;
+export const READ_BUDGET_MS = 1000;
 /** Frames between two clock reads while checking the budget. */
 const BUDGET_CHECK_EVERY = 256;
 
