@@ -19,7 +19,7 @@ const ARCH_INCLUDE = `/usr/include/${process.arch === 'arm64' ? 'aarch64' : 'x86
  * tcpdump's own counts over one `offer()`: frames its filter received and frames the kernel
  * dropped for want of ring space (its exit summary after SIGINT).
  */
-export async function tcpdumpRun(t: Topology, offer: () => Promise<number>): Promise<{ offered: number; received: number; dropped: number }> {
+export async function tcpdumpRun<T>(t: Topology, offer: () => Promise<T>): Promise<{ offered: T; received: number; dropped: number }> {
   const dump = t.spawn('src', 'tcpdump', ['-i', t.srcIf, '-w', '/dev/null', '-B', '65536', '-n', 'udp']);
   await dump.waitForLine(/listening on/, 20_000, { stream: 'stderr' });
   const offered = await offer();

@@ -3,7 +3,8 @@
 import { DEFAULT_MAX_FLOWS } from '../agent/flow/stage.js';
 import type { RssResult, ThroughputResult } from './host-cost.js';
 
-export interface StepResult { rate: number; offered: number; delivered: number; cpuSeconds: number }
+/** One step: `achievedPps` is what trafgen really sent (count over its run time, start-up included). */
+export interface StepResult { rate: number; offered: number; achievedPps: number; delivered: number; cpuSeconds: number }
 export interface PlaneResult {
   plane: string; size: number; zeroLossPps: number; cpuSecondsPerMpkt: number | null; steps: StepResult[];
   /** Set when the agent could not run this plane here ("unavailable: <its first error>"). */
@@ -25,17 +26,18 @@ const n = (x: number) => x.toLocaleString('en');
 export function formatRates(results: PlaneResult[], topRate: number): string {
   const anchor = (size: number, plane: string) => results.find((r) => r.size === size && r.plane === plane)?.zeroLossPps ?? 0;
   const rows = results.map((r) => {
-    if (r.unavailable !== undefined) return `| ${r.plane} | ${r.size} | ${r.unavailable} | | | | | |`;
+    if (r.unavailable !== undefined) return `| ${r.plane} | ${r.size} | ${r.unavailable} | | | | | | |`;
     const ratio = (plane: string) => pct(r.zeroLossPps, anchor(r.size, plane));
     const pps = `${r.zeroLossPps === topRate ? '≥ ' : ''}${n(r.zeroLossPps)}`;
     const cpu = r.cpuSecondsPerMpkt === null ? '-' : r.cpuSecondsPerMpkt.toFixed(2);
-    return `| ${r.plane} | ${r.size} | ${pps} | ${ratio(ANCHOR_MIRROR)} | ${ratio(ANCHOR_EMPTY)} | ${ratio(ANCHOR_TCPDUMP)} | ${ratio(ANCHOR_NONE)} | ${cpu} |`;
+    const sent = r.steps.find((st) => st.rate === r.zeroLossPps)?.achievedPps;
+    return `| ${r.plane} | ${r.size} | ${pps} | ${sent === undefined ? '-' : n(sent)} | ${ratio(ANCHOR_MIRROR)} | ${ratio(ANCHOR_EMPTY)} | ${ratio(ANCHOR_TCPDUMP)} | ${ratio(ANCHOR_NONE)} | ${cpu} |`;
   });
   return [
-    `Zero-loss rate (highest step offered without a single loss, steps up to ${n(topRate)} pps; "≥" = the top step passed, so the true limit is higher):`,
+    `Zero-loss rate (highest step offered without a single loss, steps up to ${n(topRate)} pps; "≥" = the top step passed, so the true limit is higher; "sent at" = the rate trafgen really reached in that step, start-up included):`,
     '',
-    '| plane | frame bytes | zero-loss pps | vs minimal eBPF mirror | vs node-pcap empty | vs tcpdump | vs no mirror | CPU s per M packets |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| plane | frame bytes | zero-loss pps | sent at | vs minimal eBPF mirror | vs node-pcap empty | vs tcpdump | vs no mirror | CPU s per M packets |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
   ].join('\n');
