@@ -17,7 +17,7 @@ const ROUNDS = 3;
 const METRICS = '127.0.0.1:19477';
 const VNI = 4242;
 /** Rate at which the 5-tuples are offered for the memory runs (the capture keeps up with every frame). */
-const FLOW_RATE = 20_000;
+export const FLOW_RATE = 20_000;
 /** Distinct 5-tuples per run; all stay active (window 60 s), the last fills the table. */
 const FLOW_COUNTS = [10, 10_000, DEFAULT_MAX_FLOWS];
 /** Random 5-tuples offered in the flood: three times what the table holds. */

@@ -31,7 +31,9 @@ const STEP_SECONDS = QUICK ? 1 : 2;
 /** Offered rates tried, low to high; the search stops at the first loss. */
 const RATES = QUICK
   ? [20_000, 100_000, 250_000, 500_000]
-  : [20_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 750_000, 1_000_000];
+  // trafgen tops out near 150k pps on this veth lab (its sends run the whole path); the
+  // steps above show where that holds, without steps that only take longer to send.
+  : [20_000, 50_000, 100_000, 150_000, 200_000, 300_000, 500_000];
 /** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
 const PLANES = [
   { plane: 'pcap', flowLogs: true },
