@@ -419,10 +419,12 @@ export class Agent {
 
   private status() {
     const gen = this.running();
+    // Read once: every total below filters the same samples (the kernel's are map lookups).
     const live = this.liveSamples(gen);
+    const kernel = this.ebpf ? kernelSamples(this.ebpf) : {};
     const total = (name: keyof MetricsSource, labels: Record<string, string>): number => {
       const match = (s: Sample) => Object.entries(labels).every(([k, v]) => s[0][k] === v);
-      return this.samplesOf(name, live).filter(match).reduce((sum, s) => sum + s[1], 0);
+      return this.samplesOf(name, live, kernel).filter(match).reduce((sum, s) => sum + s[1], 0);
     };
     return {
       dataPlane: gen.plane,
@@ -450,9 +452,12 @@ export class Agent {
   }
 
   /** Everything counted under one metric: retired generations, the live one, the kernel's. */
-  private samplesOf(name: keyof MetricsSource, live = this.gen ? this.liveSamples(this.gen) : {}): Sample[] {
-    const kernel = this.ebpf ? kernelSamples(this.ebpf)[name] ?? [] : [];
-    return this.totalsOf(name).with([...(live[name] ?? []), ...kernel]);
+  private samplesOf(
+    name: keyof MetricsSource,
+    live: Record<string, Sample[]> = this.gen ? this.liveSamples(this.gen) : {},
+    kernel: Record<string, Sample[]> = this.ebpf ? kernelSamples(this.ebpf) : {},
+  ): Sample[] {
+    return this.totalsOf(name).with([...(live[name] ?? []), ...(kernel[name] ?? [])]);
   }
 
   private totalsOf(name: keyof MetricsSource): Totals {

@@ -75,11 +75,16 @@ export function encodeChain(entries: readonly ChainEntry[]): Buffer {
   return buf;
 }
 
+/** Two u32 fields: the shape of mf_chain_key, mf_state, mf_iface_key and mf_reject_iface. */
+function u32Pair(first: number, second: number): Buffer {
+  const buf = Buffer.alloc(8);
+  buf.writeUInt32LE(first >>> 0, 0);
+  buf.writeUInt32LE(second >>> 0, 4);
+  return buf;
+}
+
 export function encodeChainKey(ifindex: number, dir: Direction, slot: number): Buffer {
-  const key = Buffer.alloc(CHAIN_KEY_SIZE);
-  key.writeUInt32LE(ifindex, 0);
-  key.writeUInt32LE((dir === DIR_OUT ? 1 : 0) | (slot << 1), 4);
-  return key;
+  return u32Pair(ifindex, (dir === DIR_OUT ? 1 : 0) | (slot << 1));
 }
 
 export interface SlotSession {
@@ -115,19 +120,9 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
   return buf;
 }
 
-export function encodeState(activeSlot: number, rejectSlot: number): Buffer {
-  const buf = Buffer.alloc(STATE_SIZE);
-  buf.writeUInt32LE(activeSlot, 0);
-  buf.writeUInt32LE(rejectSlot, 4);
-  return buf;
-}
+export const encodeState = (activeSlot: number, rejectSlot: number): Buffer => u32Pair(activeSlot, rejectSlot);
 
-export function encodeRejectIface(netns: number, ifindex: number): Buffer {
-  const buf = Buffer.alloc(REJECT_IFACE_SIZE);
-  buf.writeUInt32LE(netns >>> 0, 0);
-  buf.writeUInt32LE(ifindex, 4);
-  return buf;
-}
+export const encodeRejectIface = (netns: number, ifindex: number): Buffer => u32Pair(netns, ifindex);
 
 /** One drained mf_rejects entry: dropped packets of one interface, direction and 5-tuple. */
 export interface RejectedFlow {
@@ -198,12 +193,7 @@ export interface IfaceStats {
   decisions: number[];
 }
 
-export function encodeIfaceKey(ifindex: number, dir: Direction): Buffer {
-  const key = Buffer.alloc(IFACE_KEY_SIZE);
-  key.writeUInt32LE(ifindex, 0);
-  key.writeUInt32LE(dir, 4);
-  return key;
-}
+export const encodeIfaceKey = (ifindex: number, dir: Direction): Buffer => u32Pair(ifindex, dir);
 
 /** Sums a per-CPU struct mf_iface_stats lookup. */
 export function sumIfaceStats(perCpu: Buffer, cpus: number): IfaceStats {
