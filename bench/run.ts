@@ -26,21 +26,24 @@ const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
 /** BENCH_PARTS=rates,throughput,memory (the default: all) runs only those parts. */
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory').split(','));
-const SIZES = QUICK ? [64, 1500] : [64, 512, 1500];
+/** BENCH_SIZES, BENCH_RATES (comma lists) and BENCH_PLANES (e.g. pcap+flow,ebpf) narrow a run for before/after checks. */
+const listEnv = (name: string): number[] | undefined => process.env[name]?.split(',').map(Number);
+const SIZES = listEnv('BENCH_SIZES') ?? (QUICK ? [64, 1500] : [64, 512, 1500]);
 const STEP_SECONDS = QUICK ? 1 : 2;
 /** Offered rates tried, low to high; the search stops at the first loss. */
-const RATES = QUICK
+const RATES = listEnv('BENCH_RATES') ?? (QUICK
   ? [20_000, 100_000, 250_000, 500_000]
   // trafgen tops out near 150k pps on this veth lab (its sends run the whole path); the
   // steps above show where that holds, without steps that only take longer to send.
-  : [20_000, 50_000, 100_000, 150_000, 200_000, 300_000, 500_000];
+  : [20_000, 50_000, 100_000, 150_000, 200_000, 300_000, 500_000]);
 /** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
-const PLANES = [
+const NARROWED = ['BENCH_SIZES', 'BENCH_RATES', 'BENCH_PLANES', 'BENCH_PARTS'].some((n) => process.env[n] !== undefined);
+const PLANES = ([
   { plane: 'pcap', flowLogs: true },
   { plane: 'pcap', flowLogs: false },
   { plane: 'ebpf', flowLogs: true },
   { plane: 'ebpf', flowLogs: false },
-] as const;
+] as const).filter((p) => process.env.BENCH_PLANES?.split(',').includes(p.plane + (p.flowLogs ? '+flow' : '')) ?? true);
 const VNI = 4242;
 const UDP_PORT = 9;
 const CLOCK_TICKS = 100;
@@ -239,8 +242,10 @@ async function main(): Promise<void> {
   process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
-  await writeFile(join(outDir, 'latest.json'), JSON.stringify({ machine, results, throughput: tput, memory }, null, 2));
-  await writeFile(join(outDir, 'latest.md'), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
+  // A narrowed run does not replace the full table the README quotes.
+  const name = process.env.BENCH_OUT ?? (QUICK || NARROWED ? 'partial' : 'latest');
+  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory }, null, 2));
+  await writeFile(join(outDir, `${name}.md`), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 
 await main();

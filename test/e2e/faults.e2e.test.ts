@@ -146,11 +146,9 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
     await writeFile(agent.configFile, text, { mode: 0o600 });
   });
 
-  // Known bug, not fixed yet: a UDP socket without IP_RECVERR never sees the ENOBUFS of a
-  // full local qdisc, so those copies count as sent and no metric shows the loss. Node's
-  // dgram cannot set IP_RECVERR; the fix needs a native socket (or the eBPF plane).
-  // Skipped so CI stays meaningful; docs/reliability.md lists it as a loss.
-  it.skip('local queue full (qdisc drops, ENOBUFS): every copy counted as sent either arrives or is counted as an error', async () => {
+  // Without IP_RECVERR the kernel reports a UDP send that its full local qdisc dropped as a
+  // success; the sender sets it (agent/mirror/udp-socket.ts), so such copies are errors.
+  it('local queue full (qdisc drops, ENOBUFS): every copy counted as sent either arrives or is counted as an error', async () => {
     const marker = async (nth: number) => {
       topo.spawn('src', process.execPath, ['-e', MARKER(topo.v4.peerSrc)]);
       await decap.proc.waitForLine(new RegExp(`length ${MARKER_LEN}\\b`), TIMEOUT_MS, { stream: 'stdout', count: nth });

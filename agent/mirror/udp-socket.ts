@@ -1,0 +1,219 @@
+// UDP sockets the agent owns through libc (koffi), for the two things Node's dgram cannot do:
+// - IP_RECVERR: without it the kernel turns a full local queue (ENOBUFS) into a silent
+//   success for UDP and only bumps UdpSndbufErrors; with it the send fails and is counted.
+// - sendmmsg: one system call for a batch of copies instead of a libuv request per copy.
+// The sockets are non-blocking and never enter the event loop, so an ICMP error queued on
+// one cannot wake anything; the sender drains that queue when a send reports an error.
+// Constants are Linux's (identical on x86-64 and aarch64), structs the LP64 layout.
+import { getSystemErrorName } from 'node:util';
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+const sys = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
+  sendmmsg: libc.func('int sendmmsg(int fd, uint64_t msgvec, unsigned int vlen, int flags)'),
+  recvmsg: libc.func('int64_t recvmsg(int fd, uint64_t msg, int flags)'),
+  close: libc.func('int close(int fd)'),
+  inetPton: libc.func('int inet_pton(int af, const char *src, void *dst)'),
+  strerror: libc.func('const char *strerror(int errnum)'),
+};
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
+const SOL_IP = 0;
+const IP_RECVERR = 11;
+const SOL_IPV6 = 41;
+const IPV6_RECVERR = 25;
+const IPV6_V6ONLY = 26;
+const MSG_DONTWAIT = 0x40;
+const MSG_ERRQUEUE = 0x2000;
+
+export const EINTR = 4;
+export const EAGAIN = 11;
+const EADDRINUSE = 98;
+
+const SOCKADDR_IN_LEN = 16;
+const SOCKADDR_IN6_LEN = 28;
+const IOVEC_LEN = 16;
+export const MMSGHDR_LEN = 64;
+const MSGHDR_IOV = 16;
+const MSGHDR_IOVLEN = 24;
+const MSGHDR_CONTROL = 32;
+const MSGHDR_CONTROLLEN = 40;
+const CMSG_HEADER_LEN = 16;
+/** Error-queue read buffer: msghdr at 0, iovec, data, control. */
+const ERR_IOV_AT = 64;
+const ERR_DATA_AT = 80;
+const ERR_CONTROL_AT = 336;
+const ERR_CONTROL_LEN = 128;
+/** The receive buffer bounds the ICMP error queue; nothing else is ever received. */
+const RECEIVE_BUFFER_BYTES = 4096;
+const ERROR_QUEUE_READS = 64;
+
+/** "ECONNREFUSED (Connection refused)": the name operators grep for, and libc's text. */
+export function errnoText(errno: number): string {
+  return `${getSystemErrorName(-errno)} (${sys.strerror(errno) as string})`;
+}
+
+/** A sockaddr_in/sockaddr_in6 for an IP literal. */
+export function socketAddress(family: 4 | 6, address: string, port: number): Buffer {
+  const sa = Buffer.alloc(family === 4 ? SOCKADDR_IN_LEN : SOCKADDR_IN6_LEN);
+  sa.writeUInt16LE(family === 4 ? AF_INET : AF_INET6, 0);
+  sa.writeUInt16BE(port, 2);
+  const raw = Buffer.alloc(16);
+  if (sys.inetPton(family === 4 ? AF_INET : AF_INET6, address, raw) !== 1) throw new Error(`not an IPv${family} address: ${address}`);
+  raw.copy(sa, family === 4 ? 4 : 8, 0, family === 4 ? 4 : 16);
+  return sa;
+}
+
+/** Memory outside the JS heap that the kernel reads by address; freed by release(). */
+export class NativeMemory {
+  private ptr: unknown;
+  readonly view: Buffer;
+  /** Below 2^48 on every Linux ABI we run on, so a JS number holds it exactly. */
+  readonly address: number;
+
+  constructor(size: number) {
+    this.ptr = koffi.alloc('uint8_t', size);
+    this.view = Buffer.from(koffi.view(this.ptr, size));
+    this.view.fill(0);
+    this.address = Number(koffi.address(this.ptr));
+  }
+
+  release(): void {
+    if (this.ptr !== null) koffi.free(this.ptr);
+    this.ptr = null;
+  }
+}
+
+/**
+ * A vector of `mmsghdr`s whose entry k points at iovec k; a batch fills iovecs and hands a
+ * run of entries to sendmmsg.
+ */
+export class MessageVector {
+  private readonly mem: NativeMemory;
+  private readonly iovAt: number;
+
+  constructor(readonly capacity: number) {
+    this.mem = new NativeMemory(capacity * (MMSGHDR_LEN + IOVEC_LEN));
+    this.iovAt = capacity * MMSGHDR_LEN;
+    for (let k = 0; k < capacity; k++) {
+      this.mem.view.writeUIntLE(this.mem.address + this.iovAt + k * IOVEC_LEN, k * MMSGHDR_LEN + MSGHDR_IOV, 6);
+      this.mem.view.writeUIntLE(1, k * MMSGHDR_LEN + MSGHDR_IOVLEN, 6);
+    }
+  }
+
+  /** Entry k sends `length` bytes at `address`. */
+  set(k: number, address: number, length: number): void {
+    const at = this.iovAt + k * IOVEC_LEN;
+    this.mem.view.writeUIntLE(address, at, 6);
+    this.mem.view.writeUIntLE(length, at + 8, 6);
+  }
+
+  /** Address of entry k, for sendmmsg. */
+  entry(k: number): number {
+    return this.mem.address + k * MMSGHDR_LEN;
+  }
+
+  release(): void {
+    this.mem.release();
+  }
+}
+
+/** A non-blocking UDP socket with IP_RECVERR, bound to a port of a range and connected. */
+export class UdpSocket {
+  private fd: number;
+  /** One msghdr, its iovec, a data buffer and a control buffer, for reading the error queue. */
+  private readonly errMsg = new NativeMemory(ERR_CONTROL_AT + ERR_CONTROL_LEN);
+  /** errno (sock_extended_err.ee_errno) of the last entry drainErrorQueue() read. */
+  queuedErrno = 0;
+
+  private constructor(fd: number, readonly family: 4 | 6, readonly port: number) {
+    this.fd = fd;
+    const v = this.errMsg.view;
+    const base = this.errMsg.address;
+    v.writeUIntLE(base + ERR_IOV_AT, MSGHDR_IOV, 6);
+    v.writeUIntLE(1, MSGHDR_IOVLEN, 6);
+    v.writeUIntLE(base + ERR_DATA_AT, ERR_IOV_AT, 6);
+    v.writeUIntLE(ERR_CONTROL_AT - ERR_DATA_AT, ERR_IOV_AT + 8, 6);
+    v.writeUIntLE(base + ERR_CONTROL_AT, MSGHDR_CONTROL, 6);
+  }
+
+  /** Binds to the first free port in [first, first + count). */
+  static bindInRange(family: 4 | 6, first: number, count: number, sendBufferBytes: number): UdpSocket {
+    const fd = sys.socket(family === 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+    if (fd < 0) throw new Error(`UDP socket: ${errnoText(koffi.errno())}`);
+    try {
+      const on = int32(1);
+      if (family === 6) setOption(fd, SOL_IPV6, IPV6_V6ONLY, on, 'IPV6_V6ONLY');
+      setOption(fd, family === 4 ? SOL_IP : SOL_IPV6, family === 4 ? IP_RECVERR : IPV6_RECVERR, on, 'IP_RECVERR');
+      setOption(fd, SOL_SOCKET, SO_SNDBUF, int32(sendBufferBytes), 'SO_SNDBUF');
+      setOption(fd, SOL_SOCKET, SO_RCVBUF, int32(RECEIVE_BUFFER_BYTES), 'SO_RCVBUF');
+      const any = family === 4 ? '0.0.0.0' : '::';
+      let lastErrno = EADDRINUSE;
+      for (let port = first; port < first + count; port++) {
+        const sa = socketAddress(family, any, port);
+        if (sys.bind(fd, sa, sa.length) === 0) return new UdpSocket(fd, family, port);
+        lastErrno = koffi.errno();
+        if (lastErrno !== EADDRINUSE) break;
+      }
+      throw new Error(`no free UDP source port in ${first}..${first + count - 1}: ${errnoText(lastErrno)}`);
+    } catch (err) {
+      sys.close(fd);
+      throw err;
+    }
+  }
+
+  /** 0, or the errno of a failed connect (ENETUNREACH without a route). */
+  connect(address: Buffer): number {
+    return sys.connect(this.fd, address, address.length) === 0 ? 0 : koffi.errno();
+  }
+
+  /** Messages taken by the kernel (≥ 1), or -errno. */
+  sendBatch(vector: MessageVector, first: number, count: number): number {
+    const sent = sys.sendmmsg(this.fd, vector.entry(first), count, 0) as number;
+    return sent >= 0 ? sent : -koffi.errno();
+  }
+
+  /**
+   * Reads what IP_RECVERR queued (ICMP errors from the path or the target, one entry per
+   * error) and returns how many; queuedErrno holds the last one's errno.
+   */
+  drainErrorQueue(): number {
+    const v = this.errMsg.view;
+    let entries = 0;
+    for (; entries < ERROR_QUEUE_READS; entries++) {
+      v.writeUIntLE(ERR_CONTROL_LEN, MSGHDR_CONTROLLEN, 6);
+      if (Number(sys.recvmsg(this.fd, this.errMsg.address, MSG_ERRQUEUE | MSG_DONTWAIT)) < 0) break;
+      // The first cmsg is IP_RECVERR/IPV6_RECVERR: a 16-byte cmsghdr, then sock_extended_err.
+      if (v.readUInt32LE(MSGHDR_CONTROLLEN) >= CMSG_HEADER_LEN + 4) this.queuedErrno = v.readUInt32LE(ERR_CONTROL_AT + CMSG_HEADER_LEN);
+    }
+    return entries;
+  }
+
+  close(): void {
+    if (this.fd >= 0) sys.close(this.fd);
+    this.fd = -1;
+    this.errMsg.release();
+  }
+}
+
+function int32(value: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(value, 0);
+  return b;
+}
+
+function setOption(fd: number, level: number, name: number, value: Buffer, what: string): void {
+  if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new Error(`setsockopt ${what}: ${errnoText(koffi.errno())}`);
+}
