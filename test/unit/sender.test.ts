@@ -1,0 +1,103 @@
+// The live VXLAN sender on real kernel sockets (loopback of the test's own namespace): what
+// it counts as sent arrives, in order per flow, across batches larger than one sendmmsg
+// arena; the source port is stable per flow and inside 49152..65535; a closed target port
+// shows up as ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
+import dgram from 'node:dgram';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { buildPacket } from '../../agent/packet/build.js';
+import { decode } from '../../agent/packet/decode.js';
+import { PacketView } from '../../agent/packet/view.js';
+import { VxlanSender } from '../../agent/mirror/sender.js';
+import { SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
+
+const logger = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
+const VNI = 0x123456;
+/** More copies than one batch holds (1024), sent without yielding. */
+const COPIES = 3000;
+const FLOWS = 40;
+const FRAME_PAYLOAD = 200;
+
+const families = [
+  { family: 4 as const, type: 'udp4' as const, target: '127.0.0.1', src: '192.0.2.1', dst: '192.0.2.2' },
+  { family: 6 as const, type: 'udp6' as const, target: '::1', src: '2001:db8::1', dst: '2001:db8::2' },
+];
+
+const open: { close(): unknown }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0)) await o.close();
+});
+
+/** A frame of flow f carrying sequence number seq in its payload. */
+function frame(src: string, dst: string, flow: number, seq: number): Buffer {
+  const payload = Buffer.alloc(FRAME_PAYLOAD);
+  payload.writeUInt32BE(seq, 0);
+  return buildPacket({ src, dst, proto: 'udp', srcPort: 10_000 + flow, dstPort: 53, payload });
+}
+
+function viewOf(buf: Buffer): PacketView {
+  const view = new PacketView();
+  decode(view, buf, buf.length, buf.length);
+  return view;
+}
+
+describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, src, dst }) => {
+  it('delivers every copy it counts, VXLAN-framed, in order per flow, from one stable port per flow', async () => {
+    const receiver = dgram.createSocket({ type, recvBufferSize: 16 * 1024 * 1024 });
+    open.push(receiver);
+    await new Promise<void>((resolve) => receiver.bind(0, target, resolve));
+    const got: { port: number; flow: number; seq: number; vni: number; flags: number; inner: number }[] = [];
+    receiver.on('message', (msg, rinfo) => {
+      const inner = msg.subarray(8);
+      const v = viewOf(inner);
+      got.push({ port: rinfo.port, flow: v.srcPort - 10_000, seq: inner.readUInt32BE(inner.length - FRAME_PAYLOAD), vni: msg.readUIntBE(4, 3), flags: msg[0]!, inner: inner.length });
+    });
+    const sender = await VxlanSender.open({ address: target, port: receiver.address().port, family, pathMtu: 1500, logger });
+    open.push(sender);
+
+    const frames = Array.from({ length: COPIES }, (_, i) => frame(src, dst, i % FLOWS, i));
+    for (const f of frames) expect(sender.send(viewOf(f), VNI, 8500)).toBe(true);
+    const deadline = Date.now() + 10_000;
+    while (got.length < sender.packets && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+
+    expect(sender.sendErrors).toBe(0);
+    expect(sender.dropped).toBe(0);
+    expect(sender.packets).toBe(COPIES);
+    expect(got.length).toBe(COPIES);
+    expect(got.every((g) => g.flags === 0x08 && g.vni === VNI && g.inner === frames[0]!.length)).toBe(true);
+    const portOfFlow = new Map<number, number>();
+    const lastSeq = new Map<number, number>();
+    for (const g of got) {
+      expect(g.port).toBeGreaterThanOrEqual(SOURCE_PORT_MIN);
+      expect(g.port).toBeLessThanOrEqual(SOURCE_PORT_MAX);
+      expect(portOfFlow.get(g.flow) ?? g.port).toBe(g.port);
+      portOfFlow.set(g.flow, g.port);
+      expect(g.seq).toBeGreaterThan(lastSeq.get(g.flow) ?? -1);
+      lastSeq.set(g.flow, g.seq);
+    }
+    // Forty flows over sixteen sockets: the hash spreads them.
+    expect(new Set(portOfFlow.values()).size).toBeGreaterThan(4);
+  });
+
+  it('a target port nobody listens on: ICMP port unreachable comes back as ECONNREFUSED send errors', async () => {
+    const probe = dgram.createSocket(type);
+    await new Promise<void>((resolve) => probe.bind(0, target, resolve));
+    const closedPort = probe.address().port;
+    probe.close();
+    const lines: string[] = [];
+    const logged = pino({ level: 'warn' }, new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
+    const sender = await VxlanSender.open({ address: target, port: closedPort, family, pathMtu: 1500, logger: logged, poolSize: 1 });
+    open.push(sender);
+    const view = viewOf(frame(src, dst, 1, 1));
+    const deadline = Date.now() + 10_000;
+    // Each ICMP error surfaces on the next send; loopback answers the first copies at once.
+    while (sender.sendErrors === 0 && Date.now() < deadline) {
+      sender.send(view, VNI, 8500);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(sender.sendErrors).toBeGreaterThan(0);
+    expect(sender.packets).toBeGreaterThan(0);
+    expect(lines.join('')).toMatch(/"err":"ECONNREFUSED \(Connection refused\)".*"msg":"mirror send failing"/);
+  });
+});
