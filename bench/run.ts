@@ -33,9 +33,9 @@ const STEP_SECONDS = QUICK ? 1 : 2;
 /** Offered rates tried, low to high; the search stops at the first loss. */
 const RATES = listEnv('BENCH_RATES') ?? (QUICK
   ? [20_000, 100_000, 250_000, 500_000]
-  // trafgen tops out near 150k pps on this veth lab (its sends run the whole path); the
-  // steps above show where that holds, without steps that only take longer to send.
-  : [20_000, 50_000, 100_000, 150_000, 200_000, 300_000, 500_000]);
+  // trafgen tops out near 150-200k pps on this veth lab (its sends run the whole path); 25k
+  // steps up to there resolve the planes' limits, the steps above show where that holds.
+  : [20_000, 50_000, 75_000, 100_000, 125_000, 150_000, 175_000, 200_000, 300_000, 500_000]);
 /** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
 const NARROWED = ['BENCH_SIZES', 'BENCH_RATES', 'BENCH_PLANES', 'BENCH_PARTS'].some((n) => process.env[n] !== undefined);
 const PLANES = ([
