@@ -8,7 +8,7 @@ import type { Topology } from '../agent/lab/topology.js';
 import { DEFAULT_MAX_FLOWS } from '../agent/flow/stage.js';
 import { attachMinimalMirror, detachMinimalMirror } from './anchors.js';
 import { PlaneUnavailable, type StartAgent } from './agent.js';
-import { TPUT_ANCHOR, TPUT_NONE, tputName } from './report.js';
+import { TPUT_ANCHOR, TPUT_NONE, tputName, tputSameCopies } from './report.js';
 
 const IPERF_PORT = 5201;
 const IPERF_SECONDS = 5;
@@ -55,14 +55,17 @@ async function iperf(t: Topology): Promise<{ gbps: number; data: number; acks: n
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Every packet of `protocol` both ways mirrored, with a flow log (window 60 s) on src's interface. */
-function agentConfig(t: Topology, plane: string, protocol: 'TCP' | 'UDP'): string {
+/**
+ * Every packet of `protocol` both ways mirrored, with a flow log (window 60 s) on src's
+ * interface; or (`egressOnly`) only src's egress and no flow log, the anchor's copies.
+ */
+function agentConfig(t: Topology, plane: string, protocol: 'TCP' | 'UDP', egressOnly = false): string {
   const all = { priority: 1, action: 'accept', protocol, sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: '0.0.0.0/0' };
   return JSON.stringify({
     agent: { vmId: 'bench', dataPlane: plane, metrics: { listen: METRICS }, control: { socket: join(t.workDir, 'run', `${plane}.sock`) } },
-    filters: [{ id: 'tf', ingressRules: [all], egressRules: [all] }],
+    filters: [{ id: 'tf', ingressRules: egressOnly ? [] : [all], egressRules: [all] }],
     sessions: [{ id: 'ts', priority: 1, vni: VNI, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
-    flowLogs: [{ id: 'fl', sources: [t.srcIf], window: WINDOW_SECONDS, sink: { type: 'file', path: join(t.workDir, `${plane}-flows.jsonl`) } }],
+    flowLogs: egressOnly ? [] : [{ id: 'fl', sources: [t.srcIf], window: WINDOW_SECONDS, sink: { type: 'file', path: join(t.workDir, `${plane}-flows.jsonl`) } }],
   });
 }
 
@@ -79,10 +82,15 @@ export async function throughput(t: Topology, planes: readonly string[], start: 
     { setup: TPUT_NONE, both: false, start: async () => async () => undefined },
     { setup: TPUT_ANCHOR, both: false, start: async () => { await attachMinimalMirror(t, t.v4.dst, VNI); return () => detachMinimalMirror(t); } },
   ];
+  const agentSetup = async (setup: string, plane: string, egressOnly: boolean): Promise<Setup> => {
+    const file = join(t.workDir, `tput-${plane}${egressOnly ? '-egress' : ''}.json`);
+    await writeFile(file, agentConfig(t, plane, 'TCP', egressOnly), { mode: 0o600 });
+    return { setup, both: !egressOnly, start: async () => { const a = await start(file); return async () => void (await a.stop('SIGTERM', 15_000)); } };
+  };
   for (const plane of planes) {
-    const file = join(t.workDir, `tput-${plane}.json`);
-    await writeFile(file, agentConfig(t, plane, 'TCP'), { mode: 0o600 });
-    setups.push({ setup: tputName(plane), both: true, start: async () => { const a = await start(file); return async () => void (await a.stop('SIGTERM', 15_000)); } });
+    setups.push(await agentSetup(tputName(plane), plane, false));
+    // The eBPF target compares the cost of rules and accounting over a bare clone.
+    if (plane === 'ebpf') setups.push(await agentSetup(tputSameCopies(plane), plane, true));
   }
   const out = new Map<string, ThroughputResult>(setups.map((s) => [s.setup, { setup: s.setup, gbps: null, runs: [], copies: 0, toCopy: 0 }]));
   const server = t.spawn('dst', 'iperf3', ['-s', '--forceflush', '-p', String(IPERF_PORT)]);

@@ -19,6 +19,8 @@ export const planeName = (plane: string, flowLogs: boolean) => `mirrorflow ${pla
 export const TPUT_NONE = 'no agent';
 export const TPUT_ANCHOR = 'minimal eBPF mirror (anchor)';
 export const tputName = (plane: string) => `mirrorflow ${plane} (+flow logs), all TCP mirrored`;
+/** The agent copying exactly what the anchor copies: src's egress, no flow logs. */
+export const tputSameCopies = (plane: string) => `mirrorflow ${plane}, src egress mirrored (the anchor's copies)`;
 
 const pct = (a: number, b: number) => (b > 0 ? `${Math.round((a / b) * 100)}%` : '-');
 const n = (x: number) => x.toLocaleString('en');
@@ -56,7 +58,7 @@ export function formatThroughput(rows: ThroughputResult[]): string {
   const none = rows.find((r) => r.setup === TPUT_NONE)?.gbps ?? 0;
   const anchor = rows.find((r) => r.setup === TPUT_ANCHOR)?.gbps ?? 0;
   return [
-    `Sender TCP throughput (iperf3, 5 s, src → dst, median of the runs, setups interleaved; the anchor copies src's egress, the agent every TCP segment both ways; copies counted at the destination's vxlan device, last run):`,
+    `Sender TCP throughput (iperf3, 5 s, src → dst, median of the runs, setups interleaved; the anchor copies src's egress; "all TCP mirrored" copies every TCP segment both ways and runs a flow log; copies counted at the destination's vxlan device, last run):`,
     '',
     '| setup | Gbit/s | runs | vs no agent | vs minimal eBPF mirror | copies delivered |',
     '| --- | --- | --- | --- | --- | --- |',
@@ -93,9 +95,10 @@ export function formatTargets(results: PlaneResult[], tput: ThroughputResult[], 
     'eBPF plane: zero loss at the highest rate the lab offers (no loss at the no-mirror baseline\'s top step; the sender\'s real rate with the plane vs without)',
     ebpfRan.map((e) => `${e.r!.plane} ${e.size} B: step ${n(e.r!.zeroLossPps)}, sent ${n(zeroLossRate(e.r!))} vs ${n(zeroLossRate(e.base!))} pps without mirroring`).join('; ') || 'unavailable');
   const anchor = tput.find((r) => r.setup === TPUT_ANCHOR)?.gbps ?? null;
-  const ebpfTput = tput.find((r) => r.setup === tputName('ebpf'))?.gbps ?? null;
+  // The cost of rules and accounting over a bare clone: the same copies as the anchor.
+  const ebpfTput = tput.find((r) => r.setup === tputSameCopies('ebpf'))?.gbps ?? null;
   say(anchor === null || ebpfTput === null ? null : ebpfTput >= 0.9 * anchor,
-    'eBPF plane: sender throughput ≥ 90% of the minimal mirror anchor',
+    'eBPF plane: sender throughput ≥ 90% of the minimal mirror anchor (same copies: src egress)',
     anchor === null || ebpfTput === null ? '-' : `${ebpfTput.toFixed(2)} vs ${anchor.toFixed(2)} Gbit/s (${pct(ebpfTput, anchor)})`);
   say(rules === null ? null : rules.ruleEvaluationNs <= 100, 'eBPF rule evaluation ≤ 100 ns (BPF_PROG_TEST_RUN, 10 rules × 3 sessions)',
     rules === null ? 'bench/results/ebpf-rules.json missing' : `${rules.ruleEvaluationNs} ns`);
