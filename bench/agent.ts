@@ -29,10 +29,13 @@ function firstError(agent: Spawned): string {
   return agent.lines.stderr.find((l) => l.trim() !== '') ?? 'exited without a message';
 }
 
+/** Extra node options for the agent, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it under load. */
+const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? [];
+
 /** Starts `node dist/agent/cli.js run --config file` in src and waits for "agent ready". */
 export function agentStarter(t: Topology): StartAgent {
   return async (file) => {
-    const agent = t.spawn('src', process.execPath, [CLI, 'run', '--config', file], { cwd: REPO });
+    const agent = t.spawn('src', process.execPath, [...NODE_ARGS, CLI, 'run', '--config', file], { cwd: REPO });
     try {
       await agent.waitForLine(/"msg":"agent ready"/, READY_TIMEOUT_MS, { stream: 'stdout' });
     } catch (err) {
