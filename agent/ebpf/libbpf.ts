@@ -4,6 +4,7 @@
 // for a `void *` parameter as a pointer to its memory, so libbpf's writes land in it.
 
 import koffi from 'koffi';
+import { NativeMemory } from '../native-memory.js';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -270,29 +271,16 @@ export const SKB_CTX_SIZE = 192;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
 
-/** Memory outside the JS heap the kernel reads and writes during a test run, reused. */
-class TestRunMemory {
-  private ptr: unknown;
-  readonly view: Buffer;
-  readonly address: bigint;
-
-  constructor(readonly size: number) {
-    this.ptr = koffi.alloc('uint8_t', size);
-    this.view = Buffer.from(koffi.view(this.ptr, size));
-    this.address = koffi.address(this.ptr);
-  }
-}
-
 const MAX_TEST_FRAME = 65535;
-let testMemory: { data: TestRunMemory; ctx: TestRunMemory; ctxOut: TestRunMemory; opts: Buffer } | undefined;
+let testMemory: { data: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;
 
 /** BPF_PROG_TEST_RUN of a TC program on one frame. */
 export function testRun(progFd: number, frame: Buffer, ctxIn: Buffer, repeat = 1): TestRunResult {
   if (frame.length > MAX_TEST_FRAME || ctxIn.length !== SKB_CTX_SIZE) throw new Error('test run: frame or context size out of range');
   testMemory ??= {
-    data: new TestRunMemory(MAX_TEST_FRAME),
-    ctx: new TestRunMemory(SKB_CTX_SIZE),
-    ctxOut: new TestRunMemory(SKB_CTX_SIZE),
+    data: new NativeMemory(MAX_TEST_FRAME),
+    ctx: new NativeMemory(SKB_CTX_SIZE),
+    ctxOut: new NativeMemory(SKB_CTX_SIZE),
     opts: Buffer.alloc(TEST_RUN_OPTS_SIZE),
   };
   const { data, ctx, ctxOut, opts } = testMemory;
@@ -300,10 +288,10 @@ export function testRun(progFd: number, frame: Buffer, ctxIn: Buffer, repeat = 1
   ctxIn.copy(ctx.view, 0);
   opts.fill(0);
   opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
-  opts.writeBigUInt64LE(data.address, 8);
+  opts.writeBigUInt64LE(BigInt(data.address), 8);
   opts.writeUInt32LE(frame.length, 24);
-  opts.writeBigUInt64LE(ctx.address, 32);
-  opts.writeBigUInt64LE(ctxOut.address, 40);
+  opts.writeBigUInt64LE(BigInt(ctx.address), 32);
+  opts.writeBigUInt64LE(BigInt(ctxOut.address), 40);
   opts.writeUInt32LE(SKB_CTX_SIZE, 48);
   opts.writeUInt32LE(SKB_CTX_SIZE, 52);
   opts.writeInt32LE(repeat, 60);

@@ -12,7 +12,8 @@ import type { Logger } from '../log.js';
 import type { MirrorOutput } from './output.js';
 import { flowHash, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from './flow-hash.js';
 import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
-import { EAGAIN, EINTR, errnoText, MessageVector, NativeMemory, socketAddress, UdpSocket } from './udp-socket.js';
+import { NativeMemory } from '../native-memory.js';
+import { EAGAIN, EINTR, errnoText, MessageVector, socketAddress, UdpSocket } from './udp-socket.js';
 
 export interface VxlanSenderOptions {
   address: string;

@@ -7,6 +7,7 @@
 // Constants are Linux's (identical on x86-64 and aarch64), structs the LP64 layout.
 import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
+import { NativeMemory } from '../native-memory.js';
 
 const libc = koffi.load('libc.so.6');
 
@@ -45,7 +46,7 @@ const EADDRINUSE = 98;
 const SOCKADDR_IN_LEN = 16;
 const SOCKADDR_IN6_LEN = 28;
 const IOVEC_LEN = 16;
-export const MMSGHDR_LEN = 64;
+const MMSGHDR_LEN = 64;
 const MSGHDR_IOV = 16;
 const MSGHDR_IOVLEN = 24;
 const MSGHDR_CONTROL = 32;
@@ -74,26 +75,6 @@ export function socketAddress(family: 4 | 6, address: string, port: number): Buf
   if (sys.inetPton(family === 4 ? AF_INET : AF_INET6, address, raw) !== 1) throw new Error(`not an IPv${family} address: ${address}`);
   raw.copy(sa, family === 4 ? 4 : 8, 0, family === 4 ? 4 : 16);
   return sa;
-}
-
-/** Memory outside the JS heap that the kernel reads by address; freed by release(). */
-export class NativeMemory {
-  private ptr: unknown;
-  readonly view: Buffer;
-  /** Below 2^48 on every Linux ABI we run on, so a JS number holds it exactly. */
-  readonly address: number;
-
-  constructor(size: number) {
-    this.ptr = koffi.alloc('uint8_t', size);
-    this.view = Buffer.from(koffi.view(this.ptr, size));
-    this.view.fill(0);
-    this.address = Number(koffi.address(this.ptr));
-  }
-
-  release(): void {
-    if (this.ptr !== null) koffi.free(this.ptr);
-    this.ptr = null;
-  }
 }
 
 /**
@@ -138,7 +119,7 @@ export class UdpSocket {
   /** errno (sock_extended_err.ee_errno) of the last entry drainErrorQueue() read. */
   queuedErrno = 0;
 
-  private constructor(fd: number, readonly family: 4 | 6, readonly port: number) {
+  private constructor(fd: number, readonly port: number) {
     this.fd = fd;
     const v = this.errMsg.view;
     const base = this.errMsg.address;
@@ -163,7 +144,7 @@ export class UdpSocket {
       let lastErrno = EADDRINUSE;
       for (let port = first; port < first + count; port++) {
         const sa = socketAddress(family, any, port);
-        if (sys.bind(fd, sa, sa.length) === 0) return new UdpSocket(fd, family, port);
+        if (sys.bind(fd, sa, sa.length) === 0) return new UdpSocket(fd, port);
         lastErrno = koffi.errno();
         if (lastErrno !== EADDRINUSE) break;
       }
