@@ -208,9 +208,9 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
 });
 
 /**
- * Twice the pcap plane's zero-loss rate with flow logs on, as far as trafgen gets: the plane
- * is lossless at 98-125k pps of 64-byte frames (docs/benchmarks.md), trafgen's ceiling here.
- * Asked for 200k, trafgen sends ~165k next to the agent, which drops (and counts) ~19 %.
+ * Twice the pcap plane's zero-loss rate with flow logs on (98-125k pps of 64-byte frames,
+ * docs/benchmarks.md), as far as trafgen goes: ~185k pps here without the agent, ~165k next
+ * to it, where the agent drops (and counts) ~19 % of the frames.
  */
 const OVERLOAD_PPS = 200_000;
 /** `make soak` sets OVERLOAD_SECONDS=60 (issue 7: a minute); `make test` runs a short one. */
