@@ -5,6 +5,7 @@
 // The sockets are non-blocking and never enter the event loop, so an ICMP error queued on
 // one cannot wake anything; the sender drains that queue when a send reports an error.
 // Constants are Linux's (identical on x86-64 and aarch64), structs the LP64 layout.
+import { constants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
 import { NativeMemory } from '../native-memory.js';
@@ -39,9 +40,8 @@ const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
 const MSG_ERRQUEUE = 0x2000;
 
-export const EINTR = 4;
-export const EAGAIN = 11;
-const EADDRINUSE = 98;
+export const { EINTR, EAGAIN } = constants.errno;
+const { EADDRINUSE } = constants.errno;
 
 const SOCKADDR_IN_LEN = 16;
 const SOCKADDR_IN6_LEN = 28;
