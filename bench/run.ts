@@ -36,8 +36,9 @@ const RATES = listEnv('BENCH_RATES') ?? (QUICK
   // trafgen tops out near 150-200k pps on this veth lab (its sends run the whole path); 25k
   // steps up to there resolve the planes' limits, the steps above show where that holds.
   : [20_000, 50_000, 75_000, 100_000, 125_000, 150_000, 175_000, 200_000, 300_000, 500_000]);
-/** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
+/** A narrowed run writes partial.* (or BENCH_OUT) instead of the full table in latest.*. */
 const NARROWED = ['BENCH_SIZES', 'BENCH_RATES', 'BENCH_PLANES', 'BENCH_PARTS'].some((n) => process.env[n] !== undefined);
+/** Agent configurations measured: data plane, and whether flow logs (with TCP analysis) run. */
 const PLANES = ([
   { plane: 'pcap', flowLogs: true },
   { plane: 'pcap', flowLogs: false },
