@@ -36,6 +36,8 @@ export interface InstallPlan {
   ifindexes: ReadonlyMap<string, number>;
   /** Indexed like rules.sessions. */
   sessions: readonly SlotSession[];
+  /** ifindex of the segmenting veth clones go to (0: nothing is cloned, as in rule tests). */
+  segIfindex: number;
 }
 
 export class MirrorMaps {
@@ -113,7 +115,7 @@ export class MirrorMaps {
     const next = this.active ^ 1;
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
-    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions));
+    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex));
     plan.rules.interfaces.forEach((name, pos) => {
       const ifindex = plan.ifindexes.get(name);
       if (ifindex === undefined) return;

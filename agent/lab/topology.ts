@@ -34,6 +34,8 @@ export interface TopologyOptions {
   vnis?: number[];
   /** Turn off TSO/GSO/GRO on every veth so captures show wire-sized frames. */
   disableOffloads?: boolean;
+  /** MTU of every veth (default the kernel's, 1500). */
+  mtu?: number;
   /** Keep the work directory (captures, config) after destroy(). */
   keepFiles?: boolean;
 }
@@ -189,6 +191,7 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
       await run('ip', ['-n', ns[role], 'addr', 'add', `${a4}/${addr4.prefixLen}`, 'dev', dev]);
       await run('ip', ['-n', ns[role], '-6', 'addr', 'add', `${a6}/${addr6.prefixLen}`, 'dev', dev, 'nodad']);
       if (opts.disableOffloads) await topo.exec(role, 'ethtool', ['-K', dev, 'tso', 'off', 'gso', 'off', 'gro', 'off']);
+      if (opts.mtu !== undefined) await run('ip', ['-n', ns[role], 'link', 'set', dev, 'mtu', String(opts.mtu)]);
       await run('ip', ['-n', ns[role], 'link', 'set', dev, 'up']);
     }
     await run('ip', ['-n', ns.src, 'route', 'add', 'default', 'via', addr4.peerSrc]);
