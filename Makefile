@@ -37,7 +37,10 @@ bpf: $(BPF_OBJ)
 build: deps $(BPF_OBJ)
 	npx tsc -p tsconfig.json
 
+# The tests and the bench are type-checked too (strict, as the agent), before anything runs.
 test: build
+	npx tsc -p test/tsconfig.json
+	npx tsc -p bench/tsconfig.json --noEmit
 	npx vitest run
 
 lab: build

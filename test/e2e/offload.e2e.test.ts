@@ -29,6 +29,9 @@ import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 const PLANES = ['ebpf', 'pcap'] as const;
 const VNI = 4242;
 const IPERF_PORT = 5201;
+/** A second iperf3 server behind a 2% random drop: retransmissions under TSO. */
+const LOSSY_PORT = 5202;
+const LOSSY_BYTES = 8 * 1024 * 1024;
 const UDP_PORT = 7000;
 const BYTES = 20 * 1024 * 1024;
 const CLAMPED_MSS = 1400;
@@ -151,6 +154,12 @@ async function startWriter(topo: Topology, file: string): Promise<{ file: string
   };
 }
 
+async function tcpCounters(t: Topology): Promise<{ retrans: number; outSegs: number }> {
+  const { stdout } = await t.exec('src', 'nstat', ['-az', '--json', 'TcpRetransSegs', 'TcpOutSegs']);
+  const k = (JSON.parse(stdout) as { kernel: { TcpRetransSegs: number; TcpOutSegs: number } }).kernel;
+  return { retrans: k.TcpRetransSegs, outSegs: k.TcpOutSegs };
+}
+
 async function vxlanRx(topo: Topology): Promise<{ packets: number; bytes: number }> {
   const { stdout } = await topo.exec('dst', 'ip', ['-s', '-j', 'link', 'show', 'dev', topo.vxlan[0]!.name]);
   const rx = (JSON.parse(stdout) as Array<{ stats64: { rx: { packets: number; bytes: number } } }>)[0]!.stats64.rx;
@@ -168,6 +177,8 @@ for (const plane of PLANES) {
       let metrics: { packets: number; bytes: number; truncated: number };
       let rx: { packets: number; bytes: number };
       const tcpCases: TcpCase[] = [];
+      /** The sender kernel's TcpRetransSegs over the lossy transfer. */
+      let kernelRetrans = 0;
       const udpCases: UdpCase[] = [];
       const frameLimit = (variant.mtu ?? 1500) - OUTER_V4;
 
@@ -198,6 +209,14 @@ for (const plane of PLANES) {
             tcpCases.push({ family, dir, cport, received });
           }
         }
+        await t.exec('peer', 'iptables', ['-A', 'INPUT', '-p', 'tcp', '--dport', String(LOSSY_PORT), '-m', 'statistic', '--mode', 'random', '--probability', '0.02', '-j', 'DROP']);
+        const lossy = t.spawn('peer', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(LOSSY_PORT)]);
+        await lossy.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
+        const before = await tcpCounters(t);
+        const lossyArgs = ['-c', t.v4.peerSrc, '-p', String(LOSSY_PORT), '-n', String(LOSSY_BYTES)];
+        if (variant.mss !== undefined) lossyArgs.push('-M', String(variant.mss));
+        await t.exec('src', 'iperf3', lossyArgs, { timeoutMs: TIMEOUT_MS });
+        kernelRetrans = (await tcpCounters(t)).retrans - before.retrans;
         let tag = 0;
         for (const family of [4, 6] as const) {
           for (const dir of ['out', 'in'] as const) {
@@ -275,6 +294,12 @@ for (const plane of PLANES) {
           expect(seen.length).toBe(c.datagrams);
           expect(new Set(seen).size).toBe(c.datagrams);
         }
+      });
+
+      it('retransmissions in the records equal the sender kernel\'s TcpRetransSegs, with TSO on (within 5%)', () => {
+        const mine = records.filter((r) => r.protocol === 6 && r.direction === 'out' && r.dstport === LOSSY_PORT).reduce((n, r) => n + (r.retrans ?? 0), 0);
+        expect(kernelRetrans).toBeGreaterThan(10);
+        expect(Math.abs(mine - kernelRetrans)).toBeLessThanOrEqual(kernelRetrans * 0.05);
       });
 
       it('flow records count the copies delivered: packets per 5-tuple and direction (SPEC §4)', () => {
