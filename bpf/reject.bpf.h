@@ -43,7 +43,9 @@ int BPF_PROG(mf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	__u16 proto;
 	__u64 now, ip_len;
 
-	if (reason != SKB_DROP_REASON_NETFILTER_DROP)
+	/* CO-RE: the enum's value on the running kernel (kernels renumber skb_drop_reason),
+	 * relocated at load, not the build host's. */
+	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP))
 		return 0;
 	state = bpf_map_lookup_elem(&mf_state, &zero);
 	if (!state)

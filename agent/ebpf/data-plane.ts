@@ -69,24 +69,30 @@ interface TcFilter {
 
 const OUR_HANDLE = `0x${TC_HANDLE.toString(16)}`;
 
-/** The filters on one clsact hook of an interface (none when it has no clsact). */
+/**
+ * The filters on one clsact hook of an interface (none when it has no clsact). Throws when
+ * `tc` cannot say: an unknown answer must never read as "no filters".
+ */
 async function tcFilters(name: string, hook: 'ingress' | 'egress'): Promise<TcFilter[]> {
-  try {
-    const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
-    return JSON.parse(stdout || '[]') as TcFilter[];
-  } catch {
-    return [];
-  }
+  const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
+  return JSON.parse(stdout || '[]') as TcFilter[];
 }
 
 const isOurs = (f: TcFilter) => f.pref === TC_PRIORITY && f.options?.handle === OUR_HANDLE && /^mf_(ingress|egress)/.test(f.options.bpf_name ?? '');
 
-/** True when some filter other than ours remains on the interface's clsact hooks. */
+/**
+ * True when some filter other than ours remains on the interface's clsact hooks, or when
+ * `tc` cannot tell (then the qdisc stays: removing it would take other tools' filters).
+ */
 async function hasForeignFilters(name: string): Promise<boolean> {
-  for (const hook of ['ingress', 'egress'] as const) {
-    if ((await tcFilters(name, hook)).some((f) => f.options?.handle !== undefined && !isOurs(f))) return true;
+  try {
+    for (const hook of ['ingress', 'egress'] as const) {
+      if ((await tcFilters(name, hook)).some((f) => f.options?.handle !== undefined && !isOurs(f))) return true;
+    }
+    return false;
+  } catch {
+    return true;
   }
-  return false;
 }
 
 export interface EbpfPlaneOptions {
@@ -139,7 +145,8 @@ export class EbpfDataPlane {
       if (ifindex === undefined) continue;
       const hooks = [['ingress', TC_INGRESS], ['egress', TC_EGRESS]] as const;
       for (const [hook, point] of hooks) {
-        if (!(await tcFilters(name, hook)).some(isOurs)) continue;
+        // An interface gone since readdir has nothing of ours left to remove.
+        if (!(await tcFilters(name, hook).catch(() => [])).some(isOurs)) continue;
         tcDetach(ifindex, point, TC_HANDLE, TC_PRIORITY);
         log.warn({ interface: name, hook }, 'removed a TC filter of ours left by a previous run (no state recorded)');
       }
