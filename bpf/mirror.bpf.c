@@ -8,9 +8,9 @@
  *     into the wire segments it stands for, with complete checksums, on its way out of
  *     mf-seg; each segment arrives on the veth peer (mf-seg-rx).
  *   mf_tunnel (clsact ingress of mf-seg-rx): once per wire segment, sets the tunnel key
- *     (VNI, remote), truncates the segment (SPEC §3), counts the copy, and redirects it to
- *     the session's external-mode VXLAN device, which encapsulates it with the UDP source
- *     port from the inner flow hash.
+ *     (VNI, remote) and the symmetric inner flow hash the UDP source port comes from,
+ *     truncates the segment (SPEC §3), counts the copy, and redirects it to the session's
+ *     external-mode VXLAN device, which encapsulates it.
  * The session travels from one to the other in skb->mark, which mf_ingress/mf_egress set
  * only around the clone and restore at once (the mark survives segmentation and the veth
  * hop within one network namespace). skb->cb[0] reports the decision (read back by
@@ -26,6 +26,7 @@
 #include "parse.bpf.h"
 #include "match.bpf.h"
 #include "reject.bpf.h"
+#include "flow_hash.bpf.h"
 
 /* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
 #define TC_ACT_UNSPEC (-1)
@@ -128,7 +129,8 @@ int mf_tunnel(struct __sk_buff *skb)
 	const struct mf_session *s;
 	struct mf_session_stats *st;
 	const struct mf_slot *slot;
-	__u32 mark = skb->mark, slot_idx, session;
+	struct mf_pkt p = {};
+	__u32 mark = skb->mark, slot_idx, session, hash;
 	__u64 flags = 0;
 
 	/* Only our clones are routed here; anything else is not ours to send. */
@@ -154,6 +156,14 @@ int mf_tunnel(struct __sk_buff *skb)
 	}
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags))
 		goto fail;
+	/* The outer source port (vxlan: udp_flow_src_port from skb->hash) comes from the
+	 * symmetric hash of the inner 5-tuple, read before the cut can shorten the headers.
+	 * Set on the copy only; the original's hash is the socket's, untouched. cb[1] reports
+	 * it to BPF_PROG_TEST_RUN. */
+	mf_parse(skb, &p);
+	hash = mf_flow_hash(&p);
+	bpf_set_hash(skb, hash);
+	skb->cb[1] = hash;
 	if (skb->len > s->trunc_len) {
 		if (bpf_skb_change_tail(skb, s->trunc_len, 0))
 			goto fail;

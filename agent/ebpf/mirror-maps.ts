@@ -168,11 +168,11 @@ export class MirrorMaps {
    * Runs mf_tunnel on one frame as if it were a segment of a clone arriving on the
    * segmenting veth with `mark`; returns the program's verdict and the frame it leaves.
    */
-  tunnel(frame: Buffer, mark: number): { verdict: number; frame: Buffer } {
+  tunnel(frame: Buffer, mark: number): { verdict: number; frame: Buffer; ctxOut: Buffer } {
     const ctx = Buffer.alloc(SKB_CTX_SIZE);
     ctx.writeUInt32LE(mark >>> 0, SKB_MARK_OFFSET);
     const run = testRun(this.tunnelFd, frame, ctx);
-    return { verdict: run.retval | 0, frame: run.dataOut };
+    return { verdict: run.retval | 0, frame: run.dataOut, ctxOut: run.ctxOut };
   }
 
   /**

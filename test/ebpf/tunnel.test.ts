@@ -8,7 +8,10 @@ import { parseConfig } from '../../agent/config/load.js';
 import { MF_MARK_MAGIC } from '../../agent/ebpf/layout.js';
 import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
 import { buildPacket } from '../../agent/packet/build.js';
-import { DIR_IN, DIR_OUT } from '../../agent/packet/view.js';
+import { decode } from '../../agent/packet/decode.js';
+import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
+import { flowHash, flowSourcePort, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
+import { SKB_CB_OFFSET } from '../../agent/ebpf/libbpf.js';
 import { compileRules } from '../../agent/rules/compile.js';
 
 /** linux/pkt_cls.h */
@@ -80,6 +83,39 @@ describe('mf_tunnel and the counter maps (BPF_PROG_TEST_RUN)', () => {
     const before = [maps.sessionStats(slot, 0), maps.sessionStats(slot, 1)];
     for (const m of [0, 0x12345678, (0x4d470000 | (slot << 8)) >>> 0]) expect(maps.tunnel(frame, m).verdict).toBe(TC_ACT_SHOT);
     expect([maps.sessionStats(slot, 0), maps.sessionStats(slot, 1)]).toEqual(before);
+  });
+
+  it('the outer port\'s flow hash is the same in the kernel and in TypeScript, and the same both ways (SPEC §3)', () => {
+    const view = new PacketView();
+    const cases = [
+      { src: '10.1.0.1', dst: '10.1.0.2', proto: 'tcp' as const, srcPort: 43210, dstPort: 80 },
+      { src: '10.1.0.9', dst: '10.1.0.2', proto: 'udp' as const, srcPort: 5000, dstPort: 5000 },
+      { src: '10.1.0.2', dst: '10.1.0.2', proto: 'udp' as const, srcPort: 1, dstPort: 2 },
+      { src: 'fd00::1', dst: 'fd00::2:1', proto: 'tcp' as const, srcPort: 50000, dstPort: 443 },
+      { src: '2001:db8::ffff:1', dst: '2001:db8::1', proto: 'udp' as const, srcPort: 53, dstPort: 33000 },
+      { src: '10.1.0.1', dst: '10.1.0.2', proto: 'icmp' as const },
+    ];
+    const ports = new Set<number>();
+    for (const c of cases) {
+      const there = buildPacket({ ...c, payload: 20 });
+      const back = buildPacket({ ...c, src: c.dst, dst: c.src, srcPort: c.dstPort, dstPort: c.srcPort, payload: 20 });
+      const hashes = [there, back].map((frame) => {
+        decode(view, frame, frame.length, frame.length);
+        const ts = flowHash(view);
+        const run = maps.tunnel(frame, mark(1));
+        expect(run.verdict).toBe(TC_ACT_REDIRECT);
+        return { ts, bpf: run.ctxOut.readUInt32LE(SKB_CB_OFFSET + 4), port: flowSourcePort(view) };
+      });
+      expect(hashes[0]!.bpf).toBe(hashes[0]!.ts);
+      expect(hashes[1]!.bpf).toBe(hashes[1]!.ts);
+      expect(hashes[1]!.ts).toBe(hashes[0]!.ts);
+      expect(hashes[0]!.port).toBe(hashes[1]!.port);
+      expect(hashes[0]!.port).toBeGreaterThanOrEqual(SOURCE_PORT_MIN);
+      expect(hashes[0]!.port).toBeLessThan(SOURCE_PORT_MAX);
+      ports.add(hashes[0]!.port);
+    }
+    // Different flows spread over the range.
+    expect(ports.size).toBeGreaterThan(cases.length - 2);
   });
 
   it('the decision programs count per interface and direction: packets, bytes and the decision', () => {
