@@ -28,6 +28,7 @@ import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { flowSourcePort } from '../../agent/mirror/flow-hash.js';
+import { coveredWithoutHoles } from '../../agent/lab/bulk.js';
 
 const PLANES = ['ebpf', 'pcap'] as const;
 const VNI = 4242;
@@ -113,19 +114,6 @@ async function decodeCopies(file: string): Promise<Copy[]> {
       ipChecksum: family === 4 ? (f['ip.checksum.status'] ?? '') : CHECKSUM_GOOD,
     };
   });
-}
-
-/** Length of the union of [start, start+len) in 32-bit sequence space, relative to the lowest start; -1 when it has a hole. */
-function coveredWithoutHoles(ranges: Array<{ seq: number; len: number }>): number {
-  if (ranges.length === 0) return 0;
-  const base = ranges.reduce((m, r) => (((r.seq - m) | 0) < 0 ? r.seq : m), ranges[0]!.seq);
-  const rel = ranges.map((r) => ({ start: (r.seq - base) >>> 0, end: ((r.seq - base) >>> 0) + r.len })).sort((a, b) => a.start - b.start);
-  let end = 0;
-  for (const r of rel) {
-    if (r.start > end) return -1;
-    end = Math.max(end, r.end);
-  }
-  return end;
 }
 
 /** Datagram numbers in the first 8 bytes of each inner UDP payload with `tag` (read from the copies' bytes). */
