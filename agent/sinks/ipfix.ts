@@ -150,9 +150,15 @@ export class IpfixSink extends QueuedSink {
       this.records += sent.length;
       this.bytes += off;
       if (withTemplates) this.templatesSentAt = now;
-      this.inFlight.push({ records: sent, sentAt: performance.now() });
-      this.inFlightRecords += sent.length;
-      this.armConfirmTimer();
+      if (this.probing) {
+        // An error for an earlier message came while this one was on its way: the collector
+        // is down, so this one goes again after the probe rather than waiting to be refused.
+        this.requeue(sent);
+      } else {
+        this.inFlight.push({ records: sent, sentAt: performance.now() });
+        this.inFlightRecords += sent.length;
+        this.armConfirmTimer();
+      }
     }
     this.skipped += skipped;
     this.confirm(skipped);
