@@ -2,11 +2,14 @@
 // - IPFIX: tcpdump captures the exporter's datagrams on loopback and tshark's IPFIX
 //   dissector decodes them; every decoded data record (NODATA too) must equal its JSON record, the
 //   messages must stay under the limit, and sequence numbers must follow RFC 7011.
+// - IPFIX against a collector that refuses every data message (iptables in a namespace of
+//   the test's own): each record is sent 5 times, then counted as dropped and logged.
 // - JSON lines file: the compiled sink runs in its own process, rotating fast, and is
 //   killed with SIGKILL mid-stream; rotated files hold only whole lines, and a sink that
 //   opens the file again continues after the last whole line, so the files hold one
 //   unbroken run of records.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { run, spawnProcess } from '../../agent/lab/exec.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
-import { createSink } from '../../agent/sinks/sink.js';
+import { createSink, type SinkStats } from '../../agent/sinks/sink.js';
 import { ensureBuilt, REPO_ROOT } from './helpers/build.js';
 
 const LISTEN_TIMEOUT_MS = 5000;
@@ -208,6 +211,45 @@ describe('IPFIX sink, decoded by tshark', () => {
       before += m.flows.length;
     }
     expect(messages.flatMap((m) => m.flows).map(asRecordFields)).toEqual(records.map(expectedFields));
+  });
+});
+
+describe('IPFIX sink against a collector that refuses every data message', () => {
+  it('sends each record 5 times, then counts it as dropped and logs it; template probes alone draw no error', async () => {
+    // A namespace of its own whose INPUT silently drops the small template-only probes (so
+    // the collector seems back each time) and answers every data message with ICMP port
+    // unreachable, as a collector that keeps going away would. (In OUTPUT the send itself
+    // would fail with EPERM, a different path.)
+    const ns = `ipfix-${randomBytes(3).toString('hex')}`;
+    const port = 4739;
+    const records = 20;
+    await run('ip', ['netns', 'add', ns]);
+    try {
+      await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      const rule = (...args: string[]) => run('ip', ['netns', 'exec', ns, 'iptables', '-A', 'INPUT', '-i', 'lo', '-p', 'udp', '--dport', String(port), ...args]);
+      await rule('-m', 'length', '--length', '0:300', '-j', 'DROP');
+      await rule('-j', 'REJECT', '--reject-with', 'icmp-port-unreachable');
+      const sinkModule = join(REPO_ROOT, 'dist/agent/sinks/sink.js');
+      const child = `
+        const { createSink } = await import(${JSON.stringify(sinkModule)});
+        const { pino } = await import('pino');
+        const lost = [];
+        const logger = pino({ level: 'error' }, { write: (l) => lost.push(JSON.parse(l).dropped) });
+        const sink = createSink({ type: 'ipfix', collector: '127.0.0.1:${port}', enterpriseNumber: 32473, templateRefresh: 10 },
+          { logger, flowLogId: 'fl-refused', retryMinMs: 10, retryMaxMs: 20, errorWaitMs: 100, closeTimeoutMs: 20000 });
+        const base = ${JSON.stringify(sampleRecords(1)[0])};
+        sink.write(Array.from({ length: ${records} }, (_, i) => ({ ...base, srcport: i })));
+        await sink.close();
+        console.log(JSON.stringify({ stats: sink.stats, lost }));`;
+      await ensureBuilt();
+      const { stdout } = await run('ip', ['netns', 'exec', ns, 'node', '--input-type=module', '-e', child], { cwd: REPO_ROOT, timeoutMs: 30_000 });
+      const { stats, lost } = JSON.parse(stdout) as { stats: SinkStats; lost: number[] };
+      expect(stats).toMatchObject({ dropped: records, pending: 0, records: 5 * records });
+      expect(stats.errors).toBeGreaterThanOrEqual(5);
+      expect(lost.reduce((a, b) => a + b, 0)).toBe(records);
+    } finally {
+      await run('ip', ['netns', 'del', ns]);
+    }
   });
 });
 
