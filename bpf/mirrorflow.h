@@ -145,7 +145,7 @@ struct mf_reject_key {
 	__u32 dst[4];
 	__u32 ifindex;
 	__u16 sport;         /* host byte order */
-	__u16 dport;
+	__u16 dport;         /* ICMP/ICMPv6: type << 8 | code (sport 0) */
 	__u8 protocol;
 	__u8 family;         /* 4 or 6 */
 	__u8 dir;

@@ -21,6 +21,15 @@ static __always_inline int mf_reject_ports(const unsigned char *l4, __u8 protoco
 {
 	__be16 ports[2];
 
+	if (protocol == P_ICMP || protocol == P_ICMPV6) {
+		/* ICMP flows are keyed per type and code, as the flow records are. */
+		__u8 tc[2];
+
+		if (bpf_probe_read_kernel(tc, sizeof(tc), l4))
+			return -1;
+		k->dport = (__u16)tc[0] << 8 | tc[1];
+		return 0;
+	}
 	if (protocol != P_TCP && protocol != P_UDP && protocol != P_SCTP)
 		return 0;
 	if (bpf_probe_read_kernel(ports, sizeof(ports), l4))
