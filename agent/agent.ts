@@ -534,6 +534,7 @@ export class Agent {
       vxlanDeviceErrors: () => this.deviceErrors.map(({ device, errors }) => [{ device }, errors] as const),
       configReloads: () => [...this.reloads].map(([result, n]) => [{ result }, n] as const),
       interfaceChanges: () => [...this.interfaceChanges].map(([name, n]) => [{ interface: name }, n] as const),
+      controlErrors: () => [...(this.control?.errors ?? [])].map(([reason, n]) => [{ reason }, n] as const),
     };
   }
 
