@@ -80,9 +80,20 @@ export class FlowLogs {
     this.stage?.closeWindowsBefore(nowSec);
   }
 
-  /** Clean shutdown: every open window written, every sink drained and closed. */
-  async stop(): Promise<void> {
+  /**
+   * Clean shutdown: every open window written, every sink drained and closed. Resolves with
+   * the records the sinks could not deliver before closing (each sink logs its own).
+   */
+  async stop(): Promise<number> {
+    const sinks = [...this.sinks.values()].map((e) => e.sink);
+    const droppedBefore = sinks.reduce((n, s) => n + s.stats.dropped, 0);
     await this.commit(undefined);
+    return sinks.reduce((n, s) => n + s.stats.dropped, 0) - droppedBefore;
+  }
+
+  /** Records accepted by the sinks and not delivered yet. */
+  pendingRecords(): number {
+    return [...this.sinks.values()].reduce((n, e) => n + e.sink.stats.pending, 0);
   }
 
   /** Runtime state of one flow log for `mirrorflow` status queries; undefined when not running. */
