@@ -47,8 +47,10 @@ program
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal, deadlineMs: STOP_DEADLINE_MS }, 'stopping');
+      // Armed before anything is logged: a log line to a stuck stdout may never return.
       const deadline = armStopDeadline(STOP_DEADLINE_MS, () => agent.pendingRecords());
+      deadline.setPending(agent.pendingRecords());
+      log.info({ signal, deadlineMs: STOP_DEADLINE_MS }, 'stopping');
       const counting = setInterval(() => deadline.setPending(agent.pendingRecords()), 100);
       counting.unref();
       agent.stop().then(
