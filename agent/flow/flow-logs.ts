@@ -25,6 +25,8 @@ export class FlowLogs {
   private stageKey = '';
   private sinks = new Map<string, SinkEntry>();
   private pendingSinks = new Map<string, SinkEntry>();
+  /** Sinks replaced or stopped whose close (drain) is still under way. */
+  private readonly closing = new Set<FlowSink>();
   private pendingKey = '';
   private readonly totals = new Map<FlowMetric, Totals>();
 
@@ -72,7 +74,8 @@ export class FlowLogs {
     this.sinks = keep;
     this.stage = next;
     this.stageKey = next ? this.pendingKey : '';
-    await Promise.all(closing.map((e) => e.sink.close()));
+    for (const e of closing) this.closing.add(e.sink);
+    await Promise.all(closing.map((e) => e.sink.close().finally(() => this.closing.delete(e.sink))));
   }
 
   /** Writes every window that has ended; `nowSec` already allows for capture latency. */
@@ -91,9 +94,12 @@ export class FlowLogs {
     return sinks.reduce((n, s) => n + s.stats.dropped, 0) - droppedBefore;
   }
 
-  /** Records accepted by the sinks and not delivered yet. */
+  /** Records accepted by the sinks (closing ones included) and not delivered yet. */
   pendingRecords(): number {
-    return [...this.sinks.values()].reduce((n, e) => n + e.sink.stats.pending, 0);
+    let n = 0;
+    for (const e of this.sinks.values()) n += e.sink.stats.pending;
+    for (const sink of this.closing) n += sink.stats.pending;
+    return n;
   }
 
   /** Runtime state of one flow log for `mirrorflow` status queries; undefined when not running. */

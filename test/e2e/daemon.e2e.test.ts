@@ -119,6 +119,10 @@ setInterval(() => { for (let i = 0; i < 20; i++) s.send(b, 10000 + (n++ % 4000),
       expect(took, agent.output()).toBeLessThan(deadlineMs + 2_000 + 1_500);
       expect(status.code === 0, `exit ${status.code ?? status.signal}`).toBe(false);
       expect(agent.output()).toMatch(/stop deadline passed|records that could not be written/);
+      // The records still queued when it ended are counted, not dropped silently.
+      const lost = /"(?:recordsLost|recordsUnwritten)":(\d+)/.exec(agent.lines.stderr.join('\n'))?.[1];
+      expect(Number(lost)).toBeGreaterThan(0);
+      console.log(`stuck stdout: gone after ${took} ms, ${status.code ?? status.signal}: ${agent.lines.stderr.join(' | ')}`);
     } finally {
       await flows.stop('SIGKILL');
       reader.destroy();
