@@ -102,7 +102,7 @@ interface Generation {
   flow: FlowStage | undefined;
   /** Capture drops already reported to the flow logs, by ifIndex. */
   dropsSeen: Float64Array;
-  /** By target address: the path MTU its sessions' copies are cut for (followed by checkPathMtu). */
+  /** By target address: the path MTU its sessions' copies are cut for (read at build, followed by checkPathMtu). */
   pathMtus: Map<string, number>;
 }
 
@@ -204,7 +204,7 @@ export class Agent {
       if (this.gen !== gen || now.mtu === before) continue;
       gen.pathMtus.set(address, now.mtu);
       for (const s of gen.rules.sessions) if (s.targetAddress === address) gen.senders[s.index]!.setPathMtu?.(now.mtu);
-      if (before !== undefined) this.log.info({ target: address, pathMtu: now.mtu, before, mtuSource: now.reason }, 'path MTU to mirror target changed; copies are cut to fit it');
+      this.log.info({ target: address, pathMtu: now.mtu, before, mtuSource: now.reason }, 'path MTU to mirror target changed; copies are cut to fit it');
     }
   }
 
@@ -417,6 +417,8 @@ export class Agent {
       for (const s of rules.sessions) {
         if (ebpf) {
           senders[s.index] = new KernelSessionOutput(ebpf.maps, slot, s.index, { family: s.targetFamily, packetLength: s.packetLength });
+          // What install() below cuts for (it reads the same route).
+          if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
           continue;
         }
         const mtu = await pathMtu(s.targetAddress);

@@ -203,15 +203,15 @@ setInterval(() => { for (let i = 0; i < 20; i++) s.send(b, 10000 + (n++ % 4000),
     }, 30_000);
   });
 
-  it('jumbo source, path shrinking to 1500: copies cut to 1450 once the route says so, no fragments, no EMSGSIZE', async () => {
+  it.each(['pcap', 'ebpf'] as const)('%s plane: jumbo source, path shrinking to 1500: copies cut to 1450 once the route says so, no fragments, no EMSGSIZE', async (plane) => {
     const JUMBO = 9000;
     for (const [role, dev] of [['src', topo.srcIf], ['peer', topo.peerSrcIf], ['peer', topo.peerDstIf], ['dst', topo.dstIf]] as const) {
       await topo.exec(role, 'ip', ['link', 'set', dev, 'mtu', String(JUMBO)]);
     }
     const agent = await startLabAgent(topo, {
-      agent: { vmId: 'jumbo', dataPlane: 'pcap' }, filters: [filter()], sessions: [session({ packetLength: 8500 })],
+      agent: { vmId: 'jumbo', dataPlane: plane }, filters: [filter()], sessions: [session({ packetLength: 8500 })],
     });
-    const outer = await startCapture(topo, 'dst', topo.dstIf, join(topo.workDir, 'jumbo.pcap'), ['udp', 'port', '4789', 'or', '(ip[6:2] & 0x3fff != 0)']);
+    const outer = await startCapture(topo, 'dst', topo.dstIf, join(topo.workDir, `jumbo-${plane}.pcap`), ['udp', 'port', '4789', 'or', '(ip[6:2] & 0x3fff != 0)']);
     const sendBig = (n: number) => topo.exec('src', process.execPath, ['-e', `
 const s = require('node:dgram').createSocket('udp4'); let left = ${n};
 const next = () => { if (left-- === 0) return s.close(); s.send(Buffer.alloc(4000), ${UDP_PORT}, '${topo.v4.peerSrc}', () => setTimeout(next, 2)); };
