@@ -189,7 +189,7 @@ export class Agent {
     void this.checkDeviceErrors();
     if (Date.now() - this.lastPathMtuCheck >= PATH_MTU_CHECK_MS && gen) {
       this.lastPathMtuCheck = Date.now();
-      void this.checkPathMtu(gen);
+      this.checkPathMtu(gen).catch((err: unknown) => this.log.warn({ err }, 'could not apply a path MTU change; copies keep their cut'));
     }
   }
 
