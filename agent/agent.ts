@@ -25,6 +25,7 @@ import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
+import { interfaceState, MISSING } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
@@ -38,29 +39,6 @@ const TICK_MS = 1000;
 const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 5000);
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
-const MISSING = 'missing';
-
-/**
- * What identifies one life of an interface: its kernel index and its count of carrier
- * changes. Deletion, re-creation and down/up all change it; a capture handle does not
- * always survive them, so the agent reopens capture when it changes.
- * (Names are checked by the config schema before they reach a path.)
- */
-async function interfaceState(name: string): Promise<string> {
-  // Only a missing file means a missing interface: any other failure (EMFILE when descriptors
-  // run out) says nothing about the interface and is thrown, so it is not taken for a change.
-  const absent = (fallback: string) => (err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT' || err.code === 'ENODEV') return fallback;
-    throw err;
-  };
-  const dir = `/sys/class/net/${name}`;
-  const [index, changes] = await Promise.all([
-    readFile(`${dir}/ifindex`, 'utf8').catch(absent(MISSING)),
-    // Some devices have no carrier_changes; their ifindex alone identifies the life.
-    readFile(`${dir}/carrier_changes`, 'utf8').catch(absent('')),
-  ]);
-  return index === MISSING ? MISSING : `${index.trim()}/${changes.trim()}`;
-}
 
 /** The MAC the kernel uses as source on this interface. */
 async function interfaceMac(name: string): Promise<string> {
