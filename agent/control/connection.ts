@@ -43,6 +43,8 @@ export function serveConnection(
   let partialBytes = 0;
   const queue: string[] = [];
   let answering = false;
+  /** An answer is being computed (an edit may take a while): that is not the client idling. */
+  let computing = false;
   let inputEnded = false;
   let refused = false;
 
@@ -83,7 +85,8 @@ export function serveConnection(
         }
         const line = queue.shift()!;
         updateReading();
-        const response = await answer(line);
+        computing = true;
+        const response = await answer(line).finally(() => (computing = false));
         if (socket.writable) socket.write(encodeMessage(response));
       }
     } finally {
@@ -128,8 +131,8 @@ export function serveConnection(
   socket.on('drain', updateReading);
   socket.on('error', (err: NodeJS.ErrnoException) => onError(errorReason(err), err));
   socket.setTimeout(limits.idleMs, () => {
-    // Waiting for its own answer to be computed is not idling.
-    if (answering) return;
+    // A client that reads none of its answers for this long is idle too.
+    if (computing) return;
     onError('idle_timeout');
     socket.destroy();
   });

@@ -194,6 +194,20 @@ describe('control socket: bounded memory', () => {
     expect(await controlRequest(socketPath, 'status')).toEqual(BIG_STATUS);
   });
 
+  it('closes a connection whose client stops reading its answers for idleMs', async () => {
+    const s = await connect();
+    let text = '';
+    for (let i = 0; i < 200; i++) text += request(i);
+    s.write(text);
+    // The client reads nothing, so it cannot see the close itself: watch the agent's side.
+    const started = Date.now();
+    while (server.connectionCount > 0 && Date.now() - started < LIMITS.idleMs + 5_000) await new Promise((r) => setTimeout(r, 50));
+    expect(server.connectionCount).toBe(0);
+    expect(errorCount('idle_timeout')).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(LIMITS.idleMs - 100);
+    s.destroy();
+  });
+
   it('closes a connection idle for idleMs', async () => {
     const s = await connect();
     const started = Date.now();
