@@ -25,6 +25,8 @@ const SESSION = 'ts-soak';
 /** A second session the edits stop and start: a real rebuild that leaves the stream mirrored. */
 const OTHER = 'ts-other';
 const RSS_GROWTH_LIMIT_KIB = 10 * 1024;
+/** A leak this large has failed already: stop the rounds before it takes the host's memory. */
+const RSS_ABORT_KIB = 1024 * 1024;
 const TIMEOUT_MS = AGENT_TIMEOUT_MS;
 
 interface Footprint {
@@ -130,11 +132,14 @@ describe(`soak: ${RELOADS} reloads, ${FLAPS} link flaps, ${EDITS} control edits 
     }
     const baseline = await footprint(pid);
     const rounds = Math.max(RELOADS, FLAPS, EDITS);
-    for (let i = 1; i < rounds; i++) {
+    let ran = 1;
+    for (let i = 1; i < rounds && (await footprint(pid)).rssKib - baseline.rssKib <= RSS_ABORT_KIB; i++, ran++) {
       if (i < RELOADS) await reload();
       if (i < FLAPS) await flap();
       if (i < EDITS) await edit();
     }
+    console.log(`soak: ${ran} of ${rounds} rounds run`);
+    expect.soft(ran, 'rounds run before RSS growth passed 1 GiB').toBe(rounds);
     if (edits % 2 === 1) await edit();
     await decap.waitFor(decap.count() + 50, TIMEOUT_MS);
     const after = await footprint(pid);
