@@ -1,5 +1,5 @@
 // SIGTERM must end the process in bounded time, whatever hangs: a sink whose reader is stuck,
-// a logger writing to a full pipe, a thread blocked in a system call. Two guards:
+// a thread blocked in a system call. Two guards:
 // - at the deadline the main thread logs what is still unwritten to stderr and ends the
 //   process with _exit(1): no exit handlers (a logger flushing into a stuck stdout would block
 //   them) and no joining of worker threads blocked in I/O (libuv's shutdown would wait);
