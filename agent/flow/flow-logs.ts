@@ -25,8 +25,8 @@ export class FlowLogs {
   private stageKey = '';
   private sinks = new Map<string, SinkEntry>();
   private pendingSinks = new Map<string, SinkEntry>();
-  /** Sinks replaced or stopped whose close (drain) is still under way. */
-  private readonly closing = new Set<FlowSink>();
+  /** The sinks stop() is closing: their undelivered records still count as pending. */
+  private stoppingSinks: FlowSink[] = [];
   private pendingKey = '';
   private readonly totals = new Map<FlowMetric, Totals>();
 
@@ -74,8 +74,7 @@ export class FlowLogs {
     this.sinks = keep;
     this.stage = next;
     this.stageKey = next ? this.pendingKey : '';
-    for (const e of closing) this.closing.add(e.sink);
-    await Promise.all(closing.map((e) => e.sink.close().finally(() => this.closing.delete(e.sink))));
+    await Promise.all(closing.map((e) => e.sink.close()));
   }
 
   /** Writes every window that has ended; `nowSec` already allows for capture latency. */
@@ -89,16 +88,17 @@ export class FlowLogs {
    */
   async stop(): Promise<number> {
     const sinks = [...this.sinks.values()].map((e) => e.sink);
+    this.stoppingSinks = sinks;
     const droppedBefore = sinks.reduce((n, s) => n + s.stats.dropped, 0);
     await this.commit(undefined);
     return sinks.reduce((n, s) => n + s.stats.dropped, 0) - droppedBefore;
   }
 
-  /** Records accepted by the sinks (closing ones included) and not delivered yet. */
+  /** Records accepted by the sinks (those stop() is closing included) and not delivered yet. */
   pendingRecords(): number {
     let n = 0;
     for (const e of this.sinks.values()) n += e.sink.stats.pending;
-    for (const sink of this.closing) n += sink.stats.pending;
+    for (const sink of this.stoppingSinks) n += sink.stats.pending;
     return n;
   }
 
