@@ -91,7 +91,7 @@ describe('daemon: under a lab (root, veth, real agent)', () => {
     const reader = createReadStream(fifo, { highWaterMark: 4096 });
     let seen = '';
     await new Promise<void>((resolve, reject) => {
-      const onData = (chunk: Buffer) => {
+      const onData = (chunk: string | Buffer) => {
         seen += chunk.toString();
         if (READY.test(seen)) {
           reader.off('data', onData);
