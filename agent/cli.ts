@@ -10,6 +10,7 @@ import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
 import { ControlError } from './control/protocol.js';
+import { flowsCommand } from './analysis/flows-command.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
 /** SIGTERM must end in bounded time even if a sink or socket hangs. */
@@ -167,5 +168,7 @@ for (const [name, op] of [['add-source', 'session.addSource'], ['remove-source',
     .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
     .action((id: string, iface: string, opts: { socket: string }) => control(opts.socket, op, { id, interface: iface }, formatResult));
 }
+
+program.addCommand(flowsCommand(DEFAULT_CONFIG));
 
 await program.parseAsync(process.argv);
