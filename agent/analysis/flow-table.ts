@@ -159,8 +159,11 @@ function linesOf(files: readonly FlowFile[], withFilename: boolean): string {
  * appears only on SKIPDATA records, so it is taken apart from the others.
  */
 function tolerantSelect(files: readonly FlowFile[]): string {
-  return `SELECT unnest(json_transform_strict(${TOLERANT_COLUMN}, ${literal(transformStructure(['skipped-packets']))})), ` +
-    `json_extract(${TOLERANT_COLUMN}, '$."skipped-packets"')::BIGINT AS "skipped-packets" ` +
+  // The CASE keeps the transform off invalid lines even where the optimizer evaluates a
+  // pushed-down filter on the transformed columns before the WHERE below.
+  const valid = `CASE WHEN json_valid(${TOLERANT_COLUMN}) THEN ${TOLERANT_COLUMN} END`;
+  return `SELECT unnest(json_transform_strict(${valid}, ${literal(transformStructure(['skipped-packets']))})), ` +
+    `json_extract(${valid}, '$."skipped-packets"')::BIGINT AS "skipped-packets" ` +
     `FROM ${linesOf(files, false)} WHERE json_valid(${TOLERANT_COLUMN})`;
 }
 

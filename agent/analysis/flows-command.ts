@@ -104,7 +104,7 @@ async function runReports(name: string | undefined, opts: ReportOptions): Promis
   const filters = reportFilters(opts);
   const reports: readonly Report[] = name === undefined ? REPORTS : [reportNamed(name)];
   if (opts.showSql === true) {
-    process.stdout.write(reports.map((r) => `-- ${r.name}: ${r.title}\n${r.sql(filters)};\n`).join('\n'));
+    process.stdout.write(reports.map((r) => `/* ${r.name}: ${r.title} */\n${r.sql(filters)};\n`).join('\n'));
     return;
   }
   const table = await openTable(opts);
