@@ -30,6 +30,8 @@ svg.chart .axis-title { fill: #666; } nav a { margin-right: 14px; } .warn { colo
 
 /** Units of a result column, by name, for the people reading the page. */
 function columnFormat(name: string): (v: number) => string {
+  // Identifiers that happen to be numbers: no thousands separators in port 3389.
+  if (name.endsWith('port') || name === 'protocol' || name === 'version') return String;
   if (name === 'bytes') return formatBytes;
   if (name === 'bandwidth') return formatBitRate;
   if (name.endsWith('-pct')) return (v) => `${v.toFixed(2)} %`;

@@ -13,8 +13,8 @@ export interface TimeSeries {
   points: ReadonlyArray<{ t: number; v: number }>;
 }
 
-/** Okabe–Ito colours: distinguishable with the common colour-vision deficiencies. */
-export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#F0E442', '#000000', '#999999'];
+/** Okabe–Ito colours: distinguishable with the common colour-vision deficiencies; the pale yellow last, as it is faint on white. */
+export const PALETTE = ['#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#000000', '#999999', '#F0E442'];
 
 const FONT = 12;
 const BAR_HEIGHT = 16;
