@@ -14,6 +14,8 @@ packages=(
   systemd           # systemd-analyze verify of the unit
   prometheus        # promtool check metrics
   iptables          # induced loss (statistic match) and host drops in tests
+  chromium          # renders the `flows report` page in its test (headless)
+  jq                # what `make bench` compares `flows query` against
 )
 
 missing=()

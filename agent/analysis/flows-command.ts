@@ -1,32 +1,10 @@
 // `mirrorflow flows query|report`: SQL and ready reports over the flow log files (SPEC §6,
-// docs/flow-analysis.md).
-import { writeFile } from 'node:fs/promises';
+// docs/flow-analysis.md). Only the options live here: the work, and DuckDB (a 70 MB
+// library), is loaded when a flows command runs, never by `mirrorflow run`.
 import { Command, Option } from 'commander';
-import { loadConfig } from '../config/load.js';
-import { ConfigError } from '../errors.js';
-import { filesFromConfig, filesFromGlobs, FlowFilesError, type FlowFile } from './flow-files.js';
-import { FlowQueryError, FlowTable } from './flow-table.js';
-import { OUTPUT_FORMATS, writeRows, type OutputFormat } from './output-format.js';
-import { terminalProgress } from './progress.js';
-import { renderReportPage } from './report-page.js';
-import { runOverview, runReport } from './report-runner.js';
-import { parseAddress, parseInterface, parseTime, ReportFilterError, reportNamed, REPORTS, type Report, type ReportFilters } from './reports.js';
-
-interface SourceOptions {
-  config: string;
-  files?: string[];
-  format: OutputFormat;
-}
-
-interface ReportOptions extends SourceOptions {
-  since?: string;
-  until?: string;
-  eni?: string;
-  addr?: string;
-  limit: number;
-  showSql?: boolean;
-  out?: string;
-}
+import { OUTPUT_FORMATS } from './output-format.js';
+import { REPORTS } from './reports.js';
+import type { ReportOptions, SourceOptions } from './flows-run.js';
 
 const DEFAULT_LIMIT = 10;
 
@@ -37,110 +15,11 @@ function sourceOptions(cmd: Command, defaultConfig: string): Command {
     .addOption(new Option('--format <format>', 'output format').choices(OUTPUT_FORMATS).default('table'));
 }
 
-async function resolveFiles(opts: SourceOptions): Promise<FlowFile[]> {
-  if (opts.files !== undefined) return filesFromGlobs(opts.files);
-  return filesFromConfig(await loadConfig(opts.config), opts.config);
-}
-
-/** Opens the table over the files, warning on stderr about lines it had to skip. */
-async function openTable(opts: SourceOptions): Promise<FlowTable> {
-  const table = await FlowTable.open(await resolveFiles(opts));
-  for (const s of table.skipped) {
-    process.stderr.write(`flows: skipped ${s.lines} incomplete line${s.lines === 1 ? '' : 's'} in ${s.path} (a file being written, or cut by a crash)\n`);
-  }
-  return table;
-}
-
-function scanLabel(table: FlowTable): string {
-  const bytes = table.files.reduce((n, f) => n + f.size, 0);
-  return `scanning ${table.files.length} flow log file${table.files.length === 1 ? '' : 's'} (${(bytes / 1e6).toFixed(0)} MB)`;
-}
-
-/** Known failures end with their message and exit 1; anything else is a bug and keeps its stack. */
-async function guarded(command: string, action: () => Promise<void>): Promise<void> {
-  try {
-    await action();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
-    } else if (err instanceof FlowQueryError || err instanceof FlowFilesError || err instanceof ReportFilterError || (err as NodeJS.ErrnoException).code !== undefined) {
-      process.stderr.write(`flows ${command}: ${(err as Error).message}\n`);
-    } else {
-      throw err;
-    }
-    process.exitCode = 1;
-  }
-}
-
-function reportFilters(opts: ReportOptions): ReportFilters {
-  if (!Number.isInteger(opts.limit) || opts.limit < 1) throw new ReportFilterError(`--limit ${opts.limit}: must be a whole number ≥ 1`);
-  return {
-    since: opts.since === undefined ? undefined : parseTime('--since', opts.since),
-    until: opts.until === undefined ? undefined : parseTime('--until', opts.until),
-    eni: opts.eni === undefined ? undefined : parseInterface(opts.eni),
-    addr: opts.addr === undefined ? undefined : parseAddress(opts.addr),
-    limit: opts.limit,
-  };
-}
-
-async function runQuery(sql: string, opts: SourceOptions): Promise<void> {
-  const table = await openTable(opts);
-  const progress = terminalProgress(process.stderr, scanLabel(table));
-  try {
-    const result = await table.stream(sql, (p) => progress.update(p));
-    let first = true;
-    await writeRows(opts.format, result.columns, result.types, result.rows, (text) => {
-      if (first) progress.done();
-      first = false;
-      process.stdout.write(text);
-    });
-  } finally {
-    progress.done();
-    table.close();
-  }
-}
-
-async function runReports(name: string | undefined, opts: ReportOptions): Promise<void> {
-  const filters = reportFilters(opts);
-  const reports: readonly Report[] = name === undefined ? REPORTS : [reportNamed(name)];
-  if (opts.showSql === true) {
-    process.stdout.write(reports.map((r) => `/* ${r.name}: ${r.title} */\n${r.sql(filters)};\n`).join('\n'));
-    return;
-  }
-  const table = await openTable(opts);
-  const progress = terminalProgress(process.stderr, scanLabel(table));
-  const onProgress = (p: number): void => progress.update(p);
-  try {
-    const results = [];
-    for (const report of reports) results.push(await runReport(table, report, filters, onProgress));
-    if (opts.out !== undefined) {
-      const overview = await runOverview(table, filters, onProgress);
-      progress.done();
-      const page = renderReportPage({ generatedAt: new Date(), files: table.files, skipped: table.skipped, filters, overview, results });
-      await writeFile(opts.out, page);
-      process.stderr.write(`flows report: wrote ${opts.out} (${results.length} report${results.length === 1 ? '' : 's'} over ${overview.records} records)\n`);
-      return;
-    }
-    progress.done();
-    for (const [i, r] of results.entries()) {
-      if (results.length > 1 && opts.format === 'table') process.stdout.write(`${i > 0 ? '\n' : ''}== ${r.report.title} (${r.report.name})\n`);
-      await writeRows(opts.format, r.columns, r.types, once(r.rows), (text) => process.stdout.write(text));
-    }
-  } finally {
-    progress.done();
-    table.close();
-  }
-}
-
-async function* once<T>(value: T): AsyncIterable<T> {
-  yield value;
-}
-
 export function flowsCommand(defaultConfig: string): Command {
   const flows = new Command('flows').description('ask the flow log files questions: SQL (DuckDB) and ready reports');
   sourceOptions(flows.command('query <sql>'), defaultConfig)
     .description('run SQL over the flow log records as the table `flows` (quote "log-status", "end" and the other hyphenated names)')
-    .action((sql: string, opts: SourceOptions) => guarded('query', () => runQuery(sql, opts)));
+    .action((sql: string, opts: SourceOptions) => run((m) => m.guarded('query', () => m.runQuery(sql, opts))));
   sourceOptions(flows.command('report [name]'), defaultConfig)
     .description(`ready reports (${REPORTS.map((r) => r.name).join(', ')}; all when no name): as text, or one HTML page with --out`)
     .option('--since <time>', 'records whose window ends after this (ISO 8601, epoch seconds, or 30m/6h/2d ago)')
@@ -150,6 +29,10 @@ export function flowsCommand(defaultConfig: string): Command {
     .option('--limit <n>', 'rows of each ranking (destinations drawn, for bandwidth)', (v) => Number(v), DEFAULT_LIMIT)
     .option('--show-sql', 'print the SQL the reports run (filters filled in) instead of running it')
     .option('--out <file.html>', 'write one self-contained HTML page with the charts and tables')
-    .action((name: string | undefined, opts: ReportOptions) => guarded('report', () => runReports(name, opts)));
+    .action((name: string | undefined, opts: ReportOptions) => run((m) => m.guarded('report', () => m.runReports(name, opts))));
   return flows;
+}
+
+async function run(use: (m: typeof import('./flows-run.js')) => Promise<void>): Promise<void> {
+  await use(await import('./flows-run.js'));
 }
