@@ -54,10 +54,6 @@ export class FlowTable {
     return table;
   }
 
-  get skippedLines(): number {
-    return this.skipped.reduce((n, s) => n + s.lines, 0);
-  }
-
   /**
    * Runs one statement and streams its rows. A file that grew a partial line while it
    * was being read (the writer's append seen half done) moves to the line-by-line path

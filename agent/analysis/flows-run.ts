@@ -32,13 +32,20 @@ async function resolveFiles(opts: SourceOptions): Promise<FlowFile[]> {
   return filesFromConfig(await loadConfig(opts.config), opts.config);
 }
 
-/** Opens the table over the files, warning on stderr about lines it had to skip. */
 async function openTable(opts: SourceOptions): Promise<FlowTable> {
-  const table = await FlowTable.open(await resolveFiles(opts));
+  const files = await resolveFiles(opts);
+  if (files.every((f) => f.size === 0)) {
+    process.stderr.write(`flows: ${files.length === 1 ? 'the file is' : `all ${files.length} files are`} empty (${files.map((f) => f.path).join(', ')}): no records to query\n`);
+  }
+  return FlowTable.open(files);
+}
+
+/** Closes the table, first telling stderr about the lines it skipped (known only once the statements ran). */
+function closeTable(table: FlowTable): void {
   for (const s of table.skipped) {
     process.stderr.write(`flows: skipped ${s.lines} incomplete line${s.lines === 1 ? '' : 's'} in ${s.path} (a file being written, or cut by a crash)\n`);
   }
-  return table;
+  table.close();
 }
 
 function scanLabel(table: FlowTable): string {
@@ -86,7 +93,7 @@ export async function runQuery(sql: string, opts: SourceOptions): Promise<void> 
     });
   } finally {
     progress.done();
-    table.close();
+    closeTable(table);
   }
 }
 
@@ -118,7 +125,7 @@ export async function runReports(name: string | undefined, opts: ReportOptions):
     }
   } finally {
     progress.done();
-    table.close();
+    closeTable(table);
   }
 }
 
