@@ -49,7 +49,11 @@ export class FlowTable {
     // In memory: the view reads the files on each query; nothing is stored. Extensions
     // not built into the package (icu, inet …) stay out: loading one would download it.
     const instance = await DuckDBInstance.create(':memory:', { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false' });
-    const table = new FlowTable(instance, await instance.connect(), files);
+    const connection = await instance.connect();
+    // The progress bar setting makes DuckDB track a statement's progress (which the
+    // progress line reads); DuckDB's own printing of it stays off.
+    await connection.run('SET enable_progress_bar = true; SET enable_progress_bar_print = false');
+    const table = new FlowTable(instance, connection, files);
     await table.createView();
     return table;
   }
