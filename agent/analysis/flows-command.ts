@@ -10,8 +10,8 @@ const DEFAULT_LIMIT = 10;
 
 function sourceOptions(cmd: Command, defaultConfig: string): Command {
   return cmd
-    .option('-c, --config <file>', 'read the files of the config\'s file sinks, rotations included', defaultConfig)
-    .option('--files <glob...>', 'read these files instead (quote globs: \'/var/log/mirrorflow/*.jsonl*\')')
+    .addOption(new Option('-c, --config <file>', 'read the files of the config\'s file sinks, rotations included').default(defaultConfig).conflicts('files'))
+    .option('--files <glob...>', 'read these files instead (quote globs: \'/var/log/mirrorflow/*.jsonl*\'; put them after the SQL, or end them with --)')
     .addOption(new Option('--format <format>', 'output format').choices(OUTPUT_FORMATS).default('table'));
 }
 
