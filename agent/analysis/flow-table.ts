@@ -3,6 +3,8 @@
 // error naming the file and line). A file whose last line is incomplete — being written,
 // or cut by a crash — is read line by line instead: lines that are not whole JSON
 // documents are skipped and counted, so a query never fails on the tail of a live file.
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection, type DuckDBResult, type JS } from '@duckdb/node-api';
 import { DERIVED_COLUMNS, FLOW_COLUMNS, ident, literal, readJsonColumns, transformStructure } from './columns.js';
 import { redescribe, type FlowFile } from './flow-files.js';
@@ -26,6 +28,8 @@ export interface StreamedResult {
 export type ProgressListener = (percentage: number) => void;
 
 const PROGRESS_POLL_MS = 250;
+/** DuckDB's memory for one flows command (its default is 80 % of the host's RAM). */
+const MEMORY_LIMIT = '1GB';
 const TOLERANT_COLUMN = 'line';
 /** A byte that never occurs raw in JSON text (control characters must be escaped), so each line is one CSV field. */
 const NO_DELIMITER = String.raw`E'\x01'`;
@@ -48,7 +52,12 @@ export class FlowTable {
   static async open(files: readonly FlowFile[]): Promise<FlowTable> {
     // In memory: the view reads the files on each query; nothing is stored. Extensions
     // not built into the package (icu, inet …) stay out: loading one would download it.
-    const instance = await DuckDBInstance.create(':memory:', { autoinstall_known_extensions: 'false', autoload_known_extensions: 'false' });
+    const instance = await DuckDBInstance.create(':memory:', {
+      autoinstall_known_extensions: 'false', autoload_known_extensions: 'false',
+      // A bounded share of the host the agent observes: a large sort or GROUP BY spills
+      // to a temporary directory (removed when DuckDB closes) instead of growing.
+      memory_limit: MEMORY_LIMIT, temp_directory: join(tmpdir(), `mirrorflow-flows-${process.pid}`),
+    });
     const connection = await instance.connect();
     // The progress bar setting makes DuckDB track a statement's progress (which the
     // progress line reads); DuckDB's own printing of it stays off.
