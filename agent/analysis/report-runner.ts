@@ -1,7 +1,7 @@
 // Runs the ready reports (and the overview the page opens with) over a flow table.
 import type { JS } from '@duckdb/node-api';
 import type { FlowTable, ProgressListener } from './flow-table.js';
-import type { Report, ReportFilters } from './reports.js';
+import { conditions, type Report, type ReportFilters } from './reports.js';
 
 export interface ReportResult {
   report: Report;
@@ -24,11 +24,9 @@ export interface Overview {
   last: Date | null;
 }
 
-/** What the records in the filters' range add up to, for the page's opening lines. */
+/** What the records of the filters' time range and interface add up to, for the page's opening lines (NODATA/SKIPDATA included, so not --addr). */
 export function overviewSql(f: ReportFilters): string {
-  const c: string[] = [];
-  if (f.since !== undefined) c.push(`"end" > ${f.since}`);
-  if (f.until !== undefined) c.push(`start < ${f.until}`);
+  const c = conditions(f, false);
   return `SELECT count(*) AS records,
        count(*) FILTER (WHERE "log-status" = 'OK') AS ok,
        count(*) FILTER (WHERE "log-status" = 'NODATA') AS nodata,

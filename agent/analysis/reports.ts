@@ -29,7 +29,7 @@ export interface Report {
 export class ReportFilterError extends Error {}
 
 /** Conditions of the filters, as SQL; `addresses` false for reports on records without addresses (NODATA, SKIPDATA). */
-function conditions(f: ReportFilters, addresses = true): string[] {
+export function conditions(f: ReportFilters, addresses = true): string[] {
   const c: string[] = [];
   if (f.since !== undefined) c.push(`"end" > ${f.since}`);
   if (f.until !== undefined) c.push(`start < ${f.until}`);
