@@ -5,12 +5,12 @@ import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
+import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
 import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
 import { ControlError } from './control/protocol.js';
-import { flowsCommand } from './analysis/flows-command.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
 /** SIGTERM must end in bounded time even if a sink or socket hangs. */
