@@ -5,6 +5,7 @@ import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
+import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
 import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
@@ -183,5 +184,7 @@ for (const [name, op] of [['add-source', 'session.addSource'], ['remove-source',
     .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
     .action((id: string, iface: string, opts: { socket: string }) => control(opts.socket, op, { id, interface: iface }, formatResult));
 }
+
+program.addCommand(flowsCommand(DEFAULT_CONFIG));
 
 await program.parseAsync(process.argv);
