@@ -25,6 +25,8 @@ export const FLOW_COLUMNS: ReadonlyArray<readonly [name: string, type: string]> 
   ['log-status', 'VARCHAR'],
   ['action', 'VARCHAR'],
   ['tcp-flags', 'INTEGER'],
+  ['icmp-type', 'INTEGER'],
+  ['icmp-code', 'INTEGER'],
   ['retrans', 'BIGINT'],
   ['zero-win', 'BIGINT'],
   ['rtt-us', 'BIGINT'],

@@ -37,7 +37,7 @@ function base(eni: string, start: number): Pick<FlowRecord, 'version' | 'vswitch
 function status(eni: string, start: number, s: 'NODATA' | 'SKIPDATA', skipped?: number): FlowRecord {
   const r: FlowRecord = {
     ...base(eni, start), srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null, packets: null, bytes: null,
-    'log-status': s, action: null, 'tcp-flags': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null,
+    'log-status': s, action: null, 'tcp-flags': null, 'icmp-type': null, 'icmp-code': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null,
   };
   if (skipped !== undefined) r['skipped-packets'] = skipped;
   return r;
@@ -66,7 +66,7 @@ export function fixtureRecords(): FlowRecord[] {
             srcaddr: direction === 'out' ? local : peer, srcport: direction === 'out' ? 40000 + w : tcp ? 443 : 53,
             dstaddr: direction === 'out' ? peer : local, dstport: direction === 'out' ? (tcp ? 443 : 53) : 40000 + w,
             protocol: tcp ? 6 : 17, direction, packets, bytes: packets * int(60, 1500),
-            'log-status': 'OK', action: 'ACCEPT', 'tcp-flags': tcp ? 27 : null,
+            'log-status': 'OK', action: 'ACCEPT', 'tcp-flags': tcp ? 27 : null, 'icmp-type': null, 'icmp-code': null,
             retrans: tcp ? int(0, 3) * (peer === '10.0.0.3' ? 5 : 1) : null, 'zero-win': tcp ? (peer === 'fd00::2' ? int(0, 4) : 0) : null,
             'rtt-us': rtt, 'mirrored-packets': packets, 'mirror-session': 'ts-1',
           });
@@ -79,7 +79,7 @@ export function fixtureRecords(): FlowRecord[] {
         const packets = int(1, 30);
         out.push({
           ...base(eni, start), srcaddr: scanner, srcport: 50000 + w, dstaddr: v6 ? LOCAL_V6 : LOCAL_V4, dstport: port, protocol: 6, direction: 'in',
-          packets, bytes: packets * 60, 'log-status': 'OK', action: 'REJECT', 'tcp-flags': 2, retrans: 0, 'zero-win': 0, 'rtt-us': null,
+          packets, bytes: packets * 60, 'log-status': 'OK', action: 'REJECT', 'tcp-flags': 2, 'icmp-type': null, 'icmp-code': null, retrans: 0, 'zero-win': 0, 'rtt-us': null,
           'mirrored-packets': 0, 'mirror-session': null,
         });
       }
