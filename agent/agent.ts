@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
 import { loadConfigDocument, parseConfigDocument, type ConfigDocument, type FileIdentity } from './config/load.js';
-import type { Config } from './config/types.js';
+import { sessionTargets, type Config } from './config/types.js';
 import { writeConfigAtomic } from './config/write.js';
 import { PcapSource } from './capture/pcap-source.js';
 import { compileRules, type RuleSet } from './rules/compile.js';
@@ -511,7 +511,7 @@ export class Agent {
         id: s.id,
         enabled: s.enabled,
         vni: s.vni,
-        target: `${s.target.address}:${s.target.port}`,
+        target: sessionTargets(s).map((t) => `${t.address}:${t.port}`).join(','),
         sources: s.sources,
         packets: total('mirrorPackets', { session: s.id }),
         bytes: total('mirrorBytes', { session: s.id }),

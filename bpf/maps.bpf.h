@@ -45,6 +45,20 @@ struct {
 } mf_session_stats SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MF_SLOTS * MF_MAX_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct mf_pool);
+} mf_pools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MF_SLOTS * MF_MAX_SESSIONS * MF_MAX_POOL);
+	__type(key, __u32);
+	__type(value, struct mf_member_stats);
+} mf_member_stats SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, MF_MAX_IFACES * 2);
 	__type(key, struct mf_iface_key);

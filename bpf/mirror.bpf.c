@@ -8,7 +8,8 @@
  *     into the wire segments it stands for, with complete checksums, on its way out of
  *     mf-seg; each segment arrives on the veth peer (mf-seg-rx).
  *   mf_tunnel (clsact ingress of mf-seg-rx): once per wire segment, sets the tunnel key
- *     (VNI, remote) and the symmetric inner flow hash the UDP source port comes from,
+ *     (VNI, remote: the session's target or the healthy pool member its flow hashes to)
+ *     and the symmetric inner flow hash the UDP source port comes from,
  *     truncates the segment (SPEC §3), counts the copy, and redirects it to the session's
  *     external-mode VXLAN device, which encapsulates it.
  * The session travels from one to the other in skb->mark, which mf_ingress/mf_egress set
@@ -27,6 +28,7 @@
 #include "match.bpf.h"
 #include "reject.bpf.h"
 #include "flow_hash.bpf.h"
+#include "pool.bpf.h"
 
 /* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
 #define TC_ACT_UNSPEC (-1)
@@ -126,12 +128,16 @@ SEC("tc")
 int mf_tunnel(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
+	struct mf_member_stats *ms = NULL;
 	const struct mf_session *s;
 	struct mf_session_stats *st;
 	const struct mf_slot *slot;
+	const struct mf_pool *pool;
+	const __u32 *remote;
 	struct mf_pkt p = {};
-	__u32 mark = skb->mark, slot_idx, session, hash;
+	__u32 mark = skb->mark, slot_idx, session, hash, idx;
 	__u64 flags = 0;
+	int member = 0;
 
 	/* Only our clones are routed here; anything else is not ours to send. */
 	if ((mark & MF_MARK_MAGIC_MASK) != MF_MARK_MAGIC)
@@ -143,25 +149,39 @@ int mf_tunnel(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	s = &slot->sessions[session];
 	st = mf_stats(slot_idx, session);
+	/* The outer source port (vxlan: udp_flow_src_port from skb->hash) and the pool member
+	 * both come from the symmetric hash of the inner 5-tuple, read before the cut can
+	 * shorten the headers. Set on the copy only; the original's hash is the socket's,
+	 * untouched. cb[1] reports it, cb[2] the member, to BPF_PROG_TEST_RUN. */
+	mf_parse(skb, &p);
+	hash = mf_flow_hash(&p);
+	remote = s->remote;
+	idx = slot_idx * MF_MAX_SESSIONS + session;
+	pool = bpf_map_lookup_elem(&mf_pools, &idx);
+	if (pool && pool->n_members) {
+		member = mf_pool_pick(pool, hash);
+		skb->cb[2] = (__u32)member;
+		/* No healthy sensor: the copy is counted as an error, not sent to a dead one. */
+		if (member < 0)
+			goto fail;
+		member &= MF_MAX_POOL - 1;
+		remote = pool->remote[member];
+		idx = idx * MF_MAX_POOL + member;
+		ms = bpf_map_lookup_elem(&mf_member_stats, &idx);
+	}
 	key.tunnel_id = s->vni;
 	key.tunnel_ttl = 64;
 	if (s->family == 6) {
-		key.remote_ipv6[0] = bpf_ntohl(s->remote[0]);
-		key.remote_ipv6[1] = bpf_ntohl(s->remote[1]);
-		key.remote_ipv6[2] = bpf_ntohl(s->remote[2]);
-		key.remote_ipv6[3] = bpf_ntohl(s->remote[3]);
+		key.remote_ipv6[0] = bpf_ntohl(remote[0]);
+		key.remote_ipv6[1] = bpf_ntohl(remote[1]);
+		key.remote_ipv6[2] = bpf_ntohl(remote[2]);
+		key.remote_ipv6[3] = bpf_ntohl(remote[3]);
 		flags = BPF_F_TUNINFO_IPV6;
 	} else {
-		key.remote_ipv4 = bpf_ntohl(s->remote[0]);
+		key.remote_ipv4 = bpf_ntohl(remote[0]);
 	}
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags))
 		goto fail;
-	/* The outer source port (vxlan: udp_flow_src_port from skb->hash) comes from the
-	 * symmetric hash of the inner 5-tuple, read before the cut can shorten the headers.
-	 * Set on the copy only; the original's hash is the socket's, untouched. cb[1] reports
-	 * it to BPF_PROG_TEST_RUN. */
-	mf_parse(skb, &p);
-	hash = mf_flow_hash(&p);
 	bpf_set_hash(skb, hash);
 	skb->cb[1] = hash;
 	if (skb->len > s->trunc_len) {
@@ -175,6 +195,10 @@ int mf_tunnel(struct __sk_buff *skb)
 	if (st) {
 		st->packets++;
 		st->bytes += skb->len;
+	}
+	if (ms) {
+		ms->packets++;
+		ms->bytes += skb->len;
 	}
 	return bpf_redirect(s->vxlan_ifindex, 0);
 fail:

@@ -18,6 +18,7 @@
 #define MF_FRAG_SLOTS 4096   /* first-fragment decisions remembered */
 #define MF_FRAG_TTL_NS 30000000000ULL
 #define MF_REJECT_FLOWS 16384 /* dropped 5-tuples between two drains by user space */
+#define MF_MAX_POOL 16       /* sensors in one session's pool (config LIMITS.poolMax) */
 
 /* Rule sets are double-buffered: user space fills the inactive slot, then flips. */
 #define MF_SLOTS 2
@@ -78,6 +79,21 @@ struct mf_session {
 	__u32 vxlan_ifindex; /* 0: not mirrored (rule tests without a device) */
 	__u32 family;        /* of the target */
 	__u32 remote[4];     /* target address, network byte order */
+};
+
+/* A session's sensor pool, indexed like mf_session_stats (slot * MF_MAX_SESSIONS + session).
+ * n_members 0: no pool, the copy goes to mf_session.remote. Otherwise each flow goes to the
+ * healthy member pool.bpf.h picks; user space rewrites `healthy` as health checks change. */
+struct mf_pool {
+	__u32 n_members;
+	__u32 healthy;       /* bit i: member i passes its health check */
+	__u32 remote[MF_MAX_POOL][4]; /* network byte order, family of mf_session.family */
+};
+
+/* Per CPU, indexed by (slot * MF_MAX_SESSIONS + session) * MF_MAX_POOL + member. */
+struct mf_member_stats {
+	__u64 packets;
+	__u64 bytes;
 };
 
 struct mf_own {

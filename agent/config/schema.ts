@@ -32,6 +32,9 @@ export const LIMITS = {
   rulesPerDirection: 10,
   sourcesPerSession: 10,
   sessionsPerInterface: 3,
+  /** Sensors in one `targets.pool` (bpf/mirrorflow.h MF_MAX_POOL is the upper one). */
+  poolMin: 2,
+  poolMax: 16,
 } as const;
 
 // Longest unix socket path: sizeof(sockaddr_un.sun_path) - 1 on Linux.
@@ -316,6 +319,57 @@ function targetSchema(env: SchemaEnv) {
   return z.strictObject({ address, port: intIn(1, 65535).default(DEFAULTS.vxlanPort) });
 }
 
+const healthCheck = z
+  .strictObject({
+    type: z.enum(['icmp', 'tcp', 'none']),
+    port: intIn(1, 65535).optional(),
+    interval: intIn(1, 3600).default(2),
+    unhealthyAfter: intIn(1, 100).default(3),
+    healthyAfter: intIn(1, 100).default(2),
+  })
+  .superRefine((h, ctx) => {
+    if (h.type === 'tcp' && h.port === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['port'], message: 'a tcp health check needs the port to connect to' });
+    }
+    if (h.type !== 'tcp' && h.port !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['port'], message: `only a tcp health check has a port, this one is ${h.type}` });
+    }
+  });
+
+/**
+ * A pool of sensors: each flow goes to one healthy member (SPEC §3). The members share one
+ * port and one address family: the eBPF plane sends through one external-mode VXLAN device
+ * per destination port, and one session's copies have one outer header size.
+ */
+function poolSchema(env: SchemaEnv) {
+  const member = targetSchema(env);
+  return z.strictObject({
+    pool: z
+      .array(member)
+      .min(LIMITS.poolMin, { error: `a pool has ${LIMITS.poolMin}..${LIMITS.poolMax} members; use target for one sensor` })
+      .max(LIMITS.poolMax, { error: (iss) => `a pool has at most ${LIMITS.poolMax} members, got ${(iss.input as unknown[]).length}` })
+      .superRefine((list, ctx) => {
+        const seen = new Map<string, number>();
+        list.forEach((m, i) => {
+          const ip = parseIp(m.address);
+          if (ip === undefined) return;
+          const key = ipKey(ip);
+          const first = seen.get(key);
+          if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'address'], message: `${m.address} is already pool member ${first}` });
+          else seen.set(key, i);
+          if (i > 0 && m.port !== list[0]!.port) {
+            ctx.addIssue({ code: 'custom', path: [i, 'port'], message: `pool members share one port: member 0 has ${list[0]!.port}, this one ${m.port}` });
+          }
+          const first4 = parseIp(list[0]!.address);
+          if (i > 0 && first4 !== undefined && unmapped(first4).family !== unmapped(ip).family) {
+            ctx.addIssue({ code: 'custom', path: [i, 'address'], message: `pool members are one address family: member 0 is IPv${unmapped(first4).family}, ${m.address} is not` });
+          }
+        });
+      }),
+    healthCheck: healthCheck.prefault({ type: 'none' }),
+  });
+}
+
 function sessionSchema(env: SchemaEnv) {
   return z
     .strictObject({
@@ -327,7 +381,17 @@ function sessionSchema(env: SchemaEnv) {
       packetLength: intIn(64, 8500).default(DEFAULTS.packetLength),
       filterId: id,
       sources: z.array(interfaceName).min(1).superRefine(noDuplicates),
-      target: targetSchema(env),
+      target: targetSchema(env).optional(),
+      targets: poolSchema(env).optional(),
+    })
+    .superRefine((s, ctx) => {
+      if ((s.target === undefined) === (s.targets === undefined)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [s.target === undefined ? 'target' : 'targets'],
+          message: s.target === undefined ? 'a session needs target (one sensor) or targets (a pool)' : 'give target or targets, not both',
+        });
+      }
     })
     .transform(({ vni, ...s }) => ({
       ...s,

@@ -35,6 +35,26 @@ export interface Target {
   port: number;
 }
 
+export type HealthCheckType = 'icmp' | 'tcp' | 'none';
+
+/** How a pool member is judged (docs/config.md "Sensor pools"). Seconds and counts. */
+export interface HealthCheck {
+  type: HealthCheckType;
+  /** TCP port to connect to (tcp only). */
+  port?: number | undefined;
+  interval: number;
+  /** Consecutive failed checks before a healthy member is taken out. */
+  unhealthyAfter: number;
+  /** Consecutive passed checks before an unhealthy member is taken back. */
+  healthyAfter: number;
+}
+
+/** Several sensors; each flow goes to one healthy member (SPEC §3). Members share port and family. */
+export interface TargetPool {
+  pool: Target[];
+  healthCheck: HealthCheck;
+}
+
 export interface Session {
   id: string;
   name: string;
@@ -47,7 +67,16 @@ export interface Session {
   packetLength: number;
   filterId: string;
   sources: string[];
-  target: Target;
+  /** Exactly one of target and targets is set. */
+  target?: Target | undefined;
+  targets?: TargetPool | undefined;
+}
+
+/** The sensors a session sends to: its one target, or its pool's members in order. */
+export function sessionTargets(s: Pick<Session, 'target' | 'targets'>): Target[] {
+  if (s.target) return [s.target];
+  if (s.targets) return s.targets.pool;
+  throw new Error('session has neither target nor targets (validation should have refused it)');
 }
 
 export type Sink =

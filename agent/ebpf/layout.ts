@@ -14,6 +14,7 @@ export const MF_MAX_IFACES = 256;
 export const MF_SLOTS = 2;
 export const MF_REASONS = 8;
 export const MF_MARK_MAGIC = 0x4d460000;
+export const MF_MAX_POOL = 16;
 
 export const RULE_SIZE = 80;
 const CHAIN_RULES_OFFSET = 28;
@@ -33,6 +34,8 @@ export const IFACE_STATS_SIZE = 16 + 8 * 8;
 export const REJECT_KEY_SIZE = 44;
 export const REJECT_VAL_SIZE = 32;
 export const REJECT_IFACE_SIZE = 8;
+export const POOL_SIZE = 8 + MF_MAX_POOL * 16;
+export const MEMBER_STATS_SIZE = 16;
 
 function writeWords(buf: Buffer, offset: number, words: ArrayLike<number>): void {
   for (let i = 0; i < 4; i++) buf.writeUInt32BE(words[i]! >>> 0, offset + 4 * i);
@@ -93,6 +96,10 @@ export interface SlotSession {
   vxlanIfindex: number;
   family: 4 | 6;
   remote: ArrayLike<number>;
+  /** Pool members' address words (empty or absent: no pool, copies go to `remote`). */
+  members?: readonly ArrayLike<number>[];
+  /** Bit i: member i healthy, at install. */
+  healthy?: number;
 }
 
 /** struct mf_slot: epoch, own outputs, the sessions of one rule set and where clones are segmented. */
@@ -119,6 +126,35 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
     writeWords(buf, off + 16, s.remote);
   });
   return buf;
+}
+
+/** struct mf_pool: the members' addresses (words in network order) and which are healthy; none: no pool. */
+export function encodePool(members: readonly ArrayLike<number>[], healthy: number): Buffer {
+  if (members.length > MF_MAX_POOL) throw new Error(`more than ${MF_MAX_POOL} pool members`);
+  const buf = Buffer.alloc(POOL_SIZE);
+  buf.writeUInt32LE(members.length, 0);
+  buf.writeUInt32LE(healthy >>> 0, 4);
+  members.forEach((words, i) => writeWords(buf, 8 + 16 * i, words));
+  return buf;
+}
+
+/** Offset of struct mf_pool.healthy. */
+export const POOL_HEALTHY_OFFSET = 4;
+
+/** mf_pools index of a session of a slot (also mf_session_stats'). */
+export const sessionIndex = (slot: number, session: number): number => slot * MF_MAX_SESSIONS + session;
+
+/** mf_member_stats index of one member of a session's pool. */
+export const memberIndex = (slot: number, session: number, member: number): number => sessionIndex(slot, session) * MF_MAX_POOL + member;
+
+/** Sums a per-CPU struct mf_member_stats lookup. */
+export function sumMemberStats(perCpu: Buffer, cpus: number): { packets: number; bytes: number } {
+  const out = { packets: 0, bytes: 0 };
+  for (let c = 0; c < cpus; c++) {
+    out.packets += Number(perCpu.readBigUInt64LE(c * MEMBER_STATS_SIZE));
+    out.bytes += Number(perCpu.readBigUInt64LE(c * MEMBER_STATS_SIZE + 8));
+  }
+  return out;
 }
 
 /** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */

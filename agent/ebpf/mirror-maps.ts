@@ -11,6 +11,7 @@ import {
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
+  MEMBER_STATS_SIZE, MF_MAX_POOL, POOL_HEALTHY_OFFSET, POOL_SIZE, encodePool, memberIndex, sessionIndex, sumMemberStats,
   CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
   REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
   encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
@@ -51,6 +52,8 @@ export class MirrorMaps {
   private readonly ifaceStatsMap: MapHandle;
   private readonly rejectIfaces: MapHandle;
   private readonly rejects: MapHandle;
+  private readonly pools: MapHandle;
+  private readonly memberStatsMap: MapHandle;
   private readonly cpus = possibleCpus();
   private active = 0;
   private rejectSlot = 0;
@@ -69,6 +72,8 @@ export class MirrorMaps {
     this.ifaceStatsMap = this.checked('mf_iface_stats', IFACE_KEY_SIZE, IFACE_STATS_SIZE);
     this.rejectIfaces = this.checked('mf_reject_ifaces', REJECT_IFACE_SIZE, 1);
     this.rejects = this.checked('mf_rejects', REJECT_KEY_SIZE, REJECT_VAL_SIZE);
+    this.pools = this.checked('mf_pools', 4, POOL_SIZE);
+    this.memberStatsMap = this.checked('mf_member_stats', 4, MEMBER_STATS_SIZE);
   }
 
   /**
@@ -116,6 +121,10 @@ export class MirrorMaps {
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
     mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex));
+    plan.sessions.forEach((s, i) => {
+      const members = s.members ?? [];
+      if (members.length > 0) mapUpdate(this.pools, u32Key(sessionIndex(next, i)), encodePool(members, s.healthy ?? 0));
+    });
     plan.rules.interfaces.forEach((name, pos) => {
       const ifindex = plan.ifindexes.get(name);
       if (ifindex === undefined) return;
@@ -140,13 +149,38 @@ export class MirrorMaps {
     mapUpdate(this.slots, u32Key(slot), value);
   }
 
-  /** Drops a slot's chains and zeroes its session counters before it is reused. */
+  /**
+   * Which members of one session's pool of a live slot take flows (bit i: member i), in
+   * place: a copy reads the old mask or the new one.
+   */
+  setPoolHealth(slot: number, session: number, healthy: number): void {
+    const value = Buffer.alloc(POOL_SIZE);
+    const key = u32Key(sessionIndex(slot, session));
+    if (!mapLookup(this.pools, key, value) || value.readUInt32LE(0) === 0) throw new Error(`eBPF slot ${slot} session ${session} has no pool`);
+    value.writeUInt32LE(healthy >>> 0, POOL_HEALTHY_OFFSET);
+    mapUpdate(this.pools, key, value);
+  }
+
+  /** Kernel counters of one pool member of one session of one slot. */
+  memberStats(slot: number, session: number, member: number): { packets: number; bytes: number } {
+    const value = Buffer.alloc(MEMBER_STATS_SIZE * this.cpus);
+    mapLookup(this.memberStatsMap, u32Key(memberIndex(slot, session, member)), value);
+    return sumMemberStats(value, this.cpus);
+  }
+
+  /** Drops a slot's chains and pools and zeroes its session and member counters before it is reused. */
   private clearSlot(slot: number): void {
     for (const key of mapKeys(this.chains)) {
       if ((key.readUInt32LE(4) >>> 1) === slot) mapDelete(this.chains, key);
     }
     const zero = Buffer.alloc(SESSION_STATS_SIZE * this.cpus);
-    for (let i = 0; i < MF_MAX_SESSIONS; i++) mapUpdate(this.sessionStatsMap, u32Key(slot * MF_MAX_SESSIONS + i), zero);
+    const noPool = Buffer.alloc(POOL_SIZE);
+    const zeroMember = Buffer.alloc(MEMBER_STATS_SIZE * this.cpus);
+    for (let i = 0; i < MF_MAX_SESSIONS; i++) {
+      mapUpdate(this.sessionStatsMap, u32Key(sessionIndex(slot, i)), zero);
+      mapUpdate(this.pools, u32Key(sessionIndex(slot, i)), noPool);
+      for (let m = 0; m < MF_MAX_POOL; m++) mapUpdate(this.memberStatsMap, u32Key(memberIndex(slot, i, m)), zeroMember);
+    }
   }
 
   /** Kernel counters of one session of one slot. */

@@ -4,7 +4,7 @@
 
 import { isIP } from 'node:net';
 import { parseCidr as parseCidrText, parseHostPort, parseIp } from '../config/schema.js';
-import type { Config, Rule } from '../config/types.js';
+import { sessionTargets, type Config, type HealthCheck, type Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
 import { FragmentTable } from './fragments.js';
@@ -15,10 +15,17 @@ export interface CompiledSession {
   id: string;
   vni: number;
   packetLength: number;
+  /** The first (for `target:` the only) sensor; the pool's members share its port and family. */
   targetAddress: string;
   targetPort: number;
   targetFamily: 4 | 6;
+  /** Every sensor's address in pool order (one for `target:`); a flow picks one (mirror/pool.ts). */
+  members: string[];
+  /** How members are judged; type none (always healthy) for a single target. */
+  healthCheck: HealthCheck;
 }
+
+const NO_CHECK: HealthCheck = { type: 'none', interval: 1, unhealthyAfter: 1, healthyAfter: 1 };
 
 /** Any protocol (rule protocol ALL). */
 export const PROTO_ANY = -1;
@@ -185,15 +192,20 @@ export function compileRules(config: Config): RuleSet {
   }
 
   const enabled = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority);
-  const sessions: CompiledSession[] = enabled.map((s, index) => ({
-    index,
-    id: s.id,
-    vni: s.vni,
-    packetLength: s.packetLength,
-    targetAddress: s.target.address,
-    targetPort: s.target.port,
-    targetFamily: parseAddress(s.target.address).family,
-  }));
+  const sessions: CompiledSession[] = enabled.map((s, index) => {
+    const targets = sessionTargets(s);
+    return {
+      index,
+      id: s.id,
+      vni: s.vni,
+      packetLength: s.packetLength,
+      targetAddress: targets[0]!.address,
+      targetPort: targets[0]!.port,
+      targetFamily: parseAddress(targets[0]!.address).family,
+      members: targets.map((t) => t.address),
+      healthCheck: s.targets?.healthCheck ?? NO_CHECK,
+    };
+  });
 
   const byPriority = (a: CompiledRule, b: CompiledRule): number => a.priority - b.priority;
   const filterRules = new Map<string, [CompiledRule[], CompiledRule[]]>();
@@ -226,7 +238,7 @@ export function compileRules(config: Config): RuleSet {
       ownOutputs.push(out);
     }
   };
-  for (const s of config.sessions) addOwn(s.target.address, s.target.port);
+  for (const s of config.sessions) for (const t of sessionTargets(s)) addOwn(t.address, t.port);
   for (const fl of config.flowLogs) {
     if (fl.sink.type === 'ipfix') {
       const collector = parseHostPort(fl.sink.collector);
