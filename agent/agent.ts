@@ -10,6 +10,7 @@ import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from './rules/match.js';
 import { VxlanSender } from './mirror/sender.js';
+import { SenderPool } from './mirror/sender-pool.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
 import { MirrorPipeline, REASON_SLOTS } from './pipeline.js';
@@ -23,7 +24,7 @@ import { FlowLogs } from './flow/flow-logs.js';
 import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
-import { KernelSessionOutput } from './ebpf/kernel-output.js';
+import { KernelPoolOutput, KernelSessionOutput, openKernelPool } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
 import { interfaceState, MISSING } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
@@ -394,17 +395,20 @@ export class Agent {
     try {
       for (const s of rules.sessions) {
         if (ebpf) {
-          senders[s.index] = new KernelSessionOutput(ebpf.maps, slot, s.index, { family: s.targetFamily, packetLength: s.packetLength });
+          senders[s.index] = s.members.length > 1
+            ? openKernelPool(ebpf.maps, slot, s, this.log)
+            : new KernelSessionOutput(ebpf.maps, slot, s.index, { family: s.targetFamily, packetLength: s.packetLength });
           // What install() below cuts for (it reads the same route).
           if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
           continue;
         }
         const mtu = await pathMtu(s.targetAddress);
         pathMtus.set(s.targetAddress, mtu.mtu);
-        senders[s.index] = await VxlanSender.open({
-          address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log,
-        });
-        this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
+        senders[s.index] = s.members.length > 1
+          ? await SenderPool.open({ session: s.id, members: s.members, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, check: s.healthCheck, logger: this.log })
+          : await VxlanSender.open({ address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log });
+        const target = s.members.map((a) => `${a}:${s.targetPort}`).join(',');
+        this.log.info({ session: s.id, target, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
       const flow = this.flowLogs.prepare(config, rules.interfaces);
       const pipeline = new MirrorPipeline(rules, senders, flow);
@@ -422,7 +426,8 @@ export class Agent {
         sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
       }
       const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
-      if (ebpf && (await ebpf.install(rules, rejectInterfaces)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
+      const healthOf = (i: number) => (senders[i] instanceof KernelPoolOutput ? senders[i].healthy : undefined);
+      if (ebpf && (await ebpf.install(rules, rejectInterfaces, healthOf)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
       const dropsSeen = new Float64Array(rules.interfaces.length);
       return { config, rules, plane, pipeline, senders, sources, ifStates, flow, dropsSeen, pathMtus };
     } catch (err) {
@@ -576,6 +581,8 @@ export class Agent {
       mirrorTruncated: perSession((s) => s.truncated),
       mirrorSendErrors: perSession((s) => s.sendErrors),
       mirrorDropped: perSession((s) => s.dropped),
+      mirrorTargetPackets: rules.sessions.flatMap((s) =>
+        (pipeline.senders[s.index]!.targets?.() ?? []).map((t) => [{ session: s.id, target: t.target }, t.packets] as const)),
     };
   }
 
@@ -591,6 +598,10 @@ export class Agent {
       mirrorTruncated: read('mirrorTruncated'),
       mirrorSendErrors: read('mirrorSendErrors'),
       mirrorDropped: read('mirrorDropped'),
+      mirrorTargetPackets: read('mirrorTargetPackets'),
+      // A gauge of the live generation only: health of retired pools means nothing now.
+      mirrorTargetHealthy: () => (this.gen?.rules.sessions ?? []).flatMap((s) =>
+        (this.gen!.senders[s.index]!.targets?.() ?? []).map((t) => [{ session: s.id, target: t.target }, t.healthy ? 1 : 0] as const)),
       sessionsActive: () => this.gen?.rules.sessions.length ?? 0,
       tcpRetransmissions: () => this.flowLogs.samples('tcpRetransmissions'),
       tcpSynRetransmissions: () => this.flowLogs.samples('tcpSynRetransmissions'),

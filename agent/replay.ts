@@ -60,6 +60,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
           sourceAddress: opts.outerSource ?? (s.targetFamily === 6 ? DOC_SOURCE_V6 : DOC_SOURCE_V4),
           targetAddress: s.targetAddress,
           targetPort: s.targetPort,
+          members: s.members,
           pathMtu: opts.pathMtu ?? DEFAULT_PATH_MTU,
         },
         writer ?? discard,

@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { run } from '../lab/exec.js';
 import type { Logger } from '../log.js';
 import { pathMtu } from '../mirror/path-mtu.js';
+import { allHealthy } from '../mirror/pool.js';
 import { frameLimit } from '../mirror/vxlan.js';
 import { parseAddress, type RuleSet } from '../rules/compile.js';
 import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
@@ -166,9 +167,10 @@ export class EbpfDataPlane {
    * Makes `rules` live: VXLAN devices for the target ports, filters on every present
    * source interface (newly present or re-created ones included), then the map flip.
    * Drops by the host's packet filter are counted on `rejectInterfaces` (those a flow log
-   * covers). Returns the slot the sessions' counters live in.
+   * covers). A session with a pool starts with the mask `healthOf` gives for its index
+   * (default: every member healthy). Returns the slot the sessions' counters live in.
    */
-  async install(rules: RuleSet, rejectInterfaces: readonly string[]): Promise<number> {
+  async install(rules: RuleSet, rejectInterfaces: readonly string[], healthOf?: (session: number) => number | undefined): Promise<number> {
     const ports = new Set(rules.sessions.map((s) => s.targetPort));
     if (ports.size > 0 && this.segIfindex === 0) this.segIfindex = await this.createSegmenter();
     for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
@@ -201,9 +203,15 @@ export class EbpfDataPlane {
         vxlanIfindex: this.devices.get(s.targetPort)!,
         family: s.targetFamily,
         remote: parseAddress(s.targetAddress).words,
+        members: s.members.length > 1 ? s.members.map((a) => parseAddress(a).words) : [],
       });
-      this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
+      const target = s.members.map((a) => `${a}:${s.targetPort}`).join(',');
+      this.log.info({ session: s.id, target, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
     }
+    // Read last, right before the write, so no health change falls between the two.
+    sessions.forEach((slotSession, i) => {
+      if (slotSession.members!.length > 0) slotSession.healthy = healthOf?.(i) ?? allHealthy(slotSession.members!.length);
+    });
     const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex });
     this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 

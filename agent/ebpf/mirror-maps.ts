@@ -151,14 +151,16 @@ export class MirrorMaps {
 
   /**
    * Which members of one session's pool of a live slot take flows (bit i: member i), in
-   * place: a copy reads the old mask or the new one.
+   * place: a copy reads the old mask or the new one. False when that slot has no pool
+   * there (not installed yet: install() writes the mask of its plan).
    */
-  setPoolHealth(slot: number, session: number, healthy: number): void {
+  setPoolHealth(slot: number, session: number, healthy: number): boolean {
     const value = Buffer.alloc(POOL_SIZE);
     const key = u32Key(sessionIndex(slot, session));
-    if (!mapLookup(this.pools, key, value) || value.readUInt32LE(0) === 0) throw new Error(`eBPF slot ${slot} session ${session} has no pool`);
+    if (!mapLookup(this.pools, key, value) || value.readUInt32LE(0) === 0) return false;
     value.writeUInt32LE(healthy >>> 0, POOL_HEALTHY_OFFSET);
     mapUpdate(this.pools, key, value);
+    return true;
   }
 
   /** Kernel counters of one pool member of one session of one slot. */

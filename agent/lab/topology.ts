@@ -26,6 +26,9 @@ const BENCH_BLOCKS = 8192;
 const BLOCK_SIZE = 16;
 /** "mf" in hex: the ULA prefix fd00:6d66:<suffix>::/48 of one lab. */
 const ULA_PREFIX = 'fd00:6d66';
+/** Sensors take the upper half of the lab's block of 16 (the two /30 links use the lower). */
+const SENSOR_OFFSET = 8;
+const MAX_SENSORS = 8;
 
 export type NsRole = (typeof NS_ROLES)[number];
 
@@ -43,6 +46,11 @@ export interface TopologyOptions {
   mtu?: number;
   /** Keep the work directory (captures, config) after destroy(). */
   keepFiles?: boolean;
+  /**
+   * Extra sensor addresses on dst's underlay interface (0..8, default 0), routed by peer: a
+   * pool of sensors (`targets:`) that tests take away and bring back one address at a time.
+   */
+  sensors?: number;
 }
 
 export interface VxlanDevice {
@@ -63,6 +71,8 @@ export interface Topology {
   vxlan: VxlanDevice[];
   v4: { src: string; peerSrc: string; peerDst: string; dst: string; prefixLen: number };
   v6: { src: string; peerSrc: string; peerDst: string; dst: string; prefixLen: number; labPrefix: string };
+  /** Sensor addresses on dstIf (TopologyOptions.sensors), /32 and /128. */
+  sensors: { v4: string[]; v6: string[] };
   /** Scratch directory for configs and captures; removed by destroy() unless keepFiles. */
   workDir: string;
   /** Runs a command in one of the lab's namespaces. */
@@ -136,6 +146,12 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
   const labPrefix = `${ULA_PREFIX}:${suffix}::/48`;
   const p6 = `${ULA_PREFIX}:${suffix}`;
   const addr6 = { src: `${p6}:1::1`, peerSrc: `${p6}:1::2`, peerDst: `${p6}:2::2`, dst: `${p6}:2::1`, prefixLen: 64, labPrefix };
+  const nSensors = opts.sensors ?? 0;
+  if (!Number.isInteger(nSensors) || nSensors < 0 || nSensors > MAX_SENSORS) throw new Error(`sensors: 0..${MAX_SENSORS}, got ${nSensors}`);
+  const sensors = {
+    v4: Array.from({ length: nSensors }, (_, i) => v4(base + SENSOR_OFFSET + i)),
+    v6: Array.from({ length: nSensors }, (_, i) => `${p6}:3::${i + 1}`),
+  };
 
   const workDir = await mkdtemp(join(tmpdir(), `mirrorflow-lab-${suffix}-`));
   const processes: Spawned[] = [];
@@ -152,6 +168,7 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
     vxlan,
     v4: addr4,
     v6: addr6,
+    sensors,
     workDir,
     exec: (role, cmd, args, o) => runInNetns(ns[role], cmd, args, o),
     spawn: (role, cmd, args, o) => {
@@ -203,6 +220,15 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
     await run('ip', ['-n', ns.src, '-6', 'route', 'add', 'default', 'via', addr6.peerSrc]);
     await run('ip', ['-n', ns.dst, 'route', 'add', 'default', 'via', addr4.peerDst]);
     await run('ip', ['-n', ns.dst, '-6', 'route', 'add', 'default', 'via', addr6.peerDst]);
+
+    for (let i = 0; i < nSensors; i++) {
+      await run('ip', ['-n', ns.dst, 'addr', 'add', `${sensors.v4[i]}/32`, 'dev', dstIf]);
+      await run('ip', ['-n', ns.dst, '-6', 'addr', 'add', `${sensors.v6[i]}/128`, 'dev', dstIf, 'nodad']);
+    }
+    if (nSensors > 0) {
+      await run('ip', ['-n', ns.peer, 'route', 'add', `${v4(base + SENSOR_OFFSET)}/29`, 'via', addr4.dst]);
+      await run('ip', ['-n', ns.peer, '-6', 'route', 'add', `${p6}:3::/64`, 'via', addr6.dst]);
+    }
 
     for (const dev of vxlan) {
       // No remote: the device only decapsulates what arrives with its VNI. No learning and

@@ -17,6 +17,9 @@ export interface MetricsSource {
   mirrorTruncated(): Iterable<Sample>; // session
   mirrorSendErrors(): Iterable<Sample>; // session
   mirrorDropped(): Iterable<Sample>; // session
+  /** Sessions with a sensor pool only: copies per member, and whether it takes flows (1) or not (0). */
+  mirrorTargetPackets?(): Iterable<Sample>; // session, target
+  mirrorTargetHealthy?(): Iterable<Sample>; // session, target
   sessionsActive(): number;
   tcpRetransmissions(): Iterable<Sample>; // interface
   tcpSynRetransmissions(): Iterable<Sample>; // interface
@@ -79,6 +82,15 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('mirror_truncated_packets_total', 'Mirrored frames cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
   counter('mirror_send_errors_total', 'Mirrored packets the kernel refused to send.', ['session'], () => source.mirrorSendErrors());
   counter('mirror_backpressure_drops_total', 'Mirrored packets dropped because the socket send buffer was full.', ['session'], () => source.mirrorDropped());
+  counter('mirror_target_packets_total', 'VXLAN packets sent to each member of a session\'s sensor pool.', ['session', 'target'], () => source.mirrorTargetPackets?.() ?? []);
+  new Gauge({
+    name: PREFIX + 'mirror_target_healthy', help: 'Whether a sensor pool member passes its health check and takes flows (1) or not (0).',
+    labelNames: ['session', 'target'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of source.mirrorTargetHealthy?.() ?? []) this.set(labels, value);
+    },
+  });
   counter('vxlan_device_errors_total', 'Copies the eBPF plane\'s VXLAN device could not send (no route to the target, ICMP unreachable): its tx_errors + tx_dropped.', ['device'], () => source.vxlanDeviceErrors());
   counter('config_reloads_total', 'Config reloads (SIGHUP or control socket) by result: ok, refused (invalid config), failed (could not be applied).', ['result'], () => source.configReloads());
   counter('interface_changes_total', 'Source interface changes (down/up, deleted, re-created, appeared) after which capture or the eBPF programs were set up again.', ['interface'], () => source.interfaceChanges());

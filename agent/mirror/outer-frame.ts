@@ -4,7 +4,8 @@
 import { isIPv4 } from 'node:net';
 import type { PacketView } from '../packet/view.js';
 import type { MirrorOutput } from './output.js';
-import { flowSourcePort } from './flow-hash.js';
+import { flowHash, flowSourcePort } from './flow-hash.js';
+import { allHealthy, pickMember } from './pool.js';
 import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
 
 const ETH_LEN = 14;
@@ -30,6 +31,9 @@ export interface OuterFrameOptions {
   targetAddress: string;
   targetPort: number;
   pathMtu: number;
+  /** A sensor pool's members (targetAddress is the first): each flow's copies go to the one
+   * it hashes to with every member healthy (replay has no health checks). */
+  members?: readonly string[];
 }
 
 function addressBytes(address: string): Buffer {
@@ -62,7 +66,8 @@ export class OuterFrameOutput implements MirrorOutput {
   dropped = 0;
   private readonly family: 4 | 6;
   private readonly src: Buffer;
-  private readonly dst: Buffer;
+  /** One outer destination per pool member (one for a single target). */
+  private readonly dst: Buffer[];
   private readonly frame = Buffer.alloc(65535);
 
   constructor(private readonly opts: OuterFrameOptions, private readonly writer: FrameWriter) {
@@ -71,13 +76,14 @@ export class OuterFrameOutput implements MirrorOutput {
       throw new Error(`outer source ${opts.sourceAddress} and target ${opts.targetAddress} are not the same IP version`);
     }
     this.src = addressBytes(opts.sourceAddress);
-    this.dst = addressBytes(opts.targetAddress);
+    this.dst = (opts.members ?? [opts.targetAddress]).map(addressBytes);
   }
 
   send(view: PacketView, vni: number, packetLength: number): boolean {
     const len = Math.min(view.caplen, frameLimit(this.opts.pathMtu, this.family, packetLength));
     if (len < view.wireLen) this.truncated++;
     const f = this.frame;
+    const dst = this.dst.length === 1 ? this.dst[0]! : this.dst[pickMember(flowHash(view), this.dst.length, allHealthy(this.dst.length))]!;
     OUTER_DST_MAC.copy(f, 0);
     OUTER_SRC_MAC.copy(f, 6);
     const ipLen = this.family === 4 ? IPV4_LEN : IPV6_LEN;
@@ -92,7 +98,7 @@ export class OuterFrameOutput implements MirrorOutput {
       f[ETH_LEN + 8] = TTL;
       f[ETH_LEN + 9] = IPPROTO_UDP;
       this.src.copy(f, ETH_LEN + 12);
-      this.dst.copy(f, ETH_LEN + 16);
+      dst.copy(f, ETH_LEN + 16);
       f.writeUInt16BE(~sum16(f, ETH_LEN, udp, 0) & 0xffff, ETH_LEN + 10);
     } else {
       f.writeUInt16BE(ETHERTYPE_IPV6, 12);
@@ -101,7 +107,7 @@ export class OuterFrameOutput implements MirrorOutput {
       f[ETH_LEN + 6] = IPPROTO_UDP;
       f[ETH_LEN + 7] = TTL;
       this.src.copy(f, ETH_LEN + 8);
-      this.dst.copy(f, ETH_LEN + 24);
+      dst.copy(f, ETH_LEN + 24);
     }
     f.writeUInt16BE(flowSourcePort(view), udp);
     f.writeUInt16BE(this.opts.targetPort, udp + 2);

@@ -14,5 +14,14 @@ export interface MirrorOutput {
   readonly dropped: number;
   /** The path MTU to the target changed (live outputs; a file writer has a fixed one). */
   setPathMtu?(mtu: number): void;
+  /** Per pool member (sessions with `targets:` only): copies sent to it and its health. */
+  targets?(): TargetCounters[];
   close(): Promise<void>;
+}
+
+export interface TargetCounters {
+  /** "address:port" of the member. */
+  target: string;
+  packets: number;
+  healthy: boolean;
 }
