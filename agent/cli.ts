@@ -7,6 +7,7 @@ import { ConfigError } from './errors.js';
 import { createLogger } from './log.js';
 import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
+import { runPoolLab } from './lab/pool-lab.js';
 import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
@@ -132,8 +133,11 @@ program
   .command('lab')
   .description('build throwaway namespaces, run the agent on sample traffic, show what the destination got, clean up')
   .option('--keep-files', 'keep the captures and config (the directory is printed)')
-  .action(async (opts: { keepFiles?: boolean }) => {
-    const result = await runLab({ keepFiles: opts.keepFiles === true });
+  .option('--sensors <n>', 'instead: a pool of n sensors (2..8); show the spread of flows, a failover and the return')
+  .action(async (opts: { keepFiles?: boolean; sensors?: string }) => {
+    const result = opts.sensors === undefined
+      ? await runLab({ keepFiles: opts.keepFiles === true })
+      : await runPoolLab({ sensors: Number(opts.sensors), keepFiles: opts.keepFiles === true });
     process.exitCode = result.ok ? 0 : 1;
   });
 
