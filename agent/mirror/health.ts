@@ -43,6 +43,8 @@ export interface PoolHealthOptions {
   check: HealthCheck;
   log: Logger;
   onChange: (healthy: number) => void;
+  /** After every round, with each member's probe result (tests and diagnostics). */
+  onRound?: (passed: readonly boolean[]) => void;
 }
 
 export class PoolHealth {
@@ -96,7 +98,10 @@ export class PoolHealth {
     this.running = true;
     try {
       const passed = this.opts.check.type === 'tcp' ? await this.tcpRound() : await this.icmpRound();
-      if (!this.closed) passed.forEach((ok, i) => this.judge(i, ok));
+      if (!this.closed) {
+        passed.forEach((ok, i) => this.judge(i, ok));
+        this.opts.onRound?.(passed);
+      }
     } finally {
       this.running = false;
     }
