@@ -56,7 +56,7 @@ const config = (session: Record<string, unknown>) => JSON.stringify({
 });
 const pool = (...addresses: string[]) => addresses.map((address) => ({ address }));
 
-function issuesOf(text: string): Array<{ path: string; message: string }> {
+function issuesOf(text: string): ReadonlyArray<{ path: string; message: string }> {
   try {
     parseConfig(text, { localAddresses: LOCAL });
   } catch (err) {
