@@ -58,7 +58,10 @@ const flow = (host, port) => new Promise((resolve, reject) => {
 (async () => {
   for (const [f, host] of hosts.entries()) {
     for (let i = 0; i < tcp; i++) await conn(host);
-    await Promise.all(Array.from({ length: udp }, (_, i) => flow(host, udpBase + f * udp + i)));
+    // Ten flows at a time: a whole family at once is a burst of copies the capture can drop.
+    for (let i = 0; i < udp; i += 10) {
+      await Promise.all(Array.from({ length: Math.min(10, udp - i) }, (_, k) => flow(host, udpBase + f * udp + i + k)));
+    }
   }
 })().catch((e) => { console.error(e && e.message || e); process.exit(1); });
 `;
