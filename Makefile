@@ -36,6 +36,7 @@ bpf: $(BPF_OBJ)
 
 build: deps $(BPF_OBJ)
 	npx tsc -p tsconfig.json
+	@scripts/build-info.sh
 
 test: build
 	npx vitest run

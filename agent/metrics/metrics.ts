@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { BUILD_INFO } from '../version.js';
+import { SKIP_REASON_CODES, matchReasonName } from '../rules/match.js';
 
 /** One sample: label values in the order of the metric's labelNames, and the value. */
 export type Sample = readonly [labels: Record<string, string>, value: number];
@@ -72,7 +74,7 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('capture_packets_total', 'Frames captured on source interfaces.', ['interface', 'direction'], () => source.capturePackets());
   counter('capture_drops_total', 'Frames the kernel dropped before the agent could read them.', ['interface'], () => source.captureDrops());
   counter('packets_malformed_total', 'Captured frames refused by the decoder, by reason.', ['reason'], () => source.malformedPackets());
-  counter('mirror_skipped_packets_total', 'Captured frames not mirrored, by reason (no-match, drop rule, excluded).', ['interface', 'reason'], () => source.notMirroredPackets());
+  counter('mirror_skipped_packets_total', `Captured frames not mirrored, by reason: ${SKIP_REASON_CODES.map(matchReasonName).join(', ')} (no rule matched, a drop rule, frames never mirrored, the agent's own traffic).`, ['interface', 'reason'], () => source.notMirroredPackets());
   counter('mirror_packets_total', 'VXLAN packets handed to the kernel for the target.', ['session'], () => source.mirrorPackets());
   counter('mirror_bytes_total', 'Bytes of VXLAN payload (header and mirrored frame) sent.', ['session'], () => source.mirrorBytes());
   counter('mirror_truncated_packets_total', 'Mirrored frames cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
@@ -103,6 +105,10 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
       this.set(source.sessionsActive());
     },
   });
+  new Gauge({
+    name: PREFIX + 'build_info', help: 'Always 1; the labels say which build is running (package version, git commit).',
+    labelNames: ['version', 'commit'], registers: [registry],
+  }).set({ version: BUILD_INFO.version, commit: BUILD_INFO.commit }, 1);
   const rtt = new Histogram({
     name: PREFIX + 'tcp_rtt_seconds',
     help: 'TCP handshake RTT seen from this host: server side SYN to SYN-ACK, client side SYN-ACK to ACK.',
