@@ -5,7 +5,7 @@ import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { ConfigError, ConfigReadError, type ConfigIssue } from '../errors.js';
+import { ConfigError, ConfigReadError, fileErrorReason, type ConfigIssue } from '../errors.js';
 import { createConfigSchema, errorMap } from './schema.js';
 import type { Config } from './types.js';
 
@@ -108,12 +108,6 @@ export function parseConfig(text: string, opts: ParseOptions = {}): Config {
   return parseConfigDocument(text, opts).config;
 }
 
-const READ_REASONS: Record<string, string> = {
-  ENOENT: 'no such file',
-  EACCES: 'permission denied',
-  EISDIR: 'it is a directory',
-};
-
 const WORLD_WRITABLE = 0o002;
 
 /**
@@ -137,8 +131,7 @@ export async function loadConfigDocument(path: string, opts: ParseOptions = {}):
     }
   } catch (err) {
     if (err instanceof ConfigReadError) throw err;
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    throw new ConfigReadError(path, READ_REASONS[code] ?? (err as Error).message, err);
+    throw new ConfigReadError(path, fileErrorReason(err), err);
   }
   return parseConfigDocument(text, { source: path, ...opts });
 }
