@@ -25,6 +25,7 @@ import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
 import type { RejectedFlow } from './ebpf/layout.js';
+import { BUILD_INFO } from './version.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
@@ -74,6 +75,14 @@ function kernelSamples(plane: EbpfDataPlane): Record<string, Sample[]> {
     });
   }
   return { capturePackets: capture, notMirroredPackets: skipped, malformedPackets: malformed };
+}
+
+/** Whether a series' interface and session labels (where it has them) are still in the generation's config. */
+function configuredSeries(gen: Generation): (labels: Record<string, string>) => boolean {
+  const interfaces = new Set(gen.rules.interfaces);
+  const sessions = new Set(gen.config.sessions.map((s) => s.id));
+  return (labels) =>
+    (labels.interface === undefined || interfaces.has(labels.interface)) && (labels.session === undefined || sessions.has(labels.session));
 }
 
 /** Everything built from one config: replaced as a whole on reload. */
@@ -147,7 +156,7 @@ export class Agent {
     }
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
-    this.log.info(this.summary(this.gen), 'agent ready');
+    this.log.info({ ...BUILD_INFO, ...this.summary(this.gen) }, 'agent ready');
   }
 
   private tick(): void {
@@ -280,7 +289,18 @@ export class Agent {
     for (const src of next.sources) src.resume(lastTs.get(src.interfaceName) ?? 0);
     this.gen = next;
     this.raw = doc.raw;
+    this.forgetRemoved(next);
     if (next.plane === 'pcap') await this.closeEbpf();
+  }
+
+  /**
+   * Series of interfaces and sessions the new config no longer has leave /metrics (a
+   * counter that comes back later starts from 0, which Prometheus reads as a reset).
+   */
+  private forgetRemoved(gen: Generation): void {
+    const keep = configuredSeries(gen);
+    for (const totals of this.totals.values()) totals.retain(keep);
+    for (const name of this.interfaceChanges.keys()) if (!keep({ interface: name })) this.interfaceChanges.delete(name);
   }
 
   /**
@@ -406,7 +426,7 @@ export class Agent {
           const doc = parseConfigDocument(JSON.stringify(next), { source: `${this.configPath} (control socket)` });
           await writeConfigAtomic(this.configPath, next);
           await this.swap(doc);
-          this.log.info(this.summary(this.running()), 'config changed over the control socket');
+          // The control server logs the change once, with the op and its arguments.
           this.countReload('ok');
         }),
     };
@@ -457,7 +477,10 @@ export class Agent {
     live: Record<string, Sample[]> = this.gen ? this.liveSamples(this.gen) : {},
     kernel: Record<string, Sample[]> = this.ebpf ? kernelSamples(this.ebpf) : {},
   ): Sample[] {
-    return this.totalsOf(name).with([...(live[name] ?? []), ...(kernel[name] ?? [])]);
+    const all = this.totalsOf(name).with([...(live[name] ?? []), ...(kernel[name] ?? [])]);
+    // The eBPF plane keeps counting every interface life it attached; show the configured ones.
+    const keep = this.gen ? configuredSeries(this.gen) : () => true;
+    return all.filter(([labels]) => keep(labels));
   }
 
   private totalsOf(name: keyof MetricsSource): Totals {
