@@ -47,7 +47,9 @@ describe('systemd unit and make install', () => {
   });
 
   it('systemd-analyze verify accepts the installed unit without a warning', async () => {
-    const { stdout, stderr } = await run('systemd-analyze', ['verify', `--root=${destdir}`, 'mirrorflow.service']);
+    // verify runs `man` for the unit's Documentation=man:mirrorflow(1): the installed page must be found.
+    const env = { ...process.env, MANPATH: path.join(destdir, 'usr/share/man') };
+    const { stdout, stderr } = await run('systemd-analyze', ['verify', `--root=${destdir}`, 'mirrorflow.service'], { env });
     expect(stderr).toBe('');
     expect(stdout).toBe('');
   });
@@ -102,6 +104,49 @@ describe('systemd unit and make install', () => {
     expect(stdout).toContain('valid');
   });
 
+  it('installs the man page, bash completion and every document, and the config points at docs that exist', async () => {
+    const man = path.join(destdir, 'usr/share/man/man1/mirrorflow.1');
+    // groff -ww warns about anything malformed; -z renders without output.
+    const groff = await run('groff', ['-man', '-ww', '-z', man]);
+    expect(groff.stderr).toBe('');
+    expect(existsSync(path.join(destdir, 'usr/share/bash-completion/completions/mirrorflow'))).toBe(true);
+    for (const doc of readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md'))) {
+      expect(existsSync(path.join(destdir, 'usr/share/doc/mirrorflow/docs', doc)), doc).toBe(true);
+    }
+    // Every /usr/share/doc path the installed config, unit and man page name is there.
+    const texts = ['etc/mirrorflow/mirrorflow.yaml', 'usr/lib/systemd/system/mirrorflow.service', 'usr/share/man/man1/mirrorflow.1']
+      .map((f) => readFileSync(path.join(destdir, f), 'utf8'));
+    const pointers = texts.flatMap((t) => t.match(/\/usr\/share\/doc\/mirrorflow\/[\w./-]+\.md/g) ?? []);
+    expect(pointers).toContain('/usr/share/doc/mirrorflow/docs/config.md');
+    for (const p of pointers) expect(existsSync(path.join(destdir, p)), p).toBe(true);
+  });
+
+  it('the man page and the bash completion name every command and option --help lists', async () => {
+    const cli = (args: string[]) => run(process.execPath, [path.join(destdir, 'usr/lib/mirrorflow/dist/agent/cli.js'), ...args]).then((r) => r.stdout);
+    const commandsOf = (help: string) =>
+      [...help.matchAll(/^ {2}([a-z][a-z-]*)(?: \[options\]| <|\s)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+    const optionsOf = (help: string) => [...help.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!).filter((o) => o !== '--help');
+    const man = readFileSync(path.join(ROOT, 'docs/mirrorflow.1'), 'utf8').replaceAll('\\-', '-');
+    const completion = readFileSync(path.join(ROOT, 'scripts/mirrorflow.bash-completion'), 'utf8');
+    const top = await cli(['--help']);
+    const commands = commandsOf(top);
+    const session = commandsOf(await cli(['session', '--help']));
+    expect(commands).toContain('session');
+    expect(session).toContain('remove-source');
+    for (const argv of [...commands.filter((c) => c !== 'session').map((c) => [c]), ...session.map((c) => ['session', c])]) {
+      const name = argv.at(-1)!;
+      expect(man, `man page: ${argv.join(' ')}`).toMatch(new RegExp(`^\\.SS .*\\b${name}\\b`, 'm'));
+      expect(completion, `completion: ${argv.join(' ')}`).toContain(name);
+      for (const option of optionsOf(await cli([...argv, '--help']))) {
+        expect(man, `man page: ${argv.join(' ')} ${option}`).toContain(option);
+        expect(completion, `completion: ${argv.join(' ')} ${option}`).toContain(option);
+      }
+    }
+    // The completion really completes: bash offers the session subcommands.
+    const { stdout } = await run('bash', ['-c', `source ${path.join(ROOT, 'scripts/mirrorflow.bash-completion')}; COMP_WORDS=(mirrorflow session ''); COMP_CWORD=2; _mirrorflow; echo "\${COMPREPLY[*]}"`]);
+    expect(stdout.trim().split(' ')).toEqual(expect.arrayContaining(session));
+  }, 60_000);
+
   it('keeps an edited config on reinstall; uninstall keeps it, --purge removes it', async () => {
     const env = { ...process.env, DESTDIR: destdir };
     const config = path.join(destdir, 'etc/mirrorflow/mirrorflow.yaml');
@@ -110,7 +155,7 @@ describe('systemd unit and make install', () => {
     expect(await readFile(config, 'utf8')).toBe('agent: { vmId: edited }\n');
 
     await run(path.join(ROOT, 'scripts/install.sh'), ['uninstall'], { env });
-    for (const gone of ['usr/lib/mirrorflow', 'usr/bin/mirrorflow', 'usr/lib/systemd/system/mirrorflow.service']) {
+    for (const gone of ['usr/lib/mirrorflow', 'usr/bin/mirrorflow', 'usr/lib/systemd/system/mirrorflow.service', 'usr/share/man/man1/mirrorflow.1', 'usr/share/bash-completion/completions/mirrorflow', 'usr/share/doc/mirrorflow']) {
       expect(existsSync(path.join(destdir, gone))).toBe(false);
     }
     expect(await readFile(config, 'utf8')).toBe('agent: { vmId: edited }\n');
