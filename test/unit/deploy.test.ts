@@ -212,12 +212,20 @@ type Manifest = Record<string, any>;
 const MODELS: Record<string, { module: string; type: string }> = {
   'v1/Namespace': { module: 'kubernetes-models/v1/Namespace', type: 'INamespace' },
   'v1/ServiceAccount': { module: 'kubernetes-models/v1/ServiceAccount', type: 'IServiceAccount' },
-  'v1/ConfigMap': { module: 'kubernetes-models/v1/ConfigMap', type: 'IConfigMap' },
+  'v1/Service': { module: 'kubernetes-models/v1/Service', type: 'IService' },
   'apps/v1/DaemonSet': { module: 'kubernetes-models/apps/v1/DaemonSet', type: 'IDaemonSet' },
+  'rbac.authorization.k8s.io/v1/ClusterRole': { module: 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole', type: 'IClusterRole' },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { module: 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding', type: 'IClusterRoleBinding' },
+  'monitoring.coreos.com/v1/ServiceMonitor': { module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', type: 'IServiceMonitor' },
 };
 
+/** The kustomizations: the base and the Prometheus-operator overlay, each with the resources it lists. */
+const KUSTOMIZATIONS = ['.', 'prometheus-operator'];
+
 function loadManifests(): { file: string; doc: Manifest }[] {
-  const files = readdirSync(K8S).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort();
+  const files = KUSTOMIZATIONS.flatMap((dir) =>
+    readdirSync(path.join(K8S, dir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').map((f) => path.join(dir, f)),
+  ).sort();
   return files.flatMap((file) =>
     parseAllDocuments(readFileSync(path.join(K8S, file), 'utf8')).map((d) => {
       expect([file, d.errors]).toEqual([file, []]);
@@ -226,17 +234,29 @@ function loadManifests(): { file: string; doc: Manifest }[] {
   );
 }
 
+const kustomization = (dir: string) => parseAllDocuments(readFileSync(path.join(K8S, dir, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Manifest;
+/** The agent's config as the configMapGenerator ships it. */
+const agentConfigText = () => readFileSync(path.join(K8S, 'config/mirrorflow.yaml'), 'utf8');
+
 describe('Kubernetes manifests', () => {
   const manifests = loadManifests();
   const byKind = (kind: string) => manifests.filter((m) => m.doc.kind === kind).map((m) => m.doc);
   const daemonset = () => byKind('DaemonSet')[0]!;
-  const agent = () => daemonset().spec.template.spec.containers.find((c: Manifest) => c.name === 'agent');
+  const podSpec = () => daemonset().spec.template.spec;
+  const container = (name: string) => podSpec().containers.find((c: Manifest) => c.name === name);
+  const agent = () => container('agent');
+  const proxy = () => container('metrics-proxy');
+  const nodeConfig = () => parseConfig(agentConfigText().replace('__NODE_NAME__', 'n'), { localAddresses: LOCAL });
 
-  it('every manifest is listed in the kustomization, and every listed file exists', () => {
-    const kustomization = parseAllDocuments(readFileSync(path.join(K8S, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Manifest;
-    expect(kustomization.kind).toBe('Kustomization');
-    expect([...kustomization.resources].sort()).toEqual([...new Set(manifests.map((m) => m.file))].sort());
-    expect(manifests.map((m) => `${m.doc.apiVersion}/${m.doc.kind}`).sort()).toEqual(Object.keys(MODELS).sort());
+  it('every manifest is listed in a kustomization, and every listed file exists', () => {
+    for (const dir of KUSTOMIZATIONS) {
+      const k = kustomization(dir);
+      expect(k.kind).toBe('Kustomization');
+      const files = k.resources.filter((r: string) => r.endsWith('.yaml')).map((r: string) => path.join(dir, r));
+      expect(files.sort()).toEqual([...new Set(manifests.map((m) => m.file).filter((f) => path.dirname(f) === dir))].sort());
+    }
+    expect(kustomization('prometheus-operator').resources).toContain('..');
+    expect([...new Set(manifests.map((m) => `${m.doc.apiVersion}/${m.doc.kind}`))].sort()).toEqual(Object.keys(MODELS).sort());
   });
 
   it('every manifest passes the Kubernetes schema (types, formats, required fields)', async () => {
@@ -250,7 +270,7 @@ describe('Kubernetes manifests', () => {
     // The validator is live: a wrong type is refused.
     const { DaemonSet } = await import('kubernetes-models/apps/v1/DaemonSet');
     const broken = structuredClone(daemonset());
-    broken.spec.template.spec.containers[0].ports[0].containerPort = '9477';
+    broken.spec.template.spec.containers[1].ports[0].containerPort = '9478';
     expect(() => new DaemonSet(broken).validate()).toThrow(/containerPort must be integer/);
   });
 
@@ -269,29 +289,45 @@ describe('Kubernetes manifests', () => {
         files: ['manifests.ts', 'typo.ts'],
       }));
       await writeFile(path.join(dir, 'manifests.ts'), check(manifests));
-      // The same check on a copy with a misspelt key must fail: proves excess keys are caught.
-      const typo = structuredClone(manifests.filter((m) => m.doc.kind === 'DaemonSet'));
-      typo[0]!.doc.spec.template.spec.containers[0].livenesProbe = {};
+      // The same check on copies with a misspelt key must fail: proves excess keys are caught,
+      // deep in a pod spec and in a CRD's spec.
+      const typo = structuredClone(manifests.filter((m) => ['DaemonSet', 'ServiceMonitor'].includes(m.doc.kind)));
+      typo.find((m) => m.doc.kind === 'DaemonSet')!.doc.spec.template.spec.containers[0].livenesProbe = {};
+      typo.find((m) => m.doc.kind === 'ServiceMonitor')!.doc.spec.endpoints[0].tlsConfg = {};
       await writeFile(path.join(dir, 'typo.ts'), check(typo));
       const tsc = path.join(ROOT, 'node_modules/.bin/tsc');
       const result = await run(tsc, ['-p', dir]).then(() => ({ stdout: '' }), (e: { stdout: string }) => e);
       const errors = result.stdout.split('\n').filter(Boolean);
       expect(errors.filter((l) => !l.includes('typo.ts('))).toEqual([]);
       expect(errors.join('\n')).toMatch(/typo\.ts.*livenesProbe.*does not exist in type 'IContainer'/);
+      expect(errors.join('\n')).toMatch(/typo\.ts.*tlsConfg.*does not exist/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   }, 60_000);
 
+  it('a config edit rolls the pods: the ConfigMap is generated with a content hash in its name', () => {
+    const k = kustomization('.');
+    const generated = k.configMapGenerator as Manifest[];
+    const volume = podSpec().volumes.find((v: Manifest) => v.configMap !== undefined);
+    const gen = generated.find((g) => g.name === volume.configMap.name);
+    expect(gen, 'the DaemonSet mounts the generated ConfigMap').toBeDefined();
+    // kustomize appends the hash unless told not to; the file it reads exists.
+    expect(gen!.options?.disableNameSuffixHash ?? false).toBe(false);
+    expect(k.generatorOptions?.disableNameSuffixHash ?? false).toBe(false);
+    expect(gen!.files).toEqual(['mirrorflow.yaml=config/mirrorflow.yaml']);
+    // No hand-written ConfigMap of that name would shadow the generated one.
+    expect(byKind('ConfigMap')).toEqual([]);
+  });
+
   it('the init container writes a valid config with the node name as vmId', async () => {
-    const init = daemonset().spec.template.spec.initContainers[0];
+    const init = podSpec().initContainers[0];
     expect(init.env).toEqual([{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);
     const dir = await mkdtemp(path.join(os.tmpdir(), 'mf-k8s-init-'));
     try {
       await mkdir(path.join(dir, 'template'));
       await mkdir(path.join(dir, 'config'));
-      const template = byKind('ConfigMap')[0]!.data['mirrorflow.yaml'] as string;
-      await writeFile(path.join(dir, 'template/mirrorflow.yaml'), template);
+      await writeFile(path.join(dir, 'template/mirrorflow.yaml'), agentConfigText());
       // The container's script, pointed at the temp directories instead of the mounts.
       const mounts = Object.fromEntries(init.volumeMounts.map((m: Manifest) => [m.name, m.mountPath]));
       const script = (init.command as string[])
@@ -305,6 +341,8 @@ describe('Kubernetes manifests', () => {
       expect(config.agent.vmId).toBe('node-a.example');
       const examples = parseConfig(withExamples(await readFile(written, 'utf8')), { localAddresses: LOCAL });
       expect(examples.sessions).toHaveLength(1);
+      // The example flow log ships off the node (IPFIX), not only to the node's disk.
+      expect(examples.flowLogs[0]!.sink.type).toBe('ipfix');
 
       // The agent reads the file the init container wrote, from the volume they share.
       const agentConfig = agent().volumeMounts.find((m: Manifest) => m.name === 'config');
@@ -315,20 +353,35 @@ describe('Kubernetes manifests', () => {
     }
   });
 
+  it('runs on every Linux node as node-critical, through every taint, from a registry image pinned by tag', () => {
+    const spec = podSpec();
+    expect(spec.priorityClassName).toBe('system-node-critical');
+    expect(spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+    for (const effect of ['NoSchedule', 'NoExecute', 'PreferNoSchedule']) {
+      const tolerated = spec.tolerations.some((t: Manifest) => t.operator === 'Exists' && t.key === undefined && (t.effect === undefined || t.effect === effect));
+      expect([effect, tolerated]).toEqual([effect, true]);
+    }
+    for (const c of [...spec.initContainers, ...spec.containers]) {
+      // registry host (has a dot), repository path, exact tag (never latest).
+      expect(c.image, c.name).toMatch(/^[a-z0-9.-]+\.[a-z]{2,}(:\d+)?\/[a-z0-9/._-]+:v?\d+\.\d+\.\d+$/);
+    }
+    const images = kustomization('.').images as Manifest[];
+    expect(images.map((i) => i.name)).toContain(agent().image.split(':')[0]);
+  });
+
   it('the DaemonSet runs on the host network with the capabilities and mounts the agent needs', () => {
-    const spec = daemonset().spec.template.spec;
-    const config = parseConfig(
-      (byKind('ConfigMap')[0]!.data['mirrorflow.yaml'] as string).replace('__NODE_NAME__', 'n'),
-      { localAddresses: LOCAL },
-    );
+    const spec = podSpec();
+    const config = nodeConfig();
     expect(spec.hostNetwork).toBe(true);
     const sc = agent().securityContext;
     expect(sc.privileged ?? false).toBe(false);
     expect(sc.allowPrivilegeEscalation).toBe(false);
     expect(sc.capabilities).toEqual({ drop: ['ALL'], add: ['NET_RAW', 'NET_ADMIN', 'BPF', 'PERFMON'] });
     expect(agent().env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
-    expect(agent().resources.requests).toBeDefined();
-    expect(agent().resources.limits).toBeDefined();
+    for (const c of spec.containers) {
+      expect(c.resources.requests, c.name).toBeDefined();
+      expect(c.resources.limits, c.name).toBeDefined();
+    }
 
     const mountOf = (where: string) => agent().volumeMounts.find((m: Manifest) => m.mountPath === where);
     const hostPathOf = (name: string) => spec.volumes.find((v: Manifest) => v.name === name)?.hostPath?.path;
@@ -337,17 +390,51 @@ describe('Kubernetes manifests', () => {
     expect(hostPathOf(mountOf('/var/log/mirrorflow').name)).toBe('/var/log/mirrorflow');
     // The control socket's directory is writable in the read-only root filesystem.
     expect(mountOf(path.dirname(config.agent.control.socket))).toBeDefined();
+  });
 
-    // Probes and the scrape annotation point at the port the config's metrics endpoint uses.
-    const port = Number(config.agent.metrics.listen.split(':').at(-1));
-    const metricsPort = agent().ports.find((p: Manifest) => p.name === 'metrics');
-    expect(metricsPort.containerPort).toBe(port);
-    expect(agent().livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
-    expect(agent().readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
-    const annotations = daemonset().spec.template.metadata.annotations;
-    expect(annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(port), 'prometheus.io/path': '/metrics' });
-    // Probes come from the kubelet on the node's address: loopback would fail them.
-    expect(config.agent.metrics.listen.startsWith('127.')).toBe(false);
+  it('metrics leave the node only through the authenticating proxy: loopback agent, TLS port, RBAC, Service, ServiceMonitor', () => {
+    const spec = podSpec();
+    const config = nodeConfig();
+    // The agent's endpoint is on the node's loopback (hostNetwork: 0.0.0.0 would be every node address).
+    expect(config.agent.metrics.listen).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(agent().ports ?? []).toEqual([]);
+    const arg = (name: string) => (proxy().args as string[]).find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+    expect(arg('upstream')).toBe(`http://${config.agent.metrics.listen}/`);
+    const securePort = Number(arg('secure-listen-address')!.split(':').at(-1));
+    const proxyPort = proxy().ports.find((p: Manifest) => p.name === 'https-metrics');
+    expect(proxyPort.containerPort).toBe(securePort);
+    // Probes go through the proxy, to the paths it passes without a token.
+    const ignored = arg('ignore-paths')!.split(',');
+    for (const [probe, where] of [[agent().livenessProbe, '/healthz'], [agent().readinessProbe, '/readyz']] as const) {
+      expect(probe.httpGet).toEqual({ path: where, port: securePort, scheme: 'HTTPS' });
+      expect(ignored).toContain(where);
+    }
+    expect(ignored).not.toContain('/metrics');
+
+    // Only the proxy holds a service account token, and it may ask the API server about callers.
+    expect(spec.automountServiceAccountToken).toBe(false);
+    const tokenMount = proxy().volumeMounts.find((m: Manifest) => m.mountPath === '/var/run/secrets/kubernetes.io/serviceaccount');
+    const tokenVolume = spec.volumes.find((v: Manifest) => v.name === tokenMount.name);
+    expect(tokenVolume.projected.sources.some((s: Manifest) => s.serviceAccountToken !== undefined)).toBe(true);
+    expect(agent().volumeMounts.some((m: Manifest) => m.name === tokenMount.name)).toBe(false);
+    const role = byKind('ClusterRole').find((r) => r.rules.some((rule: Manifest) => rule.resources?.includes('tokenreviews')))!;
+    expect(role.rules).toEqual(expect.arrayContaining([
+      { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+      { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
+    ]));
+    const binding = byKind('ClusterRoleBinding').find((b) => b.roleRef.name === role.metadata.name)!;
+    expect(binding.subjects).toContainEqual({ kind: 'ServiceAccount', name: spec.serviceAccountName, namespace: daemonset().metadata.namespace });
+    // What a scraper is granted: GET /metrics, nothing else.
+    expect(byKind('ClusterRole').find((r) => r.metadata.name === 'mirrorflow-metrics-reader')!.rules).toEqual([{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+
+    // The Service selects the pods and names the proxy's port; the ServiceMonitor scrapes it over TLS with a token.
+    const service = byKind('Service')[0]!;
+    expect(service.spec.selector).toEqual(daemonset().spec.template.metadata.labels);
+    expect(service.spec.ports).toEqual([{ name: 'https-metrics', port: securePort, targetPort: 'https-metrics', protocol: 'TCP' }]);
+    const monitor = byKind('ServiceMonitor')[0]!;
+    expect(service.metadata.labels).toMatchObject(monitor.spec.selector.matchLabels);
+    expect(monitor.spec.endpoints[0]).toMatchObject({ port: 'https-metrics', scheme: 'https', path: '/metrics' });
+    expect(monitor.spec.endpoints[0].bearerTokenFile).toBeDefined();
   });
 });
 
