@@ -13,7 +13,6 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../agent/config/load.js';
-import { createRegistry, type MetricsSource } from '../../agent/metrics/metrics.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -445,32 +444,84 @@ const SPEC_METRICS = [
   'capture_packets_total', 'capture_drops_total', 'mirror_packets_total', 'mirror_bytes_total',
   'mirror_truncated_packets_total', 'mirror_send_errors_total', 'tcp_retransmissions_total',
   'tcp_syn_retransmissions_total', 'tcp_zero_window_total', 'tcp_resets_total', 'tcp_rtt_seconds',
-  'flows_active', 'flow_log_records_total', 'flow_table_evictions_total',
+  'flows_active', 'flow_log_records_total', 'flow_table_evictions_total', 'build_info',
 ].map((n) => `mirrorflow_${n}`);
 const HISTOGRAM_SUFFIX = /_(bucket|sum|count)$/;
+/** prom-client's process defaults: the dashboard shows a few, not every one. */
+const PROCESS_DEFAULTS = /^mirrorflow_(process|nodejs)_/;
+
+/** Starts the compiled agent (pcap plane, no sessions: it only serves metrics) and returns one /metrics scrape. */
+async function scrapeLiveAgent(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'mf-dash-'));
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const config = path.join(dir, 'agent.yaml');
+  await writeFile(config, `agent: { dataPlane: pcap, metrics: { listen: "127.0.0.1:${port}" }, control: { socket: ${path.join(dir, 'control.sock')} } }\n`, { mode: 0o600 });
+  const { spawnProcess } = await import('../../agent/lab/exec.js');
+  const agent = spawnProcess(process.execPath, [path.join(ROOT, 'dist/agent/cli.js'), 'run', '--config', config]);
+  try {
+    await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
+    return await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  } finally {
+    await agent.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 
 describe('Grafana dashboard', () => {
-  const dashboard = JSON.parse(read('deploy/grafana/mirrorflow-dashboard.json')) as { panels: Manifest[]; uid: string };
+  const text = read('deploy/grafana/mirrorflow-dashboard.json');
+  const dashboard = JSON.parse(text) as { panels: Manifest[]; uid: string; templating: { list: Manifest[] } };
   const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t: Manifest) => t.expr as string));
+  const used = new Set(exprs.flatMap((e) => e.match(/\bmirrorflow_[a-z0-9_]+/g) ?? []).map((n) => n.replace(HISTOGRAM_SUFFIX, '')));
 
-  it('queries only metrics the agent exports or SPEC §5 promises', async () => {
-    // Registered names, read without scraping (no source method is called).
-    const { registry } = createRegistry({} as MetricsSource);
-    const exported = new Set(registry.getMetricsAsArray().map((m) => m.name));
-    const known = new Set([...exported, ...SPEC_METRICS]);
-    const used = new Set(exprs.flatMap((e) => e.match(/\bmirrorflow_[a-z0-9_]+/g) ?? []));
-    expect(used.size).toBeGreaterThan(10);
-    const unknown = [...used].filter((n) => !known.has(n) && !known.has(n.replace(HISTOGRAM_SUFFIX, '')));
-    expect(unknown).toEqual([]);
-    // Every SPEC §5 metric has a panel.
-    const missing = SPEC_METRICS.filter((n) => ![...used].some((u) => u.replace(HISTOGRAM_SUFFIX, '') === n));
-    expect(missing).toEqual([]);
-  });
+  it('queries only metrics a live agent exports, and has a panel for each of its own metrics', async () => {
+    const { ensureBuilt } = await import('../e2e/helpers/build.js');
+    await ensureBuilt();
+    const exported = new Set([...(await scrapeLiveAgent()).matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
+    expect(exported.size).toBeGreaterThan(20);
+    expect([...used].filter((n) => !exported.has(n))).toEqual([]);
+    // Every metric of the agent's own (not the process defaults) is on the dashboard, SPEC §5's too.
+    const own = [...exported].filter((n) => n.startsWith('mirrorflow_') && !PROCESS_DEFAULTS.test(n));
+    expect(own).toEqual(expect.arrayContaining(SPEC_METRICS));
+    expect(own.filter((n) => !used.has(n))).toEqual([]);
+  }, 60_000);
 
-  it('has unique panel ids and a query in every panel', () => {
+  it('passes Grafana\'s dashboard schema (@grafana/schema, unknown keys refused by tsc)', async () => {
+    const dir = await mkdtemp(path.join(ROOT, 'node_modules/.mf-dash-check-'));
+    try {
+      const check = (json: unknown) => `import type { Dashboard } from '@grafana/schema';\nexport const d: Dashboard = ${JSON.stringify(json, null, 1)};\n`;
+      await writeFile(path.join(dir, 'tsconfig.json'), JSON.stringify({
+        compilerOptions: { strict: true, noEmit: true, module: 'NodeNext', moduleResolution: 'NodeNext', types: [], skipLibCheck: true },
+        files: ['dashboard.ts', 'inputs.ts', 'current.ts'],
+      }));
+      await writeFile(path.join(dir, 'dashboard.ts'), check(dashboard));
+      // What an export from a Grafana UI leaves in: the check must refuse both.
+      await writeFile(path.join(dir, 'inputs.ts'), check({ ...dashboard, __inputs: [{ name: 'DS_PROMETHEUS', type: 'datasource' }] }));
+      const withCurrent = structuredClone(dashboard);
+      withCurrent.templating.list[0]!.current = {};
+      await writeFile(path.join(dir, 'current.ts'), check(withCurrent));
+      const result = await run(path.join(ROOT, 'node_modules/.bin/tsc'), ['-p', dir]).then(() => ({ stdout: '' }), (e: { stdout: string }) => e);
+      const errors = result.stdout.split('\n').filter(Boolean);
+      expect(errors.filter((l) => l.startsWith(path.join(dir, 'dashboard.ts')) || l.includes('dashboard.ts('))).toEqual([]);
+      expect(errors.join('\n')).toMatch(/inputs\.ts.*'"__inputs"' does not exist in type 'Dashboard'/);
+      expect(errors.join('\n')).toMatch(/current\.ts.*missing the following properties from type 'VariableOption'/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('has unique panel ids, a query in every panel, and no overlapping panels', () => {
     const ids = dashboard.panels.map((p) => p.id);
     expect(new Set(ids).size).toBe(ids.length);
     for (const p of dashboard.panels.filter((p) => p.type !== 'row')) expect([p.title, p.targets?.length > 0]).toEqual([p.title, true]);
     expect(dashboard.uid).toBe('mirrorflow');
+    const cells = new Set<string>();
+    for (const { gridPos: g, title } of dashboard.panels) {
+      for (let x = g.x; x < g.x + g.w; x++) {
+        for (let y = g.y; y < g.y + g.h; y++) {
+          expect(cells.has(`${x},${y}`), `${title} overlaps at ${x},${y}`).toBe(false);
+          cells.add(`${x},${y}`);
+        }
+      }
+    }
   });
 });
