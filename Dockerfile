@@ -32,9 +32,10 @@ RUN npx tsc -p tsconfig.json \
 
 FROM node:20.20.2-bookworm-slim
 # libpcap0.8 (the pcap module), libbpf1 (the eBPF plane, through koffi), iproute2 (ip, tc:
-# the eBPF plane's VXLAN devices and filters, the path MTU to each target).
+# the eBPF plane's VXLAN devices and filters, the path MTU to each target), ethtool (the
+# eBPF plane's segmenting veth pair: offloads off).
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpcap0.8 libbpf1 iproute2 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpcap0.8 libbpf1 iproute2 ethtool \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /
 # Runs as root, with only the capabilities the orchestrator grants (see

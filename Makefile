@@ -43,7 +43,10 @@ compile: $(NODE_STAMP) $(BPF_OBJ)
 	npx tsc -p tsconfig.json
 	@scripts/build-info.sh
 
+# The tests and the bench are type-checked too (strict, as the agent), before anything runs.
 test: build
+	npx tsc -p test/tsconfig.json
+	npx tsc -p bench/tsconfig.json --noEmit
 	npx vitest run
 
 lab: build

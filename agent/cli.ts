@@ -118,6 +118,12 @@ program
         logger: createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'warn'),
       });
       process.stdout.write(`${JSON.stringify(summary)}\n`);
+      const lost = Object.entries(summary.flowLogRecordsLost).filter(([, n]) => n > 0);
+      if (lost.length > 0) {
+        const total = lost.reduce((sum, [, n]) => sum + n, 0);
+        process.stderr.write(`replay: ${total} flow log records did not reach their sink (${lost.map(([id, n]) => `${id}: ${n}`).join(', ')})\n`);
+        process.exitCode = 1;
+      }
     } catch (err) {
       reportFailure('replay', err);
     }

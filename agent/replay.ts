@@ -48,6 +48,8 @@ export interface ReplaySummary {
   written: number;
   /** Flow log records written, by flow log id and log-status. */
   flowLogRecords: Record<string, Record<string, number>>;
+  /** Flow log records that did not reach their sink (flow_log_sink_dropped_total), by flow log id. */
+  flowLogRecordsLost: Record<string, number>;
   /** Where packet directions came from: the file's own flags, or a MAC (given, or the interface's on this host). */
   directions: string;
 }
@@ -162,6 +164,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
     const flowLogRecords = Object.fromEntries(flow?.aggregators.map((a) => [a.id, { ...a.recordsByStatus }]) ?? []);
     const perSession = (read: (o: MirrorOutput) => number) =>
       Object.fromEntries(rules.sessions.map((s) => [s.id, read(outputs[s.index]!)]));
+    // Closing the sinks delivers what they hold; only then is it known what did not leave.
+    await flowLogs.stop();
+    const flowLogRecordsLost = Object.fromEntries(flowLogs.samples('sinkDropped').map(([labels, n]) => [labels.flow_log ?? '', n]));
     completed = true;
     return {
       frames,
@@ -172,6 +177,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       malformed: Object.fromEntries(pipeline.malformed),
       written: writer?.frames ?? 0,
       flowLogRecords,
+      flowLogRecordsLost,
     };
   } finally {
     await writer?.close();

@@ -10,7 +10,7 @@ packages=(
   clang llvm        # eBPF programs (bpf/)
   libbpf-dev bpftool
   g++ make python3  # node-gyp builds the native modules
-  iproute2 ethtool  # what the agent runs (ip, tc, ethtool); namespaces and veths in the lab and tests
+  iproute2 ethtool  # ip, tc and ethtool, which the agent runs; namespaces, veths, offloads in the lab and tests
 )
 if [[ ${1:-} != --build ]]; then
   packages+=(
@@ -20,6 +20,7 @@ if [[ ${1:-} != --build ]]; then
     prometheus        # promtool check metrics
     iptables          # induced loss (statistic match) and host drops in tests
     groff-base man-db # the man page renders without warnings
+    nfdump pmacct softflowd postgresql  # IPFIX collectors, a reference exporter and the database the collector e2e reads
   )
 fi
 
@@ -35,5 +36,12 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}"
   apt-get update -q
+  # Collectors and PostgreSQL must not start as services listening on the network: the
+  # tests start their own on loopback. A policy-rc.d that is already there is left alone.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { RuleSet } from '../rules/compile.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
@@ -36,6 +36,8 @@ export interface InstallPlan {
   ifindexes: ReadonlyMap<string, number>;
   /** Indexed like rules.sessions. */
   sessions: readonly SlotSession[];
+  /** ifindex of the segmenting veth clones go to (0: nothing is cloned, as in rule tests). */
+  segIfindex: number;
 }
 
 export class MirrorMaps {
@@ -113,7 +115,7 @@ export class MirrorMaps {
     const next = this.active ^ 1;
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
-    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions));
+    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex));
     plan.rules.interfaces.forEach((name, pos) => {
       const ifindex = plan.ifindexes.get(name);
       if (ifindex === undefined) return;
@@ -160,6 +162,17 @@ export class MirrorMaps {
     ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
     const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
     return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
+  }
+
+  /**
+   * Runs mf_tunnel on one frame as if it were a segment of a clone arriving on the
+   * segmenting veth with `mark`; returns the program's verdict and the frame it leaves.
+   */
+  tunnel(frame: Buffer, mark: number): { verdict: number; frame: Buffer; ctxOut: Buffer } {
+    const ctx = Buffer.alloc(SKB_CTX_SIZE);
+    ctx.writeUInt32LE(mark >>> 0, SKB_MARK_OFFSET);
+    const run = testRun(this.tunnelFd, frame, ctx);
+    return { verdict: run.retval | 0, frame: run.dataOut, ctxOut: run.ctxOut };
   }
 
   /**

@@ -91,7 +91,7 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('flow_log_records_total', 'Flow log records handed to the sink, by log-status.', ['flow_log', 'status'], () => source.flowLogRecords());
   counter('flow_table_evictions_total', 'Flows written early because the flow table was full.', ['flow_log'], () => source.flowTableEvictions());
   counter('flow_log_sink_errors_total', 'Failed sink writes (each retried).', ['flow_log'], () => source.sinkErrors());
-  counter('flow_log_sink_dropped_total', 'Records dropped because the sink queue was full.', ['flow_log'], () => source.sinkDropped());
+  counter('flow_log_sink_dropped_total', 'Flow log records that did not reach the sink: queue full, still queued when it closed, or refused by the IPFIX collector on every attempt.', ['flow_log'], () => source.sinkDropped());
   new Gauge({
     name: PREFIX + 'flows_active', help: 'Flows in the flow table of each flow log.', labelNames: ['flow_log'], registers: [registry],
     collect() {
