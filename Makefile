@@ -55,16 +55,21 @@ lab: build
 # The eBPF rule evaluation in BPF_PROG_TEST_RUN; zero-loss rates per plane and frame size
 # against the anchors, the sender's throughput and the agent's memory with 10..100k flows,
 # checked against issue 6's targets (BENCH_QUICK=1: a few minutes); then the per-packet
-# micro-benchmarks.
+# micro-benchmarks; then `flows query` against jq over FLOWS_BENCH_RECORDS flow log
+# records (default 1 million; issue 18's figure is 10 million, about 4 GB and half an hour of jq).
 bench: build
 	npx tsc -p bench/tsconfig.json
 	node dist/bench/ebpf-rules.js
 	node dist/bench/run.js
 	npx vitest bench --run bench/micro
+	node dist/bench/flows-query.js
 
-# Issue 7's overload soak: twice the zero-loss rate for a minute (make test runs 10 s).
+# Issue 7's overload soak: twice the zero-loss rate for a minute (make test runs 10 s), and
+# issue 13's daemon soak: 200 reloads, 50 link flaps, 100 control edits under a sequenced
+# stream (make test runs 30, 10, 20).
 soak: build
 	OVERLOAD_SECONDS=60 npx vitest run test/e2e/faults.e2e.test.ts -t overload
+	SOAK_RELOADS=200 SOAK_FLAPS=50 SOAK_EDITS=100 npx vitest run test/e2e/soak.e2e.test.ts
 
 clean:
 	rm -rf dist node_modules

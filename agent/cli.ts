@@ -6,6 +6,7 @@ import { loadConfig } from './config/load.js';
 import { missingSources } from './config/host-check.js';
 import { ConfigError, ConfigReadError } from './errors.js';
 import { createLogger } from './log.js';
+import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
 import { replay } from './replay.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
@@ -13,10 +14,11 @@ import { ControlError } from './control/protocol.js';
 import { socketFromConfig } from './control/socket-path.js';
 import { formatEditSummary } from './control/edit-summary.js';
 import { versionText } from './version.js';
+import { armStopDeadline, writeStderrLine } from './stop-deadline.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
-/** SIGTERM must end in bounded time even if a sink or socket hangs. */
-const STOP_DEADLINE_MS = 10_000;
+/** SIGTERM must end in bounded time even if a sink or socket hangs (MIRRORFLOW_STOP_DEADLINE_MS overrides, for tests). */
+const STOP_DEADLINE_MS = Number(process.env.MIRRORFLOW_STOP_DEADLINE_MS ?? 10_000);
 /** Scheduling priority of the daemon (nice): below the workloads it observes. */
 const AGENT_NICE = 10;
 
@@ -39,23 +41,31 @@ program
     try {
       await agent.start();
     } catch (err) {
+      // Exit now and non-zero (systemd's Restart=on-failure), after releasing what start
+      // opened; the deadline bounds that release too.
       log.fatal({ err }, 'agent failed to start');
-      process.exitCode = 1;
-      await agent.stop().catch(() => undefined);
-      return;
+      armStopDeadline(STOP_DEADLINE_MS, () => agent.pendingRecords());
+      await agent.stop().catch((stopErr: unknown) => log.error({ err: stopErr }, 'error while releasing after the failed start'));
+      process.exit(1);
     }
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal }, 'stopping');
-      const deadline = setTimeout(() => {
-        log.error('stop deadline passed; exiting anyway');
-        process.exit(1);
-      }, STOP_DEADLINE_MS);
-      deadline.unref();
+      // Armed before anything is logged: a log line to a stuck stdout may never return.
+      const deadline = armStopDeadline(STOP_DEADLINE_MS, () => agent.pendingRecords());
+      deadline.setPending(agent.pendingRecords());
+      log.info({ signal, deadlineMs: STOP_DEADLINE_MS }, 'stopping');
+      const counting = setInterval(() => deadline.setPending(agent.pendingRecords()), 100);
+      counting.unref();
       agent.stop().then(
-        () => process.exit(0),
+        ({ recordsLost }) => {
+          if (recordsLost > 0) {
+            writeStderrLine('stopped with flow log records that could not be written', { recordsLost });
+            log.error({ recordsLost }, 'stopped with flow log records that could not be written');
+          }
+          process.exit(recordsLost > 0 ? 1 : 0);
+        },
         (err: unknown) => {
           log.error({ err }, 'error while stopping');
           process.exit(1);
@@ -64,6 +74,7 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // Reloads coalesce in the agent: a burst of SIGHUPs costs one running and one pending.
     process.on('SIGHUP', () => {
       void agent.reload();
     });
@@ -196,5 +207,7 @@ for (const [name, op, help] of [
     .action((id: string, iface: string, opts: ControlOptions) =>
       control(opts, op, { id, interface: iface }, (r) => formatEditSummary(op, { id, interface: iface }, r)));
 }
+
+program.addCommand(flowsCommand(DEFAULT_CONFIG));
 
 await program.parseAsync(process.argv);

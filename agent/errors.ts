@@ -59,6 +59,7 @@ const FILE_ERROR_REASONS: Record<string, string> = {
   ENOENT: 'no such file',
   EACCES: 'permission denied',
   EISDIR: 'it is a directory',
+  ELOOP: 'too many levels of symbolic links',
 };
 
 /** Why a file could not be read, in words ("no such file"), instead of Node's "ENOENT: ... open 'x'". */

@@ -49,8 +49,10 @@ function serializeError(err: unknown): unknown {
 export function createLogger(level: string = 'info', streams: LoggerStreams = {}): Logger {
   const journal = streams.journal ?? process.env.JOURNAL_STREAM !== undefined;
   const wrap = (s: DestinationStream) => (journal ? withPriority(s) : s);
-  const out = wrap(streams.stdout ?? pino.destination({ fd: 1, sync: true }));
-  const err = wrap(streams.stderr ?? pino.destination({ fd: 2, sync: true }));
+  // Asynchronous, as pino's own default for stdout (flushed at exit): a reader that stops
+  // reading must not block the agent's main thread in a write.
+  const out = wrap(streams.stdout ?? pino.destination({ dest: 1, sync: false }));
+  const err = wrap(streams.stderr ?? pino.destination({ dest: 2, sync: false }));
   return pino(
     { name: 'mirrorflow', level, base: { pid: process.pid }, serializers: { err: serializeError } },
     // dedupe: each line goes to the one stream with the highest level it reaches.

@@ -21,6 +21,8 @@ if [[ ${1:-} != --build ]]; then
     iptables          # induced loss (statistic match) and host drops in tests
     groff-base man-db # the man page renders without warnings
     nfdump pmacct softflowd postgresql  # IPFIX collectors, a reference exporter and the database the collector e2e reads
+    chromium          # renders the `flows report` page in its test (headless)
+    jq                # what `make bench` compares `flows query` against
   )
 fi
 

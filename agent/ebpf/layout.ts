@@ -121,6 +121,9 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
   return buf;
 }
 
+/** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */
+export const sessionTruncLenOffset = (session: number): number => SLOT_SESSIONS_OFFSET + session * SESSION_SIZE + 4;
+
 export const encodeState = (activeSlot: number, rejectSlot: number): Buffer => u32Pair(activeSlot, rejectSlot);
 
 export const encodeRejectIface = (netns: number, ifindex: number): Buffer => u32Pair(netns, ifindex);

@@ -13,7 +13,7 @@ import {
 import {
   CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
   REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
-  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf,
+  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
   sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
 
@@ -127,6 +127,17 @@ export class MirrorMaps {
     mapUpdate(this.state, u32Key(0), encodeState(next, this.rejectSlot));
     this.active = next;
     return next;
+  }
+
+  /**
+   * Changes how much of each frame one session of a live slot keeps, in place (the path MTU
+   * to its target changed). A packet reads either the old length or the new one.
+   */
+  setTruncLen(slot: number, session: number, truncLen: number): void {
+    const value = Buffer.alloc(SLOT_SIZE);
+    if (!mapLookup(this.slots, u32Key(slot), value)) throw new Error(`eBPF slot ${slot} is not installed`);
+    value.writeUInt32LE(truncLen, sessionTruncLenOffset(session));
+    mapUpdate(this.slots, u32Key(slot), value);
   }
 
   /** Drops a slot's chains and zeroes its session counters before it is reused. */

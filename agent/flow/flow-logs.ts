@@ -25,6 +25,8 @@ export class FlowLogs {
   private stageKey = '';
   private sinks = new Map<string, SinkEntry>();
   private pendingSinks = new Map<string, SinkEntry>();
+  /** The sinks stop() is closing: their undelivered records still count as pending. */
+  private stoppingSinks: FlowSink[] = [];
   private pendingKey = '';
   private readonly totals = new Map<FlowMetric, Totals>();
 
@@ -85,9 +87,24 @@ export class FlowLogs {
     this.stage?.closeWindowsBefore(nowSec);
   }
 
-  /** Clean shutdown: every open window written, every sink drained and closed. */
-  async stop(): Promise<void> {
+  /**
+   * Clean shutdown: every open window written, every sink drained and closed. Resolves with
+   * the records the sinks could not deliver before closing (each sink logs its own).
+   */
+  async stop(): Promise<number> {
+    const sinks = [...this.sinks.values()].map((e) => e.sink);
+    this.stoppingSinks = sinks;
+    const droppedBefore = sinks.reduce((n, s) => n + s.stats.dropped, 0);
     await this.commit(undefined);
+    return sinks.reduce((n, s) => n + s.stats.dropped, 0) - droppedBefore;
+  }
+
+  /** Records accepted by the sinks (those stop() is closing included) and not delivered yet. */
+  pendingRecords(): number {
+    let n = 0;
+    for (const e of this.sinks.values()) n += e.sink.stats.pending;
+    for (const sink of this.stoppingSinks) n += sink.stats.pending;
+    return n;
   }
 
   /** Runtime state of one flow log for `mirrorflow` status queries; undefined when not running. */

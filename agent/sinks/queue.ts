@@ -9,6 +9,8 @@ const DEFAULT_QUEUE_LIMIT = 100_000;
 const DEFAULT_RETRY_MIN_MS = 100;
 const DEFAULT_RETRY_MAX_MS = 5000;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
+/** After the close timeout, how long a delivery in progress may still take before close gives up on it. */
+const STUCK_DELIVERY_MS = 500;
 /** Records offered to deliver() at once; a sink may take fewer. */
 const BATCH_RECORDS = 512;
 const DROP_LOG_INTERVAL_MS = 10_000;
@@ -146,7 +148,11 @@ export abstract class QueuedSink implements FlowSink {
       // to settle in release() (confirm, or lose once requeue() sees the sink abandoned).
       this.abandoned = true;
       this.wake?.();
-      await this.loop;
+      // A delivery that never returns (a stdout nobody reads) must not hold the stop: the
+      // batch it carries is counted with the rest as not delivered.
+      let stuck: NodeJS.Timeout | undefined;
+      await Promise.race([this.loop, new Promise<void>((resolve) => (stuck = setTimeout(resolve, STUCK_DELIVERY_MS)))]);
+      clearTimeout(stuck);
       const left = this.items.length - this.head;
       this.items = [];
       this.head = 0;
@@ -168,6 +174,8 @@ export abstract class QueuedSink implements FlowSink {
       this.delivering = true;
       try {
         used = await this.deliver(this.items.slice(this.head, end));
+        // Given up on while it was under way: close() already counted it.
+        if (this.abandoned) break;
       } catch (err) {
         this.delivering = false;
         this.applyPutBack();

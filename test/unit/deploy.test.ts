@@ -127,12 +127,18 @@ describe('systemd unit and make install', () => {
     const optionsOf = (help: string) => [...help.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!).filter((o) => o !== '--help');
     const man = readFileSync(path.join(ROOT, 'docs/mirrorflow.1'), 'utf8').replaceAll('\\-', '-');
     const completion = readFileSync(path.join(ROOT, 'scripts/mirrorflow.bash-completion'), 'utf8');
-    const top = await cli(['--help']);
-    const commands = commandsOf(top);
-    const session = commandsOf(await cli(['session', '--help']));
-    expect(commands).toContain('session');
+    // Every command, and for a command group (session, flows) each of its subcommands.
+    const leaves: string[][] = [];
+    for (const command of commandsOf(await cli(['--help']))) {
+      const help = await cli([command, '--help']);
+      const sub = help.includes('\nCommands:') ? commandsOf(help.slice(help.indexOf('\nCommands:'))) : [];
+      if (sub.length === 0) leaves.push([command]);
+      else leaves.push(...sub.map((c) => [command, c]));
+    }
+    const session = leaves.filter((l) => l[0] === 'session').map((l) => l[1]!);
     expect(session).toContain('remove-source');
-    for (const argv of [...commands.filter((c) => c !== 'session').map((c) => [c]), ...session.map((c) => ['session', c])]) {
+    expect(leaves.map((l) => l.join(' '))).toEqual(expect.arrayContaining(['run', 'replay', 'session list', 'flows query']));
+    for (const argv of leaves) {
       const name = argv.at(-1)!;
       expect(man, `man page: ${argv.join(' ')}`).toMatch(new RegExp(`^\\.SS .*\\b${name}\\b`, 'm'));
       expect(completion, `completion: ${argv.join(' ')}`).toContain(name);
