@@ -372,7 +372,7 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   print(flowLog === undefined ? `  (no ${flowLogPath})` : flowLog.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
 
   print(`\nlab: bulk TCP, iperf3 -n ${BULK_BYTES} to ${topo.v4.dst} (the veths keep the kernel's TSO/GSO: the agent sees 64 KB aggregates)`);
-  print(`  receiver got ${bulk.received} bytes; dst got ${bulk.dataCopies} copies of its data segments, largest inner frame ${bulk.largestFrame} B`);
+  print(`  receiver got ${bulk.received} bytes; dst got ${bulk.dataCopies} copies of its data segments, largest inner frame ${bulk.largestFrame} B (dst's capture dropped ${bulk.captureDrops})`);
   print(`  ${bulk.cut} copies cut to path MTU − 50 (tshark marks the copy after a cut one "Previous segment not captured": a cut copy carries less payload than its headers say)`);
   print(bulk.covered >= bulk.received
     ? `  the copies' sequence ranges cover all ${bulk.received} bytes the receiver got, without a hole: the transfer arrived whole`

@@ -28,7 +28,7 @@ import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { flowSourcePort } from '../../agent/mirror/flow-hash.js';
-import { coveredWithoutHoles } from '../../agent/lab/bulk.js';
+import { coveredWithoutHoles, receivedBytes, waitForQuietFile } from '../../agent/lab/bulk.js';
 
 const PLANES = ['ebpf', 'pcap'] as const;
 const VNI = 4242;
@@ -131,7 +131,7 @@ async function udpCounters(file: string, tag: number): Promise<number[]> {
 
 /** tcpdump -w on dst's underlay, without printing (which cannot keep up with a bulk transfer's copies). */
 async function startWriter(topo: Topology, file: string): Promise<{ file: string; stop: () => Promise<void> }> {
-  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await proc.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   return {
     file,
@@ -208,7 +208,7 @@ for (const plane of PLANES) {
             if (variant.mss !== undefined) args.push('-M', String(variant.mss));
             if (dir === 'in') args.push('-R');
             const { stdout } = await t.exec('src', 'iperf3', args, { timeoutMs: TIMEOUT_MS });
-            const received = (JSON.parse(stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+            const received = receivedBytes(stdout);
             tcpCases.push({ family, dir, cport, received });
           }
         }
@@ -239,6 +239,7 @@ for (const plane of PLANES) {
         // Every copy counted has been handed to the kernel; wait until the destination has them all.
         const deadline = Date.now() + 30_000;
         while ((rx = await vxlanRx(t)).packets < metrics.packets && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        await waitForQuietFile(t, 'dst', capture.file);
         await capture.stop();
         const st = await agent.proc.stop('SIGTERM', 20_000);
         expect(st.code).toBe(0);
