@@ -10,6 +10,12 @@ import type { NsRole, Topology } from './topology.js';
 const OUTER_V4 = 50;
 const ETH = 14;
 const TIMEOUT_MS = 120_000;
+/**
+ * tcpdump's snap length at the destination: a jumbo copy fits. In immediate mode libpcap
+ * uses a TPACKET_V2 ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB
+ * buffer only ~1000 slots and drop under a bulk transfer's burst of copies.
+ */
+const CAPTURE_SNAP = 9100;
 
 export interface SeqRange {
   seq: number;
@@ -66,7 +72,7 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
   await server.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
   // No printing: a bulk transfer's copies outrun tcpdump's text output. Immediate mode: a
   // ring block still waiting for its timeout when tcpdump stops would be lost (the tail).
-  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await cap.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   const cport = 42000 + Math.floor(Math.random() * 1000);
   const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
