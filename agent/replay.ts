@@ -8,6 +8,7 @@ import { forEachFrame, PcapWriter } from './capture/pcap-file.js';
 import { OuterFrameOutput, type FrameWriter } from './mirror/outer-frame.js';
 import { DEFAULT_PATH_MTU } from './mirror/path-mtu.js';
 import { DIR_IN, DIR_OUT } from './packet/view.js';
+import { NO_OFFLOAD } from './packet/offload.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { Logger } from './log.js';
@@ -89,7 +90,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       if (dir === DIRECTION_UNKNOWN) {
         throw new Error(`${opts.pcap} does not record packet directions (classic pcap): pass --local-mac with the interface's MAC`);
       }
-      pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN);
+      // A capture file says nothing of offloads: its frames are taken as wire packets.
+      pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN, NO_OFFLOAD);
     });
     flow?.flushAll();
     const flowLogRecords = Object.fromEntries(flow?.aggregators.map((a) => [a.id, { ...a.recordsByStatus }]) ?? []);

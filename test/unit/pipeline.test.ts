@@ -1,0 +1,157 @@
+// The pipeline with offload information: an aggregate is matched once and then mirrored,
+// counted and analysed as the wire segments it stands for — one copy per segment (valid
+// checksums by tshark), flow records with packets = segments and bytes = their IP bytes,
+// retransmissions counted per segment as the sender's TcpRetransSegs, capture and
+// not-mirrored counters in wire packets; a CHECKSUM_PARTIAL single packet gets its checksum.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../agent/config/load.js';
+import { compileRules } from '../../agent/rules/compile.js';
+import { MirrorPipeline, REASON_SLOTS } from '../../agent/pipeline.js';
+import { FlowStage } from '../../agent/flow/stage.js';
+import type { FlowRecord } from '../../agent/flow/record.js';
+import type { MirrorOutput } from '../../agent/mirror/output.js';
+import { decode } from '../../agent/packet/decode.js';
+import { GSO_NONE, NO_OFFLOAD } from '../../agent/packet/offload.js';
+import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
+import { ACK, aggregate, GOOD, tshark } from '../helpers/aggregate.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mf-pipeline-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const CONFIG = `
+agent: { vmId: test, metrics: { listen: "" } }
+filters:
+  - id: tf-1
+    ingressRules: []
+    egressRules:
+      - { priority: 1, action: accept, protocol: ALL, sourceCidrBlock: 0.0.0.0/0, destinationCidrBlock: 0.0.0.0/0 }
+      - { priority: 2, action: accept, protocol: ALL, sourceCidrBlock: "::/0", destinationCidrBlock: "::/0" }
+sessions:
+  - { id: ts-1, priority: 1, vni: 10, packetLength: 8500, filterId: tf-1, sources: [eth0], target: { address: 192.0.2.10 } }
+flowLogs:
+  - { id: fl-1, sources: [eth0], window: 60, sink: { type: stdout } }
+`;
+
+/** Keeps a copy of every frame handed to it, as the sender would cut it (caplen bytes). */
+class RecordingOutput implements MirrorOutput {
+  packets = 0;
+  bytes = 0;
+  truncated = 0;
+  sendErrors = 0;
+  dropped = 0;
+  readonly copies: { frame: Buffer; wireLen: number }[] = [];
+  send(view: PacketView): boolean {
+    this.copies.push({ frame: Buffer.from(view.buf.subarray(0, view.caplen)), wireLen: view.wireLen });
+    this.packets++;
+    this.bytes += view.caplen;
+    if (view.caplen < view.wireLen) this.truncated++;
+    return true;
+  }
+  async close(): Promise<void> {}
+}
+
+let output: RecordingOutput;
+let records: FlowRecord[];
+let flow: FlowStage;
+let pipeline: MirrorPipeline;
+const TS = 1_700_000_000_000_000;
+
+beforeEach(() => {
+  const config = parseConfig(CONFIG, { localAddresses: [] });
+  const rules = compileRules(config);
+  output = new RecordingOutput();
+  records = [];
+  flow = new FlowStage({ config, interfaces: rules.interfaces, emit: (_id, r) => records.push(...r) });
+  pipeline = new MirrorPipeline(rules, [output], flow);
+});
+
+function okRecords(): FlowRecord[] {
+  flow.flushAll();
+  return records.filter((r) => r['log-status'] === 'OK');
+}
+
+describe('MirrorPipeline with offloaded aggregates', () => {
+  it('one outbound TSO aggregate of N segments: N copies, a record of N packets and their IP bytes', () => {
+    const payload = 1448 * 11 + 500;
+    const { frame, offload } = aggregate({ family: 4, proto: 'tcp', payload, gsoSize: 1448, flags: ACK | 0x08 });
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    const n = 12;
+    expect(output.copies).toHaveLength(n);
+    const view = new PacketView();
+    let ipBytes = 0;
+    output.copies.forEach((c, k) => {
+      expect(decode(view, c.frame, c.frame.length, c.wireLen)).toBe(DECODE_OK);
+      expect(c.frame.length).toBe(c.wireLen);
+      expect(view.tcpSeq).toBe(1_000_000 + k * 1448);
+      ipBytes += view.ipLength;
+    });
+    // IP header 20 + TCP header 32 per segment, plus the payload once.
+    expect(ipBytes).toBe(n * 52 + payload);
+    const rows = tshark(output.copies.map((c) => c.frame), join(dir, 'tso.pcap'));
+    expect(rows.map((r) => [r.ipCsum, r.l4Csum])).toEqual(Array(n).fill([GOOD, GOOD]));
+    expect(pipeline.captured[0 * 2 + DIR_OUT]).toBe(n);
+    const [record, ...others] = okRecords();
+    expect(others).toEqual([]);
+    expect(record).toMatchObject({ direction: 'out', packets: n, bytes: ipBytes, 'mirrored-packets': n, 'mirror-session': 'ts-1', 'tcp-flags': ACK | 0x08 });
+  });
+
+  it('an inbound GRO aggregate no rule mirrors: counted in wire packets, no copy', () => {
+    const { frame, offload } = aggregate({ family: 6, proto: 'tcp', payload: 1428 * 20, gsoSize: 1428 });
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_IN, offload);
+    expect(output.copies).toHaveLength(0);
+    expect(pipeline.captured[0 * 2 + DIR_IN]).toBe(20);
+    expect(pipeline.notMirrored.slice(0, REASON_SLOTS).reduce((a, b) => a + b, 0)).toBe(20);
+    const [record] = okRecords();
+    expect(record).toMatchObject({ direction: 'in', packets: 20, bytes: 20 * (40 + 32) + 1428 * 20, 'mirrored-packets': 0 });
+  });
+
+  it('a UDP GSO send: one copy per datagram', () => {
+    const { frame, offload } = aggregate({ family: 6, proto: 'udp', payload: 1200 * 5, gsoSize: 1200 });
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    expect(output.copies.map((c) => c.wireLen)).toEqual(Array(5).fill(14 + 40 + 8 + 1200));
+    expect(tshark(output.copies.map((c) => c.frame), join(dir, 'ugso.pcap')).every((r) => r.l4Csum === GOOD)).toBe(true);
+    expect(okRecords()[0]).toMatchObject({ protocol: 17, packets: 5, bytes: 5 * (40 + 8 + 1200) });
+  });
+
+  it('a retransmitted aggregate counts one retransmission per segment, as TcpRetransSegs does', () => {
+    const { frame, offload } = aggregate({ family: 4, proto: 'tcp', payload: 1448 * 8, gsoSize: 1448 });
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS + 200_000, DIR_OUT, offload);
+    expect(flow.counters.retransmissions[0]).toBe(8);
+    expect(okRecords()[0]).toMatchObject({ packets: 16, retrans: 8 });
+  });
+
+  it('a header-only capture still counts every segment with its wire length', () => {
+    const { frame, offload } = aggregate({ family: 4, proto: 'tcp', payload: 1448 * 6, gsoSize: 1448 });
+    pipeline.handleFrame(0, frame, 128, frame.length, TS, DIR_OUT, offload);
+    expect(output.copies).toHaveLength(6);
+    expect(output.truncated).toBe(6);
+    expect(output.copies.map((c) => c.wireLen)).toEqual(Array(6).fill(14 + 52 + 1448));
+    expect(okRecords()[0]).toMatchObject({ packets: 6, bytes: 6 * (52 + 1448) });
+  });
+
+  it('a malformed aggregate is one frame, counted by reason, never thrown', () => {
+    const { frame, offload } = aggregate({ family: 4, proto: 'tcp', payload: 5000, gsoSize: 1448 });
+    offload.gsoSize = 0;
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    expect(pipeline.captured[0 * 2 + DIR_OUT]).toBe(1);
+    expect(pipeline.malformed.get('gso-size-zero')).toBe(1);
+    expect(output.copies).toHaveLength(0);
+    expect(okRecords()).toEqual([]);
+  });
+
+  it('a single CHECKSUM_PARTIAL packet is mirrored with its checksum completed; the capture buffer is not touched', () => {
+    const { frame, offload } = aggregate({ family: 4, proto: 'tcp', payload: 700, gsoSize: 1448 });
+    offload.gsoType = GSO_NONE;
+    const before = Buffer.from(frame);
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    expect(frame.equals(before)).toBe(true);
+    expect(tshark([output.copies[0]!.frame], join(dir, 'partial-copy.pcap'))[0]!.l4Csum).toBe(GOOD);
+    // Without offload information (a pcap file), the same frame is mirrored as it is.
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS + 1, DIR_OUT, NO_OFFLOAD);
+    expect(output.copies[1]!.frame.equals(frame)).toBe(true);
+  });
+});
