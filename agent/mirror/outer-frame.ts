@@ -119,7 +119,8 @@ export class OuterFrameOutput implements MirrorOutput {
     const total = udp + udpLength;
     this.writer.write(f, total, total, view.tsUs);
     this.packets++;
-    this.bytes += VXLAN_HEADER_LEN + len;
+    // SPEC §5: the inner Ethernet frame after the cut, as the live sender counts it.
+    this.bytes += len;
     return true;
   }
 
