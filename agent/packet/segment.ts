@@ -21,7 +21,7 @@
 // as a malformed reason.
 import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, type OffloadInfo } from './offload.js';
 import type { PacketView } from './view.js';
-import { checksumOf, sumWords } from './checksum.js';
+import { checksumOf, WordSummer } from './checksum.js';
 import {
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
@@ -111,6 +111,9 @@ export class Segmenter {
   /** Why begin() refused a frame: a short, stable label. */
   malformedReason = '';
 
+  /** One summer per buffer: the scratch frame's DataView never changes, the source's only with its ArrayBuffer. */
+  private readonly frameWords = new WordSummer();
+  private readonly srcWords = new WordSummer();
   private src: Buffer = this.frame;
   private srcCaplen = 0;
   /** In `frame`: network header, transport header, end of headers. */
@@ -175,7 +178,7 @@ export class Segmenter {
       outL4 = l4;
       if (outL4 > MAX_HEADER_BYTES) return this.fail('gso-headers-too-long');
       buf.copy(f, 0, 0, l4);
-      this.pseudoSum = sumWords(buf, l3 + IPV4_SRC, l3 + IPV4_DST + 4, 0);
+      this.pseudoSum = this.srcWords.sum(buf, l3 + IPV4_SRC, l3 + IPV4_DST + 4, 0);
       this.ipId = u16(buf, l3 + IPV4_ID);
       this.ipv4 = true;
     } else if (etherType === ETHERTYPE_IPV6) {
@@ -211,7 +214,7 @@ export class Segmenter {
         l4 += len;
       }
       protocol = next;
-      this.pseudoSum = sumWords(buf, l3 + IPV6_SRC, l3 + IPV6_DST + 16, 0);
+      this.pseudoSum = this.srcWords.sum(buf, l3 + IPV6_SRC, l3 + IPV6_DST + 16, 0);
       this.ipv4 = false;
     } else {
       return this.fail('gso-not-ip');
@@ -277,7 +280,7 @@ export class Segmenter {
       put16(f, l3 + IPV4_TOTAL_LENGTH, l4 - l3 + l4Length);
       put16(f, l3 + IPV4_ID, (this.ipId + k) & 0xffff);
       put16(f, l3 + IPV4_CHECKSUM, 0);
-      put16(f, l3 + IPV4_CHECKSUM, checksumOf(sumWords(f, l3, l4, 0)));
+      put16(f, l3 + IPV4_CHECKSUM, checksumOf(this.frameWords.sum(f, l3, l4, 0)));
     } else {
       put16(f, l3 + IPV6_PAYLOAD_LENGTH, l4 - l3 - IPV6_HEADER_LEN + l4Length);
     }
@@ -307,8 +310,8 @@ export class Segmenter {
       }
       if (captured === len) {
         put16(f, checksumAt, 0);
-        let sum = sumWords(f, l4, headerLen, this.pseudoSum + l4Length);
-        sum = sumWords(this.src, start, start + len, sum);
+        let sum = this.frameWords.sum(f, l4, headerLen, this.pseudoSum + l4Length);
+        sum = this.srcWords.sum(this.src, start, start + len, sum);
         // A computed 0 is sent as 0xffff (RFC 768; the kernel's CSUM_MANGLED_0 for both).
         put16(f, checksumAt, checksumOf(sum) || CSUM_MANGLED_0);
       }
@@ -332,7 +335,7 @@ export class Segmenter {
     if (end > view.caplen || view.caplen > this.frame.length || start < ETH_HEADER_LEN || at + 2 > end) return false;
     const f = this.frame;
     view.buf.copy(f, 0, 0, view.caplen);
-    put16(f, at, checksumOf(sumWords(f, start, end, 0)) || CSUM_MANGLED_0);
+    put16(f, at, checksumOf(this.frameWords.sum(f, start, end, 0)) || CSUM_MANGLED_0);
     view.buf = f;
     return true;
   }

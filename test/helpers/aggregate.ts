@@ -7,7 +7,7 @@ import { ethernet, ipv4, ipv6, pcapFile, tcp, udp } from '../../agent/packet/bui
 import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, OffloadInfo } from '../../agent/packet/offload.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP } from '../../agent/packet/offsets.js';
 import { GSO_ACCECN } from '../../agent/packet/segment.js';
-import { fold, sumWords } from '../../agent/packet/checksum.js';
+import { fold, WordSummer } from '../../agent/packet/checksum.js';
 
 export const A4 = '198.18.0.1';
 export const B4 = '198.18.0.2';
@@ -64,7 +64,8 @@ export function aggregate(spec: AggregateSpec): { frame: Buffer; offload: Offloa
   const l3 = 14 + 4 * (spec.vlans?.length ?? 0);
   const l4At = frame.length - l4.length;
   // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum for the aggregate's length.
-  const addresses = spec.family === 4 ? sumWords(frame, l3 + 12, l3 + 20, 0) : sumWords(frame, l3 + 8, l3 + 40, 0);
+  const words = new WordSummer();
+  const addresses = spec.family === 4 ? words.sum(frame, l3 + 12, l3 + 20, 0) : words.sum(frame, l3 + 8, l3 + 40, 0);
   const checkAt = l4At + (spec.proto === 'tcp' ? 16 : 6);
   frame.writeUInt16BE(fold(addresses + protocol + (l4.length & 0xffff)), checkAt);
   if (spec.proto === 'udp') frame.writeUInt16BE(l4.length & 0xffff, l4At + 4);
