@@ -474,6 +474,7 @@ export class Agent {
   private liveSamples(gen: Generation): Record<string, Sample[]> {
     const { rules, pipeline } = gen;
     const capture: Sample[] = [];
+    const unsegmented: Sample[] = [];
     const drops: Sample[] = [];
     const skipped: Sample[] = [];
     const kernel = gen.plane === 'ebpf';
@@ -483,6 +484,7 @@ export class Agent {
       if (kernel) return;
       for (const dir of [DIR_IN, DIR_OUT] as const) {
         capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.captured[i * 2 + dir]!]);
+        unsegmented.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.unsegmented[i * 2 + dir]!]);
       }
     });
     pipeline.notMirrored.forEach((count, slot) => {
@@ -497,6 +499,7 @@ export class Agent {
       rules.sessions.map((s) => [{ session: s.id }, read(pipeline.senders[s.index]!)] as const);
     return {
       capturePackets: capture,
+      unsegmentedPackets: unsegmented,
       captureDrops: drops,
       malformedPackets: kernel ? [] : [...pipeline.malformed].map(([reason, n]) => [{ reason }, n] as const),
       notMirroredPackets: skipped,
@@ -514,6 +517,7 @@ export class Agent {
       capturePackets: read('capturePackets'),
       captureDrops: read('captureDrops'),
       malformedPackets: read('malformedPackets'),
+      unsegmentedPackets: read('unsegmentedPackets'),
       notMirroredPackets: read('notMirroredPackets'),
       mirrorPackets: read('mirrorPackets'),
       mirrorBytes: read('mirrorBytes'),

@@ -1,7 +1,7 @@
 import { decode } from './packet/decode.js';
 import { DECODE_MALFORMED, PacketView, type Direction } from './packet/view.js';
 import { GSO_NONE, NO_OFFLOAD, type OffloadInfo } from './packet/offload.js';
-import { Segmenter } from './packet/segment.js';
+import { GSO_ENCAPSULATED, Segmenter } from './packet/segment.js';
 import { matchPacket } from './rules/match.js';
 import type { RuleSet } from './rules/compile.js';
 import type { MirrorOutput } from './mirror/output.js';
@@ -26,6 +26,11 @@ export class MirrorPipeline {
   readonly captured: Float64Array;
   /** Frames decode() or the segmenter refused, by reason label. */
   readonly malformed = new Map<string, number>();
+  /**
+   * Aggregates passed on as one packet because the segmenter does not take them apart (tunnel
+   * aggregates), indexed like captured.
+   */
+  readonly unsegmented: Float64Array;
   /** Wire packets not mirrored, by match outcome, indexed by ifIndex * REASON_SLOTS - code (see rules/match.ts). */
   readonly notMirrored: Float64Array;
 
@@ -37,6 +42,7 @@ export class MirrorPipeline {
     readonly flow?: FlowStage,
   ) {
     this.captured = new Float64Array(rules.interfaces.length * 2);
+    this.unsegmented = new Float64Array(rules.interfaces.length * 2);
     this.notMirrored = new Float64Array(rules.interfaces.length * REASON_SLOTS);
   }
 
@@ -51,11 +57,14 @@ export class MirrorPipeline {
     const view = this.view;
     view.tsUs = tsUs;
     view.direction = direction;
-    if (offload.gsoType !== GSO_NONE) {
-      this.handleAggregate(ifIndex, buf, caplen, wireLen, offload);
-      return;
-    }
-    this.captured[ifIndex * 2 + direction]! += 1;
+    if (offload.gsoType !== GSO_NONE) this.handleAggregate(ifIndex, buf, caplen, wireLen, offload);
+    else this.handlePacket(ifIndex, buf, caplen, wireLen, offload.needsCsum ? offload : undefined);
+  }
+
+  /** One wire packet; `partial` when its transport checksum holds only the pseudo-header sum. */
+  private handlePacket(ifIndex: number, buf: Buffer, caplen: number, wireLen: number, partial: Readonly<OffloadInfo> | undefined): void {
+    const view = this.view;
+    this.captured[ifIndex * 2 + view.direction]! += 1;
     const status = decode(view, buf, caplen, wireLen);
     if (status >= DECODE_MALFORMED) {
       this.countMalformed(view.malformedReason);
@@ -69,7 +78,7 @@ export class MirrorPipeline {
     } else {
       const session = this.rules.sessions[verdict]!;
       // An outbound packet's transport checksum is only the pseudo-header sum: the copy gets the real one.
-      if (offload.needsCsum) this.segmenter.completeChecksum(view, offload);
+      if (partial !== undefined) this.segmenter.completeChecksum(view, partial);
       if (this.senders[verdict]!.send(view, session.vni, session.packetLength)) mirrored = verdict;
     }
     if (this.flow !== undefined && view.ipVersion !== 0) this.flow.observe(ifIndex, view, mirrored);
@@ -81,6 +90,12 @@ export class MirrorPipeline {
     const seg = this.segmenter;
     const n = seg.begin(buf, caplen, wireLen, offload);
     if (n === 0) {
+      if (seg.malformedReason === GSO_ENCAPSULATED) {
+        // As before offload information existed: one packet, one (cut) copy.
+        this.unsegmented[ifIndex * 2 + view.direction]! += 1;
+        this.handlePacket(ifIndex, buf, caplen, wireLen, undefined);
+        return;
+      }
       this.captured[ifIndex * 2 + view.direction]! += 1;
       this.countMalformed(seg.malformedReason);
       return;

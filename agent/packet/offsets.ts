@@ -52,8 +52,10 @@ export const IPV6_MAX_PAYLOAD_LENGTH = 0xffff;
 
 export const IPPROTO_HOPOPTS = 0;
 export const IPPROTO_ICMP = 1;
+export const IPPROTO_IPIP = 4;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_IPV6 = 41;
 export const IPPROTO_ROUTING = 43;
 export const IPPROTO_FRAGMENT = 44;
 export const IPPROTO_GRE = 47;

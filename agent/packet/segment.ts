@@ -31,7 +31,10 @@ import {
   ETH_HEADER_LEN,
   ETH_TYPE_OFFSET,
   IPPROTO_DSTOPTS,
+  IPPROTO_GRE,
   IPPROTO_HOPOPTS,
+  IPPROTO_IPIP,
+  IPPROTO_IPV6,
   IPPROTO_ROUTING,
   IPPROTO_TCP,
   IPPROTO_UDP,
@@ -85,6 +88,13 @@ export const MAX_SEGMENTS = 2048;
 export const MAX_HEADER_BYTES = 512;
 /** The largest segment: headers and a gsoSize (16 bits) of payload. */
 export const SEGMENT_BUFFER_BYTES = MAX_HEADER_BYTES + 0xffff;
+
+/**
+ * begin()'s reason for an aggregate of a tunnel (TSO through VXLAN, GENEVE, GRE, IPIP): the
+ * kernel's gsoSize and checksum offsets are the inner packet's, which is not taken apart
+ * here. Not nonsense: the caller passes such a frame on as one packet.
+ */
+export const GSO_ENCAPSULATED = 'gso-encapsulated';
 
 const CSUM_MANGLED_0 = 0xffff;
 const IP_VERSION_4 = 4;
@@ -220,7 +230,10 @@ export class Segmenter {
       return this.fail('gso-not-ip');
     }
     const tcp = type !== GSO_UDP_L4;
-    if (protocol !== (tcp ? IPPROTO_TCP : IPPROTO_UDP)) return this.fail('gso-type-mismatch');
+    if (protocol !== (tcp ? IPPROTO_TCP : IPPROTO_UDP)) {
+      const tunnel = protocol === IPPROTO_UDP || protocol === IPPROTO_GRE || protocol === IPPROTO_IPIP || protocol === IPPROTO_IPV6;
+      return this.fail(tunnel ? GSO_ENCAPSULATED : 'gso-type-mismatch');
+    }
     let thlen = UDP_HEADER_LEN;
     if (tcp) {
       if (l4 + TCP_MIN_HEADER_LEN > caplen) return this.fail('gso-headers-truncated');
@@ -230,6 +243,9 @@ export class Segmenter {
     if (l4 + thlen > caplen) return this.fail('gso-headers-truncated');
     if (outL4 + thlen > MAX_HEADER_BYTES) return this.fail('gso-headers-too-long');
     const payloadStart = l4 + thlen;
+    // UDP over UDP (a UDP GSO send through VXLAN, say): the checksum to complete lies inside
+    // what would be the outer payload.
+    if (offload.needsCsum && offload.csumStart >= payloadStart) return this.fail(GSO_ENCAPSULATED);
     const payloadLength = ipEnd - payloadStart;
     if (payloadLength < 0) return this.fail('gso-bad-ip-length');
     // The longest segment must have a length its IP header can state.

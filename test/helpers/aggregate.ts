@@ -81,6 +81,25 @@ export function aggregate(spec: AggregateSpec): { frame: Buffer; offload: Offloa
   return { frame, offload, payload };
 }
 
+/**
+ * The aggregate of `inner` as a tunnel carries it (TSO through a vxlan device): outer
+ * IPv4/UDP 4789/VXLAN around the inner frame, the virtio header still the inner packet's.
+ */
+export function vxlanAggregate(inner: { frame: Buffer; offload: OffloadInfo }): { frame: Buffer; offload: OffloadInfo } {
+  const vxlan = Buffer.alloc(8);
+  vxlan[0] = 0x08;
+  const outer = ethernet({
+    etherType: ETHERTYPE_IPV4,
+    payload: ipv4({ src: '198.19.0.1', dst: '198.19.0.2', protocol: IPPROTO_UDP, dontFragment: true, payload: udp({ srcPort: 50000, dstPort: 4789, payload: Buffer.concat([vxlan, inner.frame]) }) }),
+  });
+  const offload = new OffloadInfo();
+  Object.assign(offload, inner.offload);
+  const outerLen = outer.length - inner.frame.length;
+  offload.csumStart += outerLen;
+  offload.hdrLen += outerLen;
+  return { frame: outer, offload };
+}
+
 export interface TsharkRow { ipCsum: string; l4Csum: string; seq: string; tcpLen: string; udpLen: string; ipId: string; flags: string }
 
 /** tshark's reading of the segments, checksum validation on for IPv4, TCP and UDP. */

@@ -16,7 +16,7 @@ import type { MirrorOutput } from '../../agent/mirror/output.js';
 import { decode } from '../../agent/packet/decode.js';
 import { GSO_NONE, NO_OFFLOAD } from '../../agent/packet/offload.js';
 import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
-import { ACK, aggregate, GOOD, tshark } from '../helpers/aggregate.js';
+import { ACK, aggregate, GOOD, tshark, vxlanAggregate } from '../helpers/aggregate.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mf-pipeline-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -141,6 +141,16 @@ describe('MirrorPipeline with offloaded aggregates', () => {
     expect(pipeline.malformed.get('gso-size-zero')).toBe(1);
     expect(output.copies).toHaveLength(0);
     expect(okRecords()).toEqual([]);
+  });
+
+  it('a tunnel aggregate (TSO through VXLAN) is passed on as one packet and counted as unsegmented', () => {
+    const { frame, offload } = vxlanAggregate(aggregate({ family: 4, proto: 'tcp', payload: 1448 * 4, gsoSize: 1448 }));
+    pipeline.handleFrame(0, frame, frame.length, frame.length, TS, DIR_OUT, offload);
+    expect(output.copies.map((c) => c.frame.equals(frame))).toEqual([true]);
+    expect(pipeline.captured[0 * 2 + DIR_OUT]).toBe(1);
+    expect(pipeline.unsegmented[0 * 2 + DIR_OUT]).toBe(1);
+    expect(pipeline.malformed.size).toBe(0);
+    expect(okRecords()[0]).toMatchObject({ protocol: 17, dstport: 4789, packets: 1, bytes: frame.length - 14 });
   });
 
   it('a single CHECKSUM_PARTIAL packet is mirrored with its checksum completed; the capture buffer is not touched', () => {

@@ -10,9 +10,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { decode } from '../../agent/packet/decode.js';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4, OffloadInfo } from '../../agent/packet/offload.js';
 import { IPPROTO_TCP } from '../../agent/packet/offsets.js';
-import { MAX_SEGMENTS, Segmenter } from '../../agent/packet/segment.js';
+import { GSO_ENCAPSULATED, MAX_SEGMENTS, Segmenter } from '../../agent/packet/segment.js';
 import { DECODE_OK, PacketView } from '../../agent/packet/view.js';
-import { ACK, aggregate, GOOD, tshark as tsharkRead, type AggregateSpec, type TsharkRow } from '../helpers/aggregate.js';
+import { ACK, aggregate, GOOD, tshark as tsharkRead, vxlanAggregate, type AggregateSpec, type TsharkRow } from '../helpers/aggregate.js';
 
 const FIN = 0x01;
 const PSH = 0x08;
@@ -200,6 +200,13 @@ describe('nonsense is counted, never thrown', () => {
     expect(seg.begin(frame, caplen ?? frame.length, wireLen ?? frame.length, offload)).toBe(0);
     expect(seg.malformedReason).toBe(reason);
     expect(seg.count).toBe(0);
+  });
+
+  it.each(['tcp', 'udp'] as const)('a %s aggregate inside VXLAN is reported as encapsulated, not taken apart', (proto) => {
+    const { frame, offload } = vxlanAggregate(aggregate({ family: 4, proto, payload: 6000, gsoSize: 1400 }));
+    const seg = new Segmenter();
+    expect(seg.begin(frame, frame.length, frame.length, offload)).toBe(0);
+    expect(seg.malformedReason).toBe(GSO_ENCAPSULATED);
   });
 
   it('random frames with random offload information: no throw, segments always decode', () => {
