@@ -1,0 +1,148 @@
+// Our segments against the kernel's: a bulk TCP transfer leaves src as TSO aggregates (the
+// lab's veth, default offloads), captured with the AF_PACKET ring and run through the
+// pipeline, whose copies are the segments the segmenter built. The peer router forwards the
+// same aggregates (and UDP_SEGMENT sends) out of an interface with TSO, GSO and checksum offload off, so the kernel's
+// software GSO segments them there with complete checksums; that capture is the reference.
+// The two sets of frames must be equal byte for byte, once what forwarding changes (MACs,
+// TTL / hop limit, the IPv4 header checksum) is blanked; tshark validates our checksums.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createLabTopology, type NsRole, type Topology } from '../../agent/lab/topology.js';
+import { MIRROR_SNAP_LENGTH, PacketRing } from '../../agent/capture/packet-ring.js';
+import { parseConfig } from '../../agent/config/load.js';
+import { compileRules } from '../../agent/rules/compile.js';
+import { MirrorPipeline } from '../../agent/pipeline.js';
+import type { MirrorOutput } from '../../agent/mirror/output.js';
+import { GSO_NONE } from '../../agent/packet/offload.js';
+import { DIR_OUT, type PacketView } from '../../agent/packet/view.js';
+import { inNetns } from './helpers/netns.js';
+import { GOOD, tshark } from '../helpers/aggregate.js';
+
+const TIMEOUT_MS = 120_000;
+const IPERF_PORT = 5231;
+const UDP_PORT = 5232;
+
+/** Sends count UDP_SEGMENT (SOL_UDP 103) sends of size bytes in gso-byte datagrams. */
+const PY_UDP_GSO_SENDER = `
+import socket, sys
+host, port, count, size, gso = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, gso)
+for i in range(count):
+    s.sendto(bytes((i + j) & 0xff for j in range(size)), (host, port))
+`;
+
+/** Keeps every copy the pipeline hands over: the frames the sender would cut and send. */
+class RecordingOutput implements MirrorOutput {
+  packets = 0;
+  bytes = 0;
+  truncated = 0;
+  sendErrors = 0;
+  dropped = 0;
+  readonly frames: Buffer[] = [];
+  send(view: PacketView): boolean {
+    this.frames.push(Buffer.from(view.buf.subarray(0, view.caplen)));
+    this.packets++;
+    return true;
+  }
+  async close(): Promise<void> {}
+}
+
+let topo: Topology;
+
+beforeAll(async () => {
+  topo = await createLabTopology();
+  // Only inside the lab's own namespace: the kernel segments (and checksums) in software here.
+  await topo.exec('peer', 'ethtool', ['-K', topo.peerDstIf, 'tso', 'off', 'gso', 'off', 'tx', 'off']);
+}, TIMEOUT_MS);
+
+afterAll(async () => {
+  await topo?.destroy();
+});
+
+async function iperf(serverAddr: string, bytes: string): Promise<void> {
+  const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-B', serverAddr, '-p', String(IPERF_PORT)]);
+  await server.waitForLine(/Server listening/, 10_000);
+  await topo.exec('src', 'iperf3', ['-c', serverAddr, '-p', String(IPERF_PORT), '-n', bytes], { timeoutMs: 60_000 });
+  await server.exited;
+}
+
+function ring(role: NsRole, interfaceName: string, filterOut: string, onFrame: ConstructorParameters<typeof PacketRing>[0]['onFrame']): PacketRing {
+  return inNetns(topo.ns[role], () => new PacketRing({
+    interfaceName, filterIn: 'less 1', filterOut, snapLength: MIRROR_SNAP_LENGTH,
+    bufferBytes: 64 << 20, bufferTimeoutMs: 10, onFrame,
+    onWarning: (msg) => { throw new Error(`unexpected capture warning: ${msg}`); },
+  }));
+}
+
+/** Blanks what forwarding changes: both MACs, TTL or hop limit, the IPv4 header checksum. */
+function normalised(frame: Buffer): string {
+  const f = Buffer.from(frame);
+  f.fill(0, 0, 12);
+  if (f.readUInt16BE(12) === 0x0800) {
+    f[14 + 8] = 0;
+    f.writeUInt16BE(0, 14 + 10);
+  } else {
+    f[14 + 7] = 0;
+  }
+  return f.toString('hex');
+}
+
+describe('segments built in user space equal the kernel\'s software GSO (root, namespaces)', () => {
+  const cases = [
+    { name: 'TCP/IPv4, 8 MB of TSO aggregates', family: 4, filter: `tcp port ${IPERF_PORT}`, minAggregates: 20 },
+    { name: 'TCP/IPv6, 8 MB of TSO aggregates', family: 6, filter: `tcp port ${IPERF_PORT}`, minAggregates: 20 },
+    { name: 'UDP/IPv4, 100 UDP_SEGMENT sends of 10.5 datagrams', family: 4, filter: `udp port ${UDP_PORT}`, minAggregates: 100 },
+    { name: 'UDP/IPv6, 100 UDP_SEGMENT sends of 10.5 datagrams', family: 6, filter: `udp port ${UDP_PORT}`, minAggregates: 100 },
+  ] as const;
+  for (const { name, family, filter, minAggregates } of cases) {
+    test(name, async () => {
+      const config = parseConfig(`
+agent: { vmId: test, metrics: { listen: "" } }
+filters:
+  - id: tf-1
+    ingressRules: []
+    egressRules:
+      - { priority: 1, action: accept, protocol: ALL, sourceCidrBlock: 0.0.0.0/0, destinationCidrBlock: 0.0.0.0/0 }
+      - { priority: 2, action: accept, protocol: ALL, sourceCidrBlock: "::/0", destinationCidrBlock: "::/0" }
+sessions:
+  - { id: ts-1, priority: 1, vni: 10, packetLength: 8500, filterId: tf-1, sources: [${topo.srcIf}], target: { address: 192.0.2.10 } }
+`, { localAddresses: [] });
+      const rules = compileRules(config);
+      const output = new RecordingOutput();
+      const pipeline = new MirrorPipeline(rules, [output]);
+      let aggregates = 0;
+      const ours = ring('src', topo.srcIf, filter, (buf, caplen, wireLen, ts, direction, offload) => {
+        if (offload.gsoType !== GSO_NONE) aggregates++;
+        pipeline.handleFrame(0, buf, caplen, wireLen, ts, direction, offload);
+      });
+      const kernel: Buffer[] = [];
+      let kernelOffloaded = 0;
+      const theirs = ring('peer', topo.peerDstIf, filter, (buf, caplen, wireLen, _ts, direction, offload) => {
+        if (direction !== DIR_OUT) return;
+        if (offload.gsoType !== GSO_NONE || offload.needsCsum || caplen !== wireLen) kernelOffloaded++;
+        kernel.push(Buffer.from(buf.subarray(0, caplen)));
+      });
+      try {
+        const dst = family === 4 ? topo.v4.dst : topo.v6.dst;
+        if (filter.startsWith('tcp')) await iperf(dst, '8M');
+        else await topo.exec('src', 'python3', ['-c', PY_UDP_GSO_SENDER, dst, String(UDP_PORT), '100', String(1400 * 10 + 700), '1400'], { timeoutMs: 60_000 });
+        await new Promise((r) => setTimeout(r, 300));
+        await Promise.all([ours.drain(), theirs.drain()]);
+        expect(ours.stats().dropped).toBe(0);
+        expect(theirs.stats().dropped).toBe(0);
+        console.log(`${name}: ${aggregates} aggregates on src, ${output.frames.length} segments built, ${kernel.length} from the kernel`);
+        // The reference really is the kernel's segmentation: nothing offloaded left on that side.
+        expect(kernelOffloaded).toBe(0);
+        expect(aggregates).toBeGreaterThanOrEqual(minAggregates);
+        expect(output.frames.length).toBe(kernel.length);
+        expect(output.frames.map(normalised).sort()).toEqual(kernel.map(normalised).sort());
+        const rows = tshark(output.frames, join(topo.workDir, `ours-${name.replace(/\W+/g, '-')}.pcap`));
+        expect(rows.filter((r) => r.l4Csum !== GOOD || (family === 4 && r.ipCsum !== GOOD))).toEqual([]);
+      } finally {
+        ours.close();
+        theirs.close();
+      }
+    }, TIMEOUT_MS);
+  }
+});
