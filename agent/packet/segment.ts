@@ -96,6 +96,7 @@ export const SEGMENT_BUFFER_BYTES = MAX_HEADER_BYTES + 0xffff;
  */
 export const GSO_ENCAPSULATED = 'gso-encapsulated';
 
+/** What UDP sends for a computed checksum of 0, which would mean "no checksum" (RFC 768; the kernel's CSUM_MANGLED_0). */
 const CSUM_MANGLED_0 = 0xffff;
 const IP_VERSION_4 = 4;
 const IP_VERSION_6 = 6;
@@ -328,8 +329,9 @@ export class Segmenter {
         put16(f, checksumAt, 0);
         let sum = this.frameWords.sum(f, l4, headerLen, this.pseudoSum + l4Length);
         sum = this.srcWords.sum(this.src, start, start + len, sum);
-        // A computed 0 is sent as 0xffff (RFC 768; the kernel's CSUM_MANGLED_0 for both).
-        put16(f, checksumAt, checksumOf(sum) || CSUM_MANGLED_0);
+        // TCP keeps a computed 0 as tcp_gso_segment does; UDP sends 0xffff as __udp_gso_segment does.
+        const check = checksumOf(sum);
+        put16(f, checksumAt, check === 0 && !this.tcp ? CSUM_MANGLED_0 : check);
       }
     }
     this.caplen = headerLen + captured;
@@ -339,7 +341,8 @@ export class Segmenter {
   /**
    * Completes the CHECKSUM_PARTIAL checksum of a single packet (offload.needsCsum, no GSO) the
    * way skb_checksum_help does: the ones' complement of the sum from csumStart to the end of
-   * the IP packet (the field holds the pseudo-header sum), stored at csumStart + csumOffset.
+   * the IP packet (the field holds the pseudo-header sum), stored at csumStart + csumOffset;
+   * a result of 0 becomes 0xffff for UDP only, as TCP segmentation and NICs leave it 0.
    * Works on a copy in `frame` and points view.buf at it (the view's offsets stay valid).
    * Returns false, leaving the view alone, when the packet was not captured to its end or the
    * offsets lie outside it.
@@ -351,7 +354,8 @@ export class Segmenter {
     if (end > view.caplen || view.caplen > this.frame.length || start < ETH_HEADER_LEN || at + 2 > end) return false;
     const f = this.frame;
     view.buf.copy(f, 0, 0, view.caplen);
-    put16(f, at, checksumOf(this.frameWords.sum(f, start, end, 0)) || CSUM_MANGLED_0);
+    const check = checksumOf(this.frameWords.sum(f, start, end, 0));
+    put16(f, at, check === 0 && view.protocol === IPPROTO_UDP ? CSUM_MANGLED_0 : check);
     view.buf = f;
     return true;
   }

@@ -12,46 +12,14 @@ import { compileRules } from '../../agent/rules/compile.js';
 import { MirrorPipeline, REASON_SLOTS } from '../../agent/pipeline.js';
 import { FlowStage } from '../../agent/flow/stage.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
-import type { MirrorOutput } from '../../agent/mirror/output.js';
 import { decode } from '../../agent/packet/decode.js';
 import { GSO_NONE, NO_OFFLOAD } from '../../agent/packet/offload.js';
 import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
+import { mirrorEgressConfig, RecordingOutput } from '../helpers/recording-output.js';
 import { ACK, aggregate, GOOD, tshark, vxlanAggregate } from '../helpers/aggregate.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mf-pipeline-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const CONFIG = `
-agent: { vmId: test, metrics: { listen: "" } }
-filters:
-  - id: tf-1
-    ingressRules: []
-    egressRules:
-      - { priority: 1, action: accept, protocol: ALL, sourceCidrBlock: 0.0.0.0/0, destinationCidrBlock: 0.0.0.0/0 }
-      - { priority: 2, action: accept, protocol: ALL, sourceCidrBlock: "::/0", destinationCidrBlock: "::/0" }
-sessions:
-  - { id: ts-1, priority: 1, vni: 10, packetLength: 8500, filterId: tf-1, sources: [eth0], target: { address: 192.0.2.10 } }
-flowLogs:
-  - { id: fl-1, sources: [eth0], window: 60, sink: { type: stdout } }
-`;
-
-/** Keeps a copy of every frame handed to it, as the sender would cut it (caplen bytes). */
-class RecordingOutput implements MirrorOutput {
-  packets = 0;
-  bytes = 0;
-  truncated = 0;
-  sendErrors = 0;
-  dropped = 0;
-  readonly copies: { frame: Buffer; wireLen: number }[] = [];
-  send(view: PacketView): boolean {
-    this.copies.push({ frame: Buffer.from(view.buf.subarray(0, view.caplen)), wireLen: view.wireLen });
-    this.packets++;
-    this.bytes += view.caplen;
-    if (view.caplen < view.wireLen) this.truncated++;
-    return true;
-  }
-  async close(): Promise<void> {}
-}
 
 let output: RecordingOutput;
 let records: FlowRecord[];
@@ -60,7 +28,7 @@ let pipeline: MirrorPipeline;
 const TS = 1_700_000_000_000_000;
 
 beforeEach(() => {
-  const config = parseConfig(CONFIG, { localAddresses: [] });
+  const config = parseConfig(mirrorEgressConfig('eth0', { flowLog: true }), { localAddresses: [] });
   const rules = compileRules(config);
   output = new RecordingOutput();
   records = [];

@@ -130,6 +130,30 @@ describe('TCP aggregates (TSO/GSO on transmit, GRO on receive)', () => {
   });
 });
 
+describe('a checksum that computes to 0', () => {
+  /** Adjusts the first payload word so the segment's checksum comes out 0 (its folded sum 0xffff). */
+  function zeroSumAggregate(proto: 'tcp' | 'udp'): Segment {
+    const a = aggregate({ family: 4, proto, payload: 1000, gsoSize: 1448 });
+    const at = a.offload.csumStart + a.offload.csumOffset;
+    const first = segmentAll(a.frame, a.offload)[0]!;
+    const sum = ~first.frame.readUInt16BE(at) & 0xffff;
+    const word = a.frame.readUInt16BE(a.offload.hdrLen);
+    let w = word + (0xffff - sum);
+    w = (w & 0xffff) + (w >>> 16);
+    a.frame.writeUInt16BE(w, a.offload.hdrLen);
+    const [seg] = segmentAll(a.frame, a.offload);
+    return seg!;
+  }
+
+  it('stays 0 in TCP, as tcp_gso_segment leaves it, and becomes 0xffff in UDP (RFC 768)', () => {
+    const t = zeroSumAggregate('tcp');
+    const u = zeroSumAggregate('udp');
+    expect(t.frame.readUInt16BE(14 + 20 + 16)).toBe(0);
+    expect(u.frame.readUInt16BE(14 + 20 + 6)).toBe(0xffff);
+    expect(tshark([t, u], 'zero-sum').map((r) => r.l4Csum)).toEqual([GOOD, GOOD]);
+  });
+});
+
 describe('UDP GSO (UDP_SEGMENT) and UDP GRO', () => {
   it.each([4, 6] as const)('IPv%s: own UDP length and valid checksum per datagram, short last one', (family) => {
     const { frame, offload, payload } = aggregate({ family, proto: 'udp', payload: 1200 * 7 + 300, gsoSize: 1200 });
