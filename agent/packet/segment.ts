@@ -72,6 +72,7 @@ import {
   UDP_CHECKSUM,
   UDP_HEADER_LEN,
   UDP_LENGTH,
+  VLAN_TAG_LEN,
 } from './offsets.js';
 
 /**
@@ -162,7 +163,7 @@ export class Segmenter {
     let etherType = u16(buf, off);
     for (let tags = 0; etherType === ETHERTYPE_VLAN || etherType === ETHERTYPE_QINQ || etherType === ETHERTYPE_QINQ_OLD; tags++) {
       if (tags === MAX_VLAN_TAGS) return this.fail('gso-vlan-too-many-tags');
-      off += 4;
+      off += VLAN_TAG_LEN;
       if (off + 2 > caplen) return this.fail('gso-headers-truncated');
       etherType = u16(buf, off);
     }
