@@ -5,6 +5,8 @@
 // software GSO segments them there with complete checksums; that capture is the reference.
 // The two sets of frames must be equal byte for byte, once what forwarding changes (MACs,
 // TTL / hop limit, the IPv4 header checksum) is blanked; tshark validates our checksums.
+// And the TCP analysis on those segments, with TSO on and 2% loss at the receiver, counts
+// the retransmissions the sender's kernel counts (TcpRetransSegs).
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLabTopology, type NsRole, type Topology } from '../../agent/lab/topology.js';
@@ -12,6 +14,7 @@ import { MIRROR_SNAP_LENGTH, PacketRing } from '../../agent/capture/packet-ring.
 import { parseConfig } from '../../agent/config/load.js';
 import { compileRules } from '../../agent/rules/compile.js';
 import { MirrorPipeline } from '../../agent/pipeline.js';
+import { FlowStage } from '../../agent/flow/stage.js';
 import { GSO_NONE } from '../../agent/packet/offload.js';
 import { DIR_OUT } from '../../agent/packet/view.js';
 import { inNetns } from './helpers/netns.js';
@@ -39,6 +42,11 @@ beforeAll(async () => {
   // Only inside the lab's own namespace: the kernel segments (and checksums) in software here.
   await topo.exec('peer', 'ethtool', ['-K', topo.peerDstIf, 'tso', 'off', 'gso', 'off', 'tx', 'off']);
 }, TIMEOUT_MS);
+
+async function retransSegs(): Promise<number> {
+  const { stdout } = await topo.exec('src', 'nstat', ['-az', '--json', 'TcpRetransSegs']);
+  return (JSON.parse(stdout) as { kernel: { TcpRetransSegs: number } }).kernel.TcpRetransSegs;
+}
 
 afterAll(async () => {
   await topo?.destroy();
@@ -132,4 +140,35 @@ describe('segments built in user space equal the kernel\'s software GSO (root, n
       }
     }, TIMEOUT_MS);
   }
+
+  test('TCP analysis on segments: with TSO on and 2% loss, retransmissions equal the sender\'s TcpRetransSegs', async () => {
+    const config = parseConfig(mirrorEgressConfig(topo.srcIf, { flowLog: true }), { localAddresses: [] });
+    const rules = compileRules(config);
+    const flow = new FlowStage({ config, interfaces: rules.interfaces, emit: () => undefined });
+    const pipeline = new MirrorPipeline(rules, [new RecordingOutput()], flow);
+    let aggregates = 0;
+    const ours = ring('src', topo.srcIf, `tcp port ${IPERF_PORT}`, (buf, caplen, wireLen, ts, direction, offload) => {
+      if (offload.gsoType !== GSO_NONE) aggregates++;
+      pipeline.handleFrame(0, buf, caplen, wireLen, ts, direction, offload);
+    });
+    // Losses at the receiver (iptables statistic, as tcp-scenarios does): src sees every segment it sends, and resends some.
+    const drop = ['INPUT', '-p', 'tcp', '--dport', String(IPERF_PORT), '-m', 'statistic', '--mode', 'random', '--probability', '0.02', '-j', 'DROP'];
+    await topo.exec('dst', 'iptables', ['-A', ...drop]);
+    try {
+      const before = await retransSegs();
+      await iperf(topo.v4.dst, '8M');
+      await new Promise((r) => setTimeout(r, 300));
+      await ours.drain();
+      const kernel = (await retransSegs()) - before;
+      expect(ours.stats().dropped).toBe(0);
+      const mine = flow.counters.retransmissions[0]!;
+      console.log(`2% loss: ${aggregates} aggregates; retransmissions ${mine}, TcpRetransSegs +${kernel}`);
+      expect(aggregates).toBeGreaterThan(20);
+      expect(kernel).toBeGreaterThan(20);
+      expect(Math.abs(mine - kernel)).toBeLessThanOrEqual(Math.ceil(kernel * 0.05));
+    } finally {
+      ours.close();
+      await topo.exec('dst', 'iptables', ['-D', ...drop]);
+    }
+  }, TIMEOUT_MS);
 });
