@@ -100,12 +100,14 @@ export class MirrorPipeline {
       this.countMalformed(seg.malformedReason);
       return;
     }
-    this.captured[ifIndex * 2 + view.direction]! += n;
     seg.build(0, false);
+    // The segmenter checked what decode() checks; should they ever disagree, the frame is one malformed frame.
     if (decode(view, seg.frame, seg.caplen, seg.wireLen) >= DECODE_MALFORMED) {
+      this.captured[ifIndex * 2 + view.direction]! += 1;
       this.countMalformed(view.malformedReason);
       return;
     }
+    this.captured[ifIndex * 2 + view.direction]! += n;
     const verdict = matchPacket(this.rules, ifIndex, view);
     if (verdict < 0) this.notMirrored[ifIndex * REASON_SLOTS - verdict]! += n;
     const flow = this.flow;

@@ -208,7 +208,8 @@ export class Segmenter {
       outL4 = l4;
       // The extension headers GSO walks (INET6_PROTO_GSO_EXTHDR) are copied into every segment.
       for (let n = 0; next === IPPROTO_HOPOPTS || next === IPPROTO_ROUTING || next === IPPROTO_DSTOPTS; n++) {
-        if (n === MAX_IPV6_EXT_HEADERS) return this.fail('gso-bad-ip-header');
+        // Hop-by-hop options only right after the fixed header (RFC 8200 §4.1), as decode() requires.
+        if (n === MAX_IPV6_EXT_HEADERS || (next === IPPROTO_HOPOPTS && n !== 0)) return this.fail('gso-bad-ip-header');
         if (l4 + IPV6_EXT_MIN_LEN > caplen) return this.fail('gso-headers-truncated');
         const len = (buf[l4 + 1]! + 1) * 8;
         if (l4 + len > caplen) return this.fail('gso-headers-truncated');

@@ -213,6 +213,7 @@ describe('nonsense is counted, never thrown', () => {
     { name: 'not IP', reason: 'gso-not-ip', make: () => { const a = good(); a.frame.writeUInt16BE(0x88cc, 12); return a; } },
     { name: 'an IPv4 fragment', reason: 'gso-fragment', make: () => { const a = good(); a.frame.writeUInt16BE(0x2000, 14 + 6); return a; } },
     { name: 'an IP length beyond the frame', reason: 'gso-bad-ip-length', make: () => { const a = good(); a.frame.writeUInt16BE(9000, 14 + 2); return a; } },
+    { name: 'an IPv6 hop-by-hop header after another extension header', reason: 'gso-bad-ip-header', make: () => aggregate({ family: 6, proto: 'tcp', payload: 5000, gsoSize: 1400, v6ext: [{ type: 60 }, { type: 0 }] }) },
     { name: 'a TCP data offset below 5', reason: 'gso-bad-tcp-header', make: () => { const a = good(); a.frame[14 + 20 + 12] = 0x40; return a; } },
     { name: 'more segments than MAX_SEGMENTS', reason: 'gso-too-many-segments', make: () => { const a = aggregate({ family: 4, proto: 'tcp', payload: MAX_SEGMENTS + 1, gsoSize: 1 }); return a; } },
     { name: 'a segment too long for its IP header', reason: 'gso-size-too-large', make: () => aggregate({ family: 4, proto: 'tcp', payload: 70_000, gsoSize: 65_500, bigTcp: true }) },
