@@ -13,7 +13,7 @@ import { MirrorPipeline, REASON_SLOTS } from '../../agent/pipeline.js';
 import { FlowStage } from '../../agent/flow/stage.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { decode } from '../../agent/packet/decode.js';
-import { GSO_NONE, NO_OFFLOAD } from '../../agent/packet/offload.js';
+import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD } from '../../agent/packet/offload.js';
 import { DECODE_OK, DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { mirrorEgressConfig, RecordingOutput } from '../helpers/recording-output.js';
 import { ACK, aggregate, GOOD, tshark, vxlanAggregate } from '../helpers/aggregate.js';
@@ -131,5 +131,30 @@ describe('MirrorPipeline with offloaded aggregates', () => {
     // Without offload information (a pcap file), the same frame is mirrored as it is.
     pipeline.handleFrame(0, frame, frame.length, frame.length, TS + 1, DIR_OUT, NO_OFFLOAD);
     expect(output.copies[1]!.frame.equals(frame)).toBe(true);
+  });
+
+  it('mutated aggregates with random offload information: every wire packet is counted once, copied, skipped or malformed', () => {
+    let state = 777;
+    const rand = (n: number): number => {
+      state = (state * 1103515245 + 12345) >>> 0;
+      return (state >>> 8) % n;
+    };
+    const total = (a: Float64Array): number => a.reduce((x, y) => x + y, 0);
+    const malformed = (): number => [...pipeline.malformed.values()].reduce((x, y) => x + y, 0);
+    let segmented = 0;
+    for (let i = 0; i < 500; i++) {
+      const a = aggregate({ family: rand(2) ? 4 : 6, proto: rand(2) ? 'tcp' : 'udp', payload: 1 + rand(20_000), gsoSize: 1 + rand(2000), vlans: rand(4) === 0 ? [5] : undefined });
+      for (let j = rand(3); j > 0; j--) a.frame[rand(70)] = rand(256);
+      if (rand(4) === 0) a.offload.gsoType = [GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4][rand(4)]!;
+      const caplen = rand(4) === 0 ? rand(a.frame.length + 1) : a.frame.length;
+      const before = { captured: total(pipeline.captured), copies: output.copies.length, skipped: total(pipeline.notMirrored), malformed: malformed() };
+      pipeline.handleFrame(0, a.frame, caplen, a.frame.length, TS + i * 1000, rand(2) ? DIR_OUT : DIR_IN, a.offload);
+      const captured = total(pipeline.captured) - before.captured;
+      const accounted = (output.copies.length - before.copies) + (total(pipeline.notMirrored) - before.skipped) + (malformed() - before.malformed);
+      expect(accounted, `frame ${i}`).toBe(captured);
+      if (captured > 1) segmented++;
+    }
+    expect(segmented).toBeGreaterThan(50);
+    expect(output.copies.every((c) => c.frame.length <= c.wireLen)).toBe(true);
   });
 });

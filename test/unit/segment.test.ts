@@ -238,7 +238,7 @@ describe('nonsense is counted, never thrown', () => {
     let state = 12345;
     const rand = (n: number): number => {
       state = (state * 1103515245 + 12345) >>> 0;
-      return state % n;
+      return (state >>> 8) % n;
     };
     const seg = new Segmenter();
     const view = new PacketView();
@@ -262,7 +262,7 @@ describe('nonsense is counted, never thrown', () => {
       }
     }
     // The mutations leave many frames acceptable: the loop above did check segments.
-    expect(segmented).toBeGreaterThan(20);
+    expect(segmented).toBeGreaterThan(100);
   });
 });
 
