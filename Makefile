@@ -37,7 +37,10 @@ bpf: $(BPF_OBJ)
 build: deps $(BPF_OBJ)
 	npx tsc -p tsconfig.json
 
+# The tests and the bench are type-checked too (strict, as the agent), before anything runs.
 test: build
+	npx tsc -p test/tsconfig.json
+	npx tsc -p bench/tsconfig.json --noEmit
 	npx vitest run
 
 lab: build
@@ -53,9 +56,12 @@ bench: build
 	node dist/bench/run.js
 	npx vitest bench --run bench/micro
 
-# Issue 7's overload soak: twice the zero-loss rate for a minute (make test runs 10 s).
+# Issue 7's overload soak: twice the zero-loss rate for a minute (make test runs 10 s), and
+# issue 13's daemon soak: 200 reloads, 50 link flaps, 100 control edits under a sequenced
+# stream (make test runs 30, 10, 20).
 soak: build
 	OVERLOAD_SECONDS=60 npx vitest run test/e2e/faults.e2e.test.ts -t overload
+	SOAK_RELOADS=200 SOAK_FLAPS=50 SOAK_EDITS=100 npx vitest run test/e2e/soak.e2e.test.ts
 
 clean:
 	rm -rf dist node_modules

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
-import { loadConfigDocument, parseConfigDocument, type ConfigDocument } from './config/load.js';
+import { loadConfigDocument, parseConfigDocument, type ConfigDocument, type FileIdentity } from './config/load.js';
 import type { Config } from './config/types.js';
 import { writeConfigAtomic } from './config/write.js';
 import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing } from './capture/packet-ring.js';
@@ -18,12 +18,14 @@ import { createRegistry, type MetricsSource, type Sample } from './metrics/metri
 import { serveMetrics } from './metrics/http.js';
 import { Totals } from './metrics/totals.js';
 import { ControlServer, type ControlHandler } from './control/server.js';
+import { refuseIfChangedOnDisk } from './control/drift.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
+import { interfaceState, MISSING } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
 
 /** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
@@ -33,25 +35,10 @@ const DIRECTION_NAMES = ['in', 'out'] as const;
 
 /** How often windows are closed, capture drops read and interfaces checked. */
 const TICK_MS = 1000;
+/** How often the route to each target is read again for its path MTU (MIRRORFLOW_PATH_MTU_CHECK_MS overrides). */
+const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 5000);
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
-const MISSING = 'missing';
-
-/**
- * What identifies one life of an interface: its kernel index and its count of carrier
- * changes. Deletion, re-creation and down/up all change it; a capture handle does not
- * always survive them, so the agent reopens capture when it changes.
- * (Names are checked by the config schema before they reach a path.)
- */
-async function interfaceState(name: string): Promise<string> {
-  try {
-    const dir = `/sys/class/net/${name}`;
-    const [index, changes] = await Promise.all([readFile(`${dir}/ifindex`, 'utf8'), readFile(`${dir}/carrier_changes`, 'utf8').catch(() => '')]);
-    return `${index.trim()}/${changes.trim()}`;
-  } catch {
-    return MISSING;
-  }
-}
 
 type Plane = 'pcap' | 'ebpf';
 
@@ -88,6 +75,8 @@ interface Generation {
   flow: FlowStage | undefined;
   /** Capture drops already reported to the flow logs, by ifIndex. */
   dropsSeen: Float64Array;
+  /** By target address: the path MTU its sessions' copies are cut for (read at build, followed by checkPathMtu). */
+  pathMtus: Map<string, number>;
 }
 
 /**
@@ -116,6 +105,14 @@ export class Agent {
   private readonly reloads = new Map<string, number>();
   /** Source interface changes (down/up, deleted, re-created, appeared) that rebuilt capture or attachment. */
   private readonly interfaceChanges = new Map<string, number>();
+  /** The error code of the last failed interface check (logged once per code). */
+  private watchError: string | undefined;
+  private lastPathMtuCheck = 0;
+  /** A reload waiting behind the one running (SIGHUPs coalesce into it). */
+  private pendingReload: Promise<boolean> | undefined;
+  private stopping = false;
+  /** The config file as last loaded or written by the agent: a control edit refuses when it changed on disk. */
+  private loadedFile: FileIdentity | undefined;
   /** tx_errors + tx_dropped of the eBPF plane's VXLAN devices at the last tick. */
   private deviceErrors: Array<{ device: string; errors: number }> = [];
 
@@ -125,14 +122,19 @@ export class Agent {
     this.flowLogs = new FlowLogs(log, rtt);
   }
 
+  /**
+   * Binds the endpoints first (a port in use fails before any capture is opened), then
+   * builds the first generation. On failure the caller runs stop(), which releases
+   * whatever was opened.
+   */
   async start(): Promise<void> {
     const doc = await loadConfigDocument(this.configPath);
-    this.gen = await this.build(doc.config, undefined);
-    await this.flowLogs.commit(this.gen.flow);
-    this.raw = doc.raw;
     const listen = doc.config.agent.metrics.listen;
     if (listen !== '') {
-      this.server = await serveMetrics(listen, this.registry, () => this.gen !== undefined);
+      this.server = await serveMetrics(listen, this.registry, () => this.gen !== undefined).catch((err: NodeJS.ErrnoException) => {
+        const reason = err.code === 'EADDRINUSE' ? 'the address is already in use (another mirrorflow or another service listens there)' : err.message;
+        throw new Error(`agent.metrics.listen ${listen}: ${reason}`, { cause: err });
+      });
       this.log.info({ listen }, 'metrics endpoint listening');
     }
     const socketPath = doc.config.agent.control.socket;
@@ -140,6 +142,10 @@ export class Agent {
       this.control = await ControlServer.listen({ socketPath, handler: this.controlHandler(), log: this.log });
       this.log.info({ socket: socketPath }, 'control socket listening');
     }
+    this.gen = await this.build(doc.config, undefined);
+    await this.flowLogs.commit(this.gen.flow);
+    this.raw = doc.raw;
+    this.loadedFile = doc.file;
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
     this.log.info(this.summary(this.gen), 'agent ready');
@@ -154,6 +160,25 @@ export class Agent {
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
     void this.checkInterfaces();
     void this.checkDeviceErrors();
+    if (Date.now() - this.lastPathMtuCheck >= PATH_MTU_CHECK_MS && gen) {
+      this.lastPathMtuCheck = Date.now();
+      this.checkPathMtu(gen).catch((err: unknown) => this.log.warn({ err }, 'could not apply a path MTU change; copies keep their cut'));
+    }
+  }
+
+  /**
+   * Reads the route to every target again (its mtu metric, a learned PMTU exception, or the
+   * egress device's MTU) and re-cuts the copies of sessions whose path MTU changed.
+   */
+  private async checkPathMtu(gen: Generation): Promise<void> {
+    for (const address of new Set(gen.rules.sessions.map((s) => s.targetAddress))) {
+      const now = await pathMtu(address);
+      const before = gen.pathMtus.get(address);
+      if (this.gen !== gen || now.mtu === before) continue;
+      gen.pathMtus.set(address, now.mtu);
+      for (const s of gen.rules.sessions) if (s.targetAddress === address) gen.senders[s.index]!.setPathMtu?.(now.mtu);
+      this.log.info({ target: address, pathMtu: now.mtu, before, mtuSource: now.reason }, 'path MTU to mirror target changed; copies are cut to fit it');
+    }
   }
 
   /**
@@ -164,7 +189,14 @@ export class Agent {
     const gen = this.gen;
     if (!gen) return;
     for (const [name, known] of gen.ifStates) {
-      if ((await interfaceState(name)) === known) continue;
+      let now: string;
+      try {
+        now = await interfaceState(name);
+      } catch (err) {
+        this.noteWatchError(err);
+        return;
+      }
+      if (now === known) continue;
       await this.serialized(async () => {
         if (this.gen !== gen) return;
         this.log.warn({ interface: name }, 'source interface changed (deleted, re-created, down/up or appeared); reopening capture');
@@ -173,6 +205,14 @@ export class Agent {
       }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
       return;
     }
+  }
+
+  /** Logs a failing interface check once per kind of failure, not every second. */
+  private noteWatchError(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    if (code === this.watchError) return;
+    this.watchError = code;
+    this.log.warn({ err }, 'cannot check source interfaces; keeping capture as it is');
   }
 
   /** The kernel plane's send failures happen in the vxlan driver: say so when they rise. */
@@ -188,9 +228,17 @@ export class Agent {
     this.deviceErrors = now;
   }
 
-  /** Re-reads the config file; a config that fails validation leaves the running one as is. */
+  /**
+   * Re-reads the config file; a config that fails validation leaves the running one as is.
+   * Reloads coalesce: at most one runs and one waits, and every request made while one
+   * waits is answered by it (it reads the file as it is when it starts).
+   */
   reload(): Promise<boolean> {
-    return this.serialized(async () => {
+    if (this.stopping) return Promise.resolve(false);
+    if (this.pendingReload) return this.pendingReload;
+    const pending: Promise<boolean> = this.serialized(async () => {
+      if (this.pendingReload === pending) this.pendingReload = undefined;
+      if (this.stopping) return false;
       let doc: ConfigDocument;
       try {
         doc = await loadConfigDocument(this.configPath);
@@ -210,6 +258,8 @@ export class Agent {
       this.countReload('ok');
       return true;
     });
+    this.pendingReload = pending;
+    return pending;
   }
 
   private countReload(result: 'ok' | 'refused' | 'failed'): void {
@@ -238,7 +288,17 @@ export class Agent {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Flow log records accepted by the sinks and not delivered yet (what a forced exit loses). */
+  pendingRecords(): number {
+    return this.flowLogs.pendingRecords();
+  }
+
+  /**
+   * Flushes open windows, detaches and closes everything. Resolves with the flow log
+   * records that could not be delivered (0 on a clean stop).
+   */
+  async stop(): Promise<{ recordsLost: number }> {
+    this.stopping = true;
     clearInterval(this.ticker);
     await this.swapping.catch(() => undefined);
     await this.control?.close();
@@ -250,9 +310,12 @@ export class Agent {
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
     await this.closeEbpf();
-    await this.flowLogs.stop();
+    const recordsLost = await this.flowLogs.stop();
+    // Kept-alive scrapers must not hold the close.
+    this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    this.log.info('agent stopped');
+    this.log.info({ recordsLost }, 'agent stopped');
+    return { recordsLost };
   }
 
   private serialized<T>(task: () => Promise<T>): Promise<T> {
@@ -275,6 +338,7 @@ export class Agent {
     for (const src of next.sources) src.resume(lastTs.get(src.interfaceName) ?? 0);
     this.gen = next;
     this.raw = doc.raw;
+    if (doc.file) this.loadedFile = doc.file;
     if (next.plane === 'pcap') await this.closeEbpf();
   }
 
@@ -319,15 +383,19 @@ export class Agent {
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const senders: MirrorOutput[] = [];
     const sources: PacketRing[] = [];
+    const pathMtus = new Map<string, number>();
     // The kernel plane installs into the slot after the live one, as the last step of the build.
     const slot = ebpf ? ebpf.maps.activeSlot ^ 1 : 0;
     try {
       for (const s of rules.sessions) {
         if (ebpf) {
-          senders[s.index] = new KernelSessionOutput(ebpf.maps, slot, s.index);
+          senders[s.index] = new KernelSessionOutput(ebpf.maps, slot, s.index, { family: s.targetFamily, packetLength: s.packetLength });
+          // What install() below cuts for (it reads the same route).
+          if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
           continue;
         }
         const mtu = await pathMtu(s.targetAddress);
+        pathMtus.set(s.targetAddress, mtu.mtu);
         senders[s.index] = await VxlanSender.open({
           address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log,
         });
@@ -351,7 +419,7 @@ export class Agent {
       const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
       if (ebpf && (await ebpf.install(rules, rejectInterfaces)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
       const dropsSeen = new Float64Array(rules.interfaces.length);
-      return { config, rules, plane, pipeline, senders, sources, ifStates, flow, dropsSeen };
+      return { config, rules, plane, pipeline, senders, sources, ifStates, flow, dropsSeen, pathMtus };
     } catch (err) {
       for (const src of sources) src.close();
       await Promise.all(senders.map((s) => s.close()));
@@ -399,8 +467,11 @@ export class Agent {
         this.serialized(async () => {
           // Validate before touching the file: an invalid edit changes nothing anywhere.
           const doc = parseConfigDocument(JSON.stringify(next), { source: `${this.configPath} (control socket)` });
-          await writeConfigAtomic(this.configPath, next);
-          await this.swap(doc);
+          // The edit starts from the running config: writing it over a file edited since
+          // it was loaded would throw that edit away.
+          await refuseIfChangedOnDisk(this.configPath, this.loadedFile, this.raw);
+          const file = await writeConfigAtomic(this.configPath, next);
+          await this.swap({ ...doc, file });
           this.log.info(this.summary(this.running()), 'config changed over the control socket');
           this.countReload('ok');
         }),
@@ -533,6 +604,7 @@ export class Agent {
       vxlanDeviceErrors: () => this.deviceErrors.map(({ device, errors }) => [{ device }, errors] as const),
       configReloads: () => [...this.reloads].map(([result, n]) => [{ result }, n] as const),
       interfaceChanges: () => [...this.interfaceChanges].map(([name, n]) => [{ interface: name }, n] as const),
+      controlErrors: () => [...(this.control?.errors ?? [])].map(([reason, n]) => [{ reason }, n] as const),
     };
   }
 

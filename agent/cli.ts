@@ -10,10 +10,11 @@ import { replay } from './replay.js';
 import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
 import { ControlError } from './control/protocol.js';
+import { armStopDeadline, writeStderrLine } from './stop-deadline.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
-/** SIGTERM must end in bounded time even if a sink or socket hangs. */
-const STOP_DEADLINE_MS = 10_000;
+/** SIGTERM must end in bounded time even if a sink or socket hangs (MIRRORFLOW_STOP_DEADLINE_MS overrides, for tests). */
+const STOP_DEADLINE_MS = Number(process.env.MIRRORFLOW_STOP_DEADLINE_MS ?? 10_000);
 /** Scheduling priority of the daemon (nice): below the workloads it observes. */
 const AGENT_NICE = 10;
 
@@ -35,23 +36,31 @@ program
     try {
       await agent.start();
     } catch (err) {
+      // Exit now and non-zero (systemd's Restart=on-failure), after releasing what start
+      // opened; the deadline bounds that release too.
       log.fatal({ err }, 'agent failed to start');
-      process.exitCode = 1;
-      await agent.stop().catch(() => undefined);
-      return;
+      armStopDeadline(STOP_DEADLINE_MS, () => agent.pendingRecords());
+      await agent.stop().catch((stopErr: unknown) => log.error({ err: stopErr }, 'error while releasing after the failed start'));
+      process.exit(1);
     }
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      log.info({ signal }, 'stopping');
-      const deadline = setTimeout(() => {
-        log.error('stop deadline passed; exiting anyway');
-        process.exit(1);
-      }, STOP_DEADLINE_MS);
-      deadline.unref();
+      // Armed before anything is logged: a log line to a stuck stdout may never return.
+      const deadline = armStopDeadline(STOP_DEADLINE_MS, () => agent.pendingRecords());
+      deadline.setPending(agent.pendingRecords());
+      log.info({ signal, deadlineMs: STOP_DEADLINE_MS }, 'stopping');
+      const counting = setInterval(() => deadline.setPending(agent.pendingRecords()), 100);
+      counting.unref();
       agent.stop().then(
-        () => process.exit(0),
+        ({ recordsLost }) => {
+          if (recordsLost > 0) {
+            writeStderrLine('stopped with flow log records that could not be written', { recordsLost });
+            log.error({ recordsLost }, 'stopped with flow log records that could not be written');
+          }
+          process.exit(recordsLost > 0 ? 1 : 0);
+        },
         (err: unknown) => {
           log.error({ err }, 'error while stopping');
           process.exit(1);
@@ -60,6 +69,7 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // Reloads coalesce in the agent: a burst of SIGHUPs costs one running and one pending.
     process.on('SIGHUP', () => {
       void agent.reload();
     });
@@ -101,6 +111,12 @@ program
         logger: createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'warn'),
       });
       process.stdout.write(`${JSON.stringify(summary)}\n`);
+      const lost = Object.entries(summary.flowLogRecordsLost).filter(([, n]) => n > 0);
+      if (lost.length > 0) {
+        const total = lost.reduce((sum, [, n]) => sum + n, 0);
+        process.stderr.write(`replay: ${total} flow log records did not reach their sink (${lost.map(([id, n]) => `${id}: ${n}`).join(', ')})\n`);
+        process.exitCode = 1;
+      }
     } catch (err) {
       if (err instanceof ConfigError) {
         for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);

@@ -36,6 +36,8 @@ export interface ReplaySummary {
   written: number;
   /** Flow log records written, by flow log id and log-status. */
   flowLogRecords: Record<string, Record<string, number>>;
+  /** Flow log records that did not reach their sink (flow_log_sink_dropped_total), by flow log id. */
+  flowLogRecordsLost: Record<string, number>;
 }
 
 const DOC_SOURCE_V4 = '192.0.2.1';
@@ -97,6 +99,9 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
     const flowLogRecords = Object.fromEntries(flow?.aggregators.map((a) => [a.id, { ...a.recordsByStatus }]) ?? []);
     const perSession = (read: (o: MirrorOutput) => number) =>
       Object.fromEntries(rules.sessions.map((s) => [s.id, read(outputs[s.index]!)]));
+    // Closing the sinks delivers what they hold; only then is it known what did not leave.
+    await flowLogs.stop();
+    const flowLogRecordsLost = Object.fromEntries(flowLogs.samples('sinkDropped').map(([labels, n]) => [labels.flow_log ?? '', n]));
     return {
       frames,
       interfaceName: ifName,
@@ -105,6 +110,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       malformed: Object.fromEntries(pipeline.malformed),
       written: writer?.frames ?? 0,
       flowLogRecords,
+      flowLogRecordsLost,
     };
   } finally {
     await writer?.close();

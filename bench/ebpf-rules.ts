@@ -41,6 +41,7 @@ try {
     rules,
     ifindexes: new Map([['lo', lo]]),
     sessions: rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: 4, remote: [0, 0, 0, 0] })),
+    segIfindex: 0,
   });
   const last = SESSIONS - 1;
   const cases = {

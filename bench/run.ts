@@ -17,6 +17,7 @@ import { CommandError, run, type Spawned } from '../agent/lab/exec.js';
 import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
+import { formatOffloadCost, offloadCost, type OffloadCost } from './offload-cost.js';
 import {
   ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
   planeName, type PlaneResult, type RuleEval, type StepResult,
@@ -24,8 +25,8 @@ import {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_PARTS=rates,throughput,memory (the default: all) runs only those parts. */
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory').split(','));
+/** BENCH_PARTS=rates,throughput,memory,offloads (the default: all) runs only those parts. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads').split(','));
 /** BENCH_SIZES, BENCH_RATES (comma lists) and BENCH_PLANES (e.g. pcap+flow,ebpf) narrow a run for before/after checks. */
 const listEnv = (name: string): number[] | undefined => process.env[name]?.split(',').map(Number);
 const SIZES = listEnv('BENCH_SIZES') ?? (QUICK ? [64, 1500] : [64, 512, 1500]);
@@ -160,6 +161,7 @@ async function main(): Promise<void> {
   const results: PlaneResult[] = [];
   let tput: ThroughputResult[] = [];
   let memory: RssResult[] = [];
+  let offloads: OffloadCost[] = [];
   const startAgent = agentStarter(t);
   const unavailable = new Map<string, string>();
   try {
@@ -232,19 +234,21 @@ async function main(): Promise<void> {
   } finally {
     await t.destroy();
   }
+  // Its own labs: one with the kernel's default offloads, one without.
+  if (PARTS.has('offloads')) offloads = await offloadCost([...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p)));
 
   // The code measured: BENCH_COMMIT when run from an exported tree, else the checkout's HEAD.
   const commit = process.env.BENCH_COMMIT ?? (await run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).then((r) => r.stdout.trim(), () => 'unknown'));
   const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), commit, quick: QUICK };
   // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
   const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
-  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatTargets(results, tput, memory, rules)].join('\n');
+  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatTargets(results, tput, memory, rules)].join('\n');
   process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
   // A narrowed run does not replace the full table the README quotes.
   const name = process.env.BENCH_OUT ?? (QUICK || NARROWED ? 'partial' : 'latest');
-  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory }, null, 2));
+  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads }, null, 2));
   await writeFile(join(outDir, `${name}.md`), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 

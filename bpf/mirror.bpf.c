@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TC programs of the eBPF data plane.
  *   mf_ingress / mf_egress (clsact of each source interface): parse, decide (SPEC §2), and
- *     for an accepted packet clone it into the session's VXLAN device. The original always
- *     goes on unchanged (TC_ACT_UNSPEC: the next filter, if any, still runs).
- *   mf_tunnel (clsact egress of the agent's external-mode VXLAN device): sets the tunnel key
- *     (VNI, remote) and truncates the clone; the device then encapsulates, with the UDP
- *     source port from the inner flow hash.
+ *     for an accepted packet clone it into the agent's segmenting veth (mf-seg). The original
+ *     always goes on unchanged (TC_ACT_UNSPEC: the next filter, if any, still runs).
+ *   The clone may be an aggregate (TSO/GSO on transmit, GRO on receive, UDP GSO, BIG TCP).
+ *     mf-seg has no segmentation or checksum offloads, so the kernel's own GSO code cuts it
+ *     into the wire segments it stands for, with complete checksums, on its way out of
+ *     mf-seg; each segment arrives on the veth peer (mf-seg-rx).
+ *   mf_tunnel (clsact ingress of mf-seg-rx): once per wire segment, sets the tunnel key
+ *     (VNI, remote) and the symmetric inner flow hash the UDP source port comes from,
+ *     truncates the segment (SPEC §3), counts the copy, and redirects it to the session's
+ *     external-mode VXLAN device, which encapsulates it.
  * The session travels from one to the other in skb->mark, which mf_ingress/mf_egress set
- * only around the clone and restore at once. skb->cb[0] reports the decision (read back by
+ * only around the clone and restore at once (the mark survives segmentation and the veth
+ * hop within one network namespace). skb->cb[0] reports the decision (read back by
  * BPF_PROG_TEST_RUN in the parity tests).
  *   mf_kfree_skb (tp_btf/kfree_skb): counts packets the host's packet filter dropped on the
  *     source interfaces, for REJECT flow records (reject.bpf.h). Loaded only when a flow
@@ -20,6 +26,7 @@
 #include "parse.bpf.h"
 #include "match.bpf.h"
 #include "reject.bpf.h"
+#include "flow_hash.bpf.h"
 
 /* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
 #define TC_ACT_UNSPEC (-1)
@@ -53,6 +60,8 @@ static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 s
 	return bpf_map_lookup_elem(&mf_session_stats, &idx);
 }
 
+/* Copies are counted where they are final, in mf_tunnel (one per wire segment, after the
+ * cut); here only a clone the kernel refused is counted, as an error. */
 static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 				      const struct mf_slot *slot, __u64 session)
 {
@@ -64,20 +73,16 @@ static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 	/* Chains only hold indexes below MF_MAX_SESSIONS; the mask is the verifier's bound. */
 	session &= MF_MAX_SESSIONS - 1;
 	s = &slot->sessions[session];
-	if (!s->vxlan_ifindex)
+	if (!s->vxlan_ifindex || !slot->seg_ifindex)
 		return;
 	mark = skb->mark;
 	skb->mark = MF_MARK_MAGIC | slot_idx << 8 | session;
-	err = bpf_clone_redirect(skb, s->vxlan_ifindex, 0);
+	err = bpf_clone_redirect(skb, slot->seg_ifindex, 0);
 	skb->mark = mark;
-	st = mf_stats(slot_idx, session);
-	if (!st)
-		return;
 	if (err) {
-		st->errors++;
-	} else {
-		st->packets++;
-		st->bytes += skb->len;
+		st = mf_stats(slot_idx, session);
+		if (st)
+			st->errors++;
 	}
 }
 
@@ -115,6 +120,8 @@ int mf_egress(struct __sk_buff *skb)
 	return mf_handle(skb, MF_DIR_OUT);
 }
 
+/* One wire segment of a clone, on the ingress of mf-seg-rx. Returns TC_ACT_REDIRECT to the
+ * session's VXLAN device, or TC_ACT_SHOT for anything that is not one of our clones. */
 SEC("tc")
 int mf_tunnel(struct __sk_buff *skb)
 {
@@ -122,7 +129,8 @@ int mf_tunnel(struct __sk_buff *skb)
 	const struct mf_session *s;
 	struct mf_session_stats *st;
 	const struct mf_slot *slot;
-	__u32 mark = skb->mark, slot_idx, session;
+	struct mf_pkt p = {};
+	__u32 mark = skb->mark, slot_idx, session, hash;
 	__u64 flags = 0;
 
 	/* Only our clones are routed here; anything else is not ours to send. */
@@ -148,6 +156,14 @@ int mf_tunnel(struct __sk_buff *skb)
 	}
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags))
 		goto fail;
+	/* The outer source port (vxlan: udp_flow_src_port from skb->hash) comes from the
+	 * symmetric hash of the inner 5-tuple, read before the cut can shorten the headers.
+	 * Set on the copy only; the original's hash is the socket's, untouched. cb[1] reports
+	 * it to BPF_PROG_TEST_RUN. */
+	mf_parse(skb, &p);
+	hash = mf_flow_hash(&p);
+	bpf_set_hash(skb, hash);
+	skb->cb[1] = hash;
 	if (skb->len > s->trunc_len) {
 		if (bpf_skb_change_tail(skb, s->trunc_len, 0))
 			goto fail;
@@ -156,7 +172,11 @@ int mf_tunnel(struct __sk_buff *skb)
 	}
 	/* The outer packet's route lookup must not see our marker. */
 	skb->mark = 0;
-	return TC_ACT_OK;
+	if (st) {
+		st->packets++;
+		st->bytes += skb->len;
+	}
+	return bpf_redirect(s->vxlan_ifindex, 0);
 fail:
 	if (st)
 		st->errors++;

@@ -91,7 +91,7 @@ struct mf_slot {
 	__u32 epoch;         /* new per rule set: fragment decisions never leak across reloads */
 	__u32 n_sessions;
 	__u32 n_own;
-	__u32 pad;
+	__u32 seg_ifindex;   /* mf-seg, where clones are segmented; 0: not mirrored (rule tests) */
 	struct mf_own own[MF_MAX_OWN];
 	struct mf_session sessions[MF_MAX_SESSIONS];
 };
@@ -132,9 +132,9 @@ struct mf_iface_stats {
 
 /* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */
 struct mf_session_stats {
-	__u64 packets;
-	__u64 bytes;         /* original frame bytes handed to the VXLAN device */
-	__u64 truncated;
+	__u64 packets;       /* copies handed to the VXLAN device: one per wire segment */
+	__u64 bytes;         /* their inner Ethernet bytes, after the cut (SPEC §5) */
+	__u64 truncated;     /* copies cut */
 	__u64 errors;        /* clone or tunnel-key failures */
 };
 
@@ -145,7 +145,7 @@ struct mf_reject_key {
 	__u32 dst[4];
 	__u32 ifindex;
 	__u16 sport;         /* host byte order */
-	__u16 dport;
+	__u16 dport;         /* ICMP/ICMPv6: type << 8 | code (sport 0) */
 	__u8 protocol;
 	__u8 family;         /* 4 or 6 */
 	__u8 dir;

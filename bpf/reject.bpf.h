@@ -21,6 +21,15 @@ static __always_inline int mf_reject_ports(const unsigned char *l4, __u8 protoco
 {
 	__be16 ports[2];
 
+	if (protocol == P_ICMP || protocol == P_ICMPV6) {
+		/* ICMP flows are keyed per type and code, as the flow records are. */
+		__u8 tc[2];
+
+		if (bpf_probe_read_kernel(tc, sizeof(tc), l4))
+			return -1;
+		k->dport = (__u16)tc[0] << 8 | tc[1];
+		return 0;
+	}
 	if (protocol != P_TCP && protocol != P_UDP && protocol != P_SCTP)
 		return 0;
 	if (bpf_probe_read_kernel(ports, sizeof(ports), l4))
@@ -43,7 +52,9 @@ int BPF_PROG(mf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	__u16 proto;
 	__u64 now, ip_len;
 
-	if (reason != SKB_DROP_REASON_NETFILTER_DROP)
+	/* CO-RE: the enum's value on the running kernel (kernels renumber skb_drop_reason),
+	 * relocated at load, not the build host's. */
+	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP))
 		return 0;
 	state = bpf_map_lookup_elem(&mf_state, &zero);
 	if (!state)

@@ -14,6 +14,7 @@ packages=(
   systemd           # systemd-analyze verify of the unit
   prometheus        # promtool check metrics
   iptables          # induced loss (statistic match) and host drops in tests
+  nfdump pmacct softflowd postgresql  # IPFIX collectors, a reference exporter and the database the collector e2e reads
 )
 
 missing=()
@@ -28,5 +29,12 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}"
   apt-get update -q
+  # Collectors and PostgreSQL must not start as services listening on the network: the
+  # tests start their own on loopback. A policy-rc.d that is already there is left alone.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

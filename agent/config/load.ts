@@ -1,6 +1,8 @@
 // Config text → validated, defaulted, deeply frozen Config (SPEC §1), or a ConfigError
 // listing every problem found, each as `<path>: <reason>`.
 
+import { createHash } from 'node:crypto';
+import { constants as fsConstants, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { parseDocument } from 'yaml';
@@ -81,10 +83,19 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** What a config file was when it was read: compared before a control edit overwrites it. */
+export interface FileIdentity {
+  sha256: string;
+  size: number;
+  mtimeMs: number;
+}
+
 /** A validated config and the plain document it came from (before defaults). */
 export interface ConfigDocument {
   config: Config;
   raw: unknown;
+  /** Set when the document was read from a file. */
+  file?: FileIdentity;
 }
 
 /** Validates config text (YAML or JSON) and keeps the plain document for write-back. */
@@ -111,36 +122,68 @@ export function parseConfig(text: string, opts: ParseOptions = {}): Config {
 const READ_REASONS: Record<string, string> = {
   ENOENT: 'no such file',
   EACCES: 'permission denied',
-  EISDIR: 'it is a directory',
+  ELOOP: 'too many levels of symbolic links',
 };
 
 const WORLD_WRITABLE = 0o002;
+/** A real config is a few KiB; anything bigger is a mistake (a log, a disk image) and is not read. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** What a file that is not a regular file is, for the refusal. */
+function kindOf(st: Stats): string | undefined {
+  if (st.isFile()) return undefined;
+  if (st.isDirectory()) return 'it is a directory';
+  if (st.isFIFO()) return 'it is a FIFO (named pipe), not a regular file';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'it is a device, not a regular file';
+  if (st.isSocket()) return 'it is a socket, not a regular file';
+  return 'it is not a regular file';
+}
 
 /**
- * Reads and validates a config file. Throws ConfigReadError (MF_CONFIG_READ) or ConfigError.
+ * The bytes of a config file, never blocking: opened with O_NONBLOCK (a FIFO would block
+ * open() until a writer came), checked with fstat before any read (only regular files of
+ * at most MAX_CONFIG_BYTES), and read no further than the limit even if the file grows.
  * Running as root, a file anyone may write is refused: whoever edits it chooses what root
  * captures and where the copies go.
  */
-export async function loadConfigDocument(path: string, opts: ParseOptions = {}): Promise<ConfigDocument> {
-  let text: string;
+export async function readConfigFile(path: string): Promise<{ text: string; file: FileIdentity }> {
+  let file;
   try {
-    const file = await open(path, 'r');
-    try {
-      const st = await file.stat();
-      if (st.isDirectory()) throw Object.assign(new Error('it is a directory'), { code: 'EISDIR' });
-      if (process.getuid?.() === 0 && (st.mode & WORLD_WRITABLE) !== 0) {
-        throw new ConfigReadError(path, `it is world-writable (mode ${(st.mode & 0o777).toString(8)}); run chmod o-w ${path}`);
-      }
-      text = await file.readFile('utf8');
-    } finally {
-      await file.close();
-    }
+    file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
-    if (err instanceof ConfigReadError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? '';
     throw new ConfigReadError(path, READ_REASONS[code] ?? (err as Error).message, err);
   }
-  return parseConfigDocument(text, { source: path, ...opts });
+  try {
+    const st = await file.stat();
+    const kind = kindOf(st);
+    if (kind !== undefined) throw new ConfigReadError(path, kind);
+    if (process.getuid?.() === 0 && (st.mode & WORLD_WRITABLE) !== 0) {
+      throw new ConfigReadError(path, `it is world-writable (mode ${(st.mode & 0o777).toString(8)}); run chmod o-w ${path}`);
+    }
+    if (st.size > MAX_CONFIG_BYTES) throw new ConfigReadError(path, `it is ${st.size} bytes; the limit is ${MAX_CONFIG_BYTES}`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let used = 0;
+    for (;;) {
+      const { bytesRead } = await file.read(buf, used, buf.length - used, used);
+      if (bytesRead === 0) break;
+      used += bytesRead;
+      if (used > MAX_CONFIG_BYTES) throw new ConfigReadError(path, `it grew past ${MAX_CONFIG_BYTES} bytes while being read`);
+    }
+    const bytes = buf.subarray(0, used);
+    return { text: bytes.toString('utf8'), file: { sha256: createHash('sha256').update(bytes).digest('hex'), size: used, mtimeMs: st.mtimeMs } };
+  } catch (err) {
+    if (err instanceof ConfigReadError) throw err;
+    throw new ConfigReadError(path, (err as Error).message, err);
+  } finally {
+    await file.close();
+  }
+}
+
+/** Reads and validates a config file. Throws ConfigReadError (MF_CONFIG_READ) or ConfigError. */
+export async function loadConfigDocument(path: string, opts: ParseOptions = {}): Promise<ConfigDocument> {
+  const { text, file } = await readConfigFile(path);
+  return { ...parseConfigDocument(text, { source: path, ...opts }), file };
 }
 
 /** Reads and validates a config file; see loadConfigDocument. */

@@ -22,6 +22,10 @@ export const DEFAULTS = {
   window: 600,
   fileMaxBytes: 104857600,
   fileKeep: 5,
+  /** IANA's enterprise number for documentation (RFC 5612), until an operator sets their own. */
+  ipfixEnterpriseNumber: 32473,
+  /** Seconds between template resends over UDP (RFC 7011 §8.4). */
+  ipfixTemplateRefresh: 10,
 } as const;
 
 export const LIMITS = {
@@ -356,7 +360,12 @@ const sink = z.discriminatedUnion('type', [
     keep: intIn(1, 1000).default(DEFAULTS.fileKeep),
   }),
   z.strictObject({ type: z.literal('stdout') }),
-  z.strictObject({ type: z.literal('ipfix'), collector: hostPort }),
+  z.strictObject({
+    type: z.literal('ipfix'),
+    collector: hostPort,
+    enterpriseNumber: intIn(1, 0xffffffff).default(DEFAULTS.ipfixEnterpriseNumber),
+    templateRefresh: intIn(1, 3600).default(DEFAULTS.ipfixTemplateRefresh),
+  }),
 ]);
 
 const flowLog = z

@@ -53,7 +53,14 @@ export interface Session {
 export type Sink =
   | { type: 'file'; path: string; maxBytes: number; keep: number }
   | { type: 'stdout' }
-  | { type: 'ipfix'; collector: string };
+  | {
+      type: 'ipfix';
+      collector: string;
+      /** Enterprise number of the enterprise-specific elements (docs/sinks.md). */
+      enterpriseNumber: number;
+      /** Seconds between template resends. */
+      templateRefresh: number;
+    };
 
 export interface FlowLog {
   id: string;

@@ -2,10 +2,11 @@
 // text goes to a temp file in the same directory, is fsynced, renamed over the old file and
 // the directory is fsynced, so a crash leaves either the old file or the new one, never half.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
+import type { FileIdentity } from './load.js';
 
 /** Mode of a config file the agent creates: it may name targets and accounts. */
 const NEW_FILE_MODE = 0o600;
@@ -32,22 +33,26 @@ async function existingMode(file: string): Promise<number> {
 
 /**
  * Replaces the file at `file` (the target of a symlink when it is one) with `raw` as YAML,
- * atomically. An existing file keeps its mode; a new one gets 0600.
+ * atomically. An existing file keeps its mode; a new one gets 0600. Returns what the file
+ * now is, so a later edit can tell whether someone else changed it since.
  */
-export async function writeConfigAtomic(file: string, raw: unknown): Promise<void> {
+export async function writeConfigAtomic(file: string, raw: unknown): Promise<FileIdentity> {
   const target = await resolveTarget(file);
   const dir = path.dirname(target);
   const mode = await existingMode(target);
   const text = HEADER + stringify(raw, { lineWidth: 0 });
   const temp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(temp, 'wx', mode);
+  let identity: FileIdentity;
   try {
     await handle.writeFile(text, 'utf8');
     // open() applied the umask; chmod gives the exact mode.
     await handle.chmod(mode);
     await handle.sync();
+    const { mtimeMs } = await handle.stat();
     await handle.close();
     await rename(temp, target);
+    identity = { sha256: createHash('sha256').update(text).digest('hex'), size: Buffer.byteLength(text), mtimeMs };
   } catch (err) {
     await handle.close().catch(() => undefined);
     await unlink(temp).catch(() => undefined);
@@ -59,6 +64,7 @@ export async function writeConfigAtomic(file: string, raw: unknown): Promise<voi
   } finally {
     await dirHandle.close();
   }
+  return identity;
 }
 
 /**

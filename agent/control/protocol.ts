@@ -52,6 +52,8 @@ export const ControlErrorCode = {
   NOT_FOUND: 'MF_CONTROL_NOT_FOUND',
   /** The agent failed while carrying out a valid request (writing the file, reloading). */
   FAILED: 'MF_CONTROL_FAILED',
+  /** The config file was changed on disk since the agent loaded it: an edit would overwrite that change. */
+  CONFLICT: 'MF_CONTROL_CONFLICT',
   /** No agent answers on the socket, or it closed the connection without answering. */
   UNAVAILABLE: 'MF_CONTROL_UNAVAILABLE',
 } as const;

@@ -6,10 +6,10 @@
 import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Config, Filter, Rule } from '../config/types.js';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { serveConnection, type ConnectionErrorReason, type ConnectionLimits } from './connection.js';
 import { applyEdit, isEditOperation, parseEdit } from './edit.js';
 import {
   ControlError,
@@ -42,12 +42,29 @@ export interface ControlServerOptions {
   socketPath: string;
   handler: ControlHandler;
   log?: Logger;
+  /** Overrides of DEFAULT_LIMITS (tests use small ones). */
+  limits?: Partial<ControlLimits>;
 }
+
+export interface ControlLimits extends ConnectionLimits {
+  /** Open connections at once; one more is answered with an error and closed. */
+  maxConnections: number;
+}
+
+/**
+ * Worst case held for clients: maxConnections × (maxLineBytes + maxUnsentBytes + one
+ * answer) ≈ 32 × 320 KiB = 10 MiB, whatever they send or fail to read.
+ */
+export const DEFAULT_LIMITS: ControlLimits = {
+  maxConnections: 32,
+  maxLineBytes: 64 * 1024,
+  maxQueuedLines: 16,
+  maxUnsentBytes: 256 * 1024,
+  idleMs: 5 * 60_000,
+};
 
 const SOCKET_MODE = 0o600;
 const DIR_MODE = 0o700;
-/** A request line longer than this is refused and the connection closed. */
-const MAX_LINE_BYTES = 1 << 20;
 /** How long a stale-socket probe waits for an answer. */
 const PROBE_TIMEOUT_MS = 1000;
 
@@ -108,19 +125,23 @@ export class ControlServer {
   private readonly connections = new Set<net.Socket>();
   /** Edits run one after another: each starts from the config the previous one produced. */
   private edits: Promise<unknown> = Promise.resolve();
+  /** Connections that ended badly, by reason (mirrorflow_control_errors_total). */
+  readonly errors = new Map<ConnectionErrorReason, number>();
 
   private constructor(
     private readonly server: net.Server,
     readonly socketPath: string,
     private readonly handler: ControlHandler,
     private readonly log: Logger | undefined,
+    private readonly limits: ControlLimits,
   ) {}
 
   /** Prepares the path, listens, and sets the socket file to mode 0600. */
   static async listen(opts: ControlServerOptions): Promise<ControlServer> {
     await prepareSocketPath(opts.socketPath);
-    const server = net.createServer();
-    const control = new ControlServer(server, opts.socketPath, opts.handler, opts.log);
+    // Half-open: a client may send its requests and shut down its side, then read the answers.
+    const server = net.createServer({ allowHalfOpen: true });
+    const control = new ControlServer(server, opts.socketPath, opts.handler, opts.log, { ...DEFAULT_LIMITS, ...opts.limits });
     server.on('connection', (socket) => control.serve(socket));
     // bind() creates the file with the process umask; a tight umask for that instant means
     // the socket is never reachable with a wider mode, and chmod below makes the mode exact.
@@ -130,6 +151,8 @@ export class ControlServer {
         server.once('error', reject);
         server.listen(opts.socketPath, () => {
           server.off('error', reject);
+          // accept() failing (EMFILE) must not end the agent: counted, and the next accept retries.
+          server.on('error', (err) => control.countError('other', err));
           resolve();
         });
       });
@@ -147,29 +170,27 @@ export class ControlServer {
     await unlink(this.socketPath).catch(() => undefined);
   }
 
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  private countError(reason: ConnectionErrorReason, err?: Error): void {
+    this.errors.set(reason, (this.errors.get(reason) ?? 0) + 1);
+    this.log?.debug({ err, reason }, 'control connection error');
+  }
+
   private serve(socket: net.Socket): void {
+    if (this.connections.size >= this.limits.maxConnections) {
+      this.countError('too_many_connections');
+      socket.on('error', () => undefined);
+      const message = `too many control connections (${this.limits.maxConnections}); try again`;
+      socket.end(encodeMessage({ id: null, ok: false, error: { code: ControlErrorCode.UNAVAILABLE, message } }), () => socket.destroy());
+      return;
+    }
     this.connections.add(socket);
     socket.once('close', () => this.connections.delete(socket));
-    socket.on('error', (err) => this.log?.debug({ err }, 'control connection error'));
-    let pending = Promise.resolve();
-    let buffered = 0;
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.length;
-      if (buffered > MAX_LINE_BYTES) {
-        socket.end(encodeMessage({ id: null, ok: false, error: { code: ControlErrorCode.BAD_REQUEST, message: `request line longer than ${MAX_LINE_BYTES} bytes` } }));
-        socket.destroySoon();
-      }
-    });
-    const lines = createInterface({ input: socket, crlfDelay: Infinity });
-    lines.on('line', (line) => {
-      buffered = 0;
-      if (line.trim() === '') return;
-      // Answers go out in request order even when an edit takes longer than a list.
-      pending = pending.then(async () => {
-        const response = await this.handle(line);
-        if (!socket.destroyed) socket.write(encodeMessage(response));
-      });
-    });
+    serveConnection(socket, this.limits, (line) => this.handle(line), (reason, err) => this.countError(reason, err));
   }
 
   private async handle(line: string): Promise<ControlResponse> {

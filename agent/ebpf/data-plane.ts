@@ -1,7 +1,7 @@
-// The eBPF data plane's life on the host: the external-mode VXLAN devices (one per target
-// UDP port), the TC filters on every source interface, the rule maps, and the cleanup —
-// on exit, and at the next start after a crash (from the state file written before
-// anything is attached).
+// The eBPF data plane's life on the host: the segmenting veth pair, the external-mode VXLAN
+// devices (one per target UDP port), the TC filters on every source interface, the rule
+// maps, and the cleanup — on exit, and at the next start after a crash (from the state
+// file written before anything is attached).
 
 import { statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -21,6 +21,23 @@ export const TC_HANDLE = 0x4d46;
 export const TC_PRIORITY = 1;
 /** Our VXLAN devices are mf-vxlan-<port>; nothing else on the host may use the prefix. */
 export const VXLAN_PREFIX = 'mf-vxlan-';
+/**
+ * The segmenting veth pair: clones go out of SEG_TX, whose segmentation and checksum
+ * offloads are off, so the kernel's GSO code turns an aggregate into the wire segments it
+ * stands for (complete checksums included); each arrives on SEG_RX, where mf_tunnel cuts,
+ * counts and sends it to the VXLAN device. Only these two devices have their offloads
+ * changed, and they are ours.
+ */
+export const SEG_TX = 'mf-seg';
+export const SEG_RX = 'mf-seg-rx';
+/** Every offload ethtool lets us turn off on veth that could let an aggregate through whole. */
+const SEG_FEATURES_OFF = [
+  'tx', 'tso', 'gso', 'tx-udp-segmentation', 'tx-gso-list', 'tx-sctp-segmentation', 'tx-gre-segmentation',
+  'tx-gre-csum-segmentation', 'tx-ipxip4-segmentation', 'tx-ipxip6-segmentation', 'tx-udp_tnl-segmentation',
+  'tx-udp_tnl-csum-segmentation',
+];
+/** Largest MTU of a veth: a clone that is not an aggregate (a jumbo frame) passes whole. */
+const SEG_MTU = 65535;
 export const EBPF_STATE_FILE_NAME = 'ebpf-attached.json';
 /** Without a control socket directory to keep it in. */
 export const DEFAULT_STATE_FILE = `/run/mirrorflow/${EBPF_STATE_FILE_NAME}`;
@@ -52,24 +69,30 @@ interface TcFilter {
 
 const OUR_HANDLE = `0x${TC_HANDLE.toString(16)}`;
 
-/** The filters on one clsact hook of an interface (none when it has no clsact). */
+/**
+ * The filters on one clsact hook of an interface (none when it has no clsact). Throws when
+ * `tc` cannot say: an unknown answer must never read as "no filters".
+ */
 async function tcFilters(name: string, hook: 'ingress' | 'egress'): Promise<TcFilter[]> {
-  try {
-    const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
-    return JSON.parse(stdout || '[]') as TcFilter[];
-  } catch {
-    return [];
-  }
+  const { stdout } = await run('tc', ['-j', 'filter', 'show', 'dev', name, hook]);
+  return JSON.parse(stdout || '[]') as TcFilter[];
 }
 
 const isOurs = (f: TcFilter) => f.pref === TC_PRIORITY && f.options?.handle === OUR_HANDLE && /^mf_(ingress|egress)/.test(f.options.bpf_name ?? '');
 
-/** True when some filter other than ours remains on the interface's clsact hooks. */
+/**
+ * True when some filter other than ours remains on the interface's clsact hooks, or when
+ * `tc` cannot tell (then the qdisc stays: removing it would take other tools' filters).
+ */
 async function hasForeignFilters(name: string): Promise<boolean> {
-  for (const hook of ['ingress', 'egress'] as const) {
-    if ((await tcFilters(name, hook)).some((f) => f.options?.handle !== undefined && !isOurs(f))) return true;
+  try {
+    for (const hook of ['ingress', 'egress'] as const) {
+      if ((await tcFilters(name, hook)).some((f) => f.options?.handle !== undefined && !isOurs(f))) return true;
+    }
+    return false;
+  } catch {
+    return true;
   }
-  return false;
 }
 
 export interface EbpfPlaneOptions {
@@ -84,6 +107,8 @@ export class EbpfDataPlane {
   private readonly lives: Array<{ name: string; ifindex: number }> = [];
   /** VXLAN device ifindex by target UDP port. */
   private readonly devices = new Map<number, number>();
+  /** ifindex of SEG_TX once the pair exists. */
+  private segIfindex = 0;
   private readonly stateFile: string;
 
   private constructor(readonly maps: MirrorMaps, private readonly log: Logger, stateFile: string) {
@@ -120,7 +145,8 @@ export class EbpfDataPlane {
       if (ifindex === undefined) continue;
       const hooks = [['ingress', TC_INGRESS], ['egress', TC_EGRESS]] as const;
       for (const [hook, point] of hooks) {
-        if (!(await tcFilters(name, hook)).some(isOurs)) continue;
+        // An interface gone since readdir has nothing of ours left to remove.
+        if (!(await tcFilters(name, hook).catch(() => [])).some(isOurs)) continue;
         tcDetach(ifindex, point, TC_HANDLE, TC_PRIORITY);
         log.warn({ interface: name, hook }, 'removed a TC filter of ours left by a previous run (no state recorded)');
       }
@@ -128,6 +154,10 @@ export class EbpfDataPlane {
     for (const name of await ourDevices()) {
       await run('ip', ['link', 'del', name]);
       log.warn({ device: name }, 'removed a VXLAN device left by a previous run');
+    }
+    if ((await ifindexOf(SEG_TX)) !== undefined) {
+      await run('ip', ['link', 'del', SEG_TX]);
+      log.warn({ device: SEG_TX }, 'removed the segmenting veth pair left by a previous run');
     }
     await rm(stateFile, { force: true });
   }
@@ -140,6 +170,7 @@ export class EbpfDataPlane {
    */
   async install(rules: RuleSet, rejectInterfaces: readonly string[]): Promise<number> {
     const ports = new Set(rules.sessions.map((s) => s.targetPort));
+    if (ports.size > 0 && this.segIfindex === 0) this.segIfindex = await this.createSegmenter();
     for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
 
     const ifindexes = new Map<string, number>();
@@ -173,7 +204,7 @@ export class EbpfDataPlane {
       });
       this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
     }
-    const slot = this.maps.install({ rules, ifindexes, sessions });
+    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex });
     this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 
     for (const [port, ifindex] of this.devices) {
@@ -214,13 +245,15 @@ export class EbpfDataPlane {
   }
 
   /**
-   * Errors of our VXLAN devices (tx_errors + tx_dropped): failures after the tunnel key,
-   * inside the vxlan driver (no route to the target, ICMP unreachable from it).
+   * Copies lost after the clone, by device: the segmenting veth's drops (a full backlog on
+   * SEG_RX counts on SEG_TX as tx_dropped, and on SEG_RX as rx_dropped) and our VXLAN
+   * devices' tx_errors + tx_dropped (no route to the target, ICMP unreachable from it).
    */
   async deviceErrors(): Promise<Array<{ device: string; errors: number }>> {
     const out: Array<{ device: string; errors: number }> = [];
-    for (const port of this.devices.keys()) {
-      const device = `${VXLAN_PREFIX}${port}`;
+    const devices = [...this.devices.keys()].map((port) => `${VXLAN_PREFIX}${port}`);
+    if (this.segIfindex !== 0) devices.unshift(SEG_TX);
+    for (const device of devices) {
       const read = async (f: string) => Number((await readFile(`/sys/class/net/${device}/statistics/${f}`, 'utf8')).trim());
       try {
         out.push({ device, errors: (await read('tx_errors')) + (await read('tx_dropped')) });
@@ -253,10 +286,36 @@ export class EbpfDataPlane {
     await run('ip', ['link', 'add', name, 'type', 'vxlan', 'external', 'dstport', String(port), 'srcport', ...SOURCE_PORT_RANGE, 'nolearning']);
     await run('ip', ['link', 'set', name, 'up']);
     const ifindex = (await ifindexOf(name))!;
-    tcHookCreate(ifindex);
-    tcAttach(ifindex, TC_EGRESS, this.maps.tunnelFd, TC_HANDLE, TC_PRIORITY);
     this.log.info({ device: name, port }, 'VXLAN device created (external, collect metadata)');
     return ifindex;
+  }
+
+  /**
+   * The veth pair clones are segmented on (see SEG_TX). Throws when the offloads cannot be
+   * turned off (no ethtool): copies would then leave as one cut aggregate each.
+   */
+  private async createSegmenter(): Promise<number> {
+    await run('ip', ['link', 'del', SEG_TX]).catch(() => undefined);
+    await run('ip', ['link', 'add', SEG_TX, 'mtu', String(SEG_MTU), 'type', 'veth', 'peer', 'name', SEG_RX, 'mtu', String(SEG_MTU)]);
+    try {
+      // No addresses, so no IPv6 neighbour or multicast chatter between the two ends.
+      for (const dev of [SEG_TX, SEG_RX]) await writeFile(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1').catch(() => undefined);
+      await run('ethtool', ['-K', SEG_TX, ...SEG_FEATURES_OFF.flatMap((f) => [f, 'off'])]);
+      // veth re-merges only with GRO on, which it has off unless asked: make sure.
+      await run('ethtool', ['-K', SEG_RX, 'gro', 'off']);
+      const features = await segmentationFeaturesOn(SEG_TX);
+      if (features.length > 0) throw new Error(`offloads still on: ${features.join(', ')}`);
+      await run('ip', ['link', 'set', SEG_RX, 'up']);
+      await run('ip', ['link', 'set', SEG_TX, 'up']);
+      const rx = (await ifindexOf(SEG_RX))!;
+      tcHookCreate(rx);
+      tcAttach(rx, TC_INGRESS, this.maps.tunnelFd, TC_HANDLE, TC_PRIORITY);
+    } catch (err) {
+      await run('ip', ['link', 'del', SEG_TX]).catch(() => undefined);
+      throw new Error(`cannot set up the segmenting veth ${SEG_TX}: ${(err as Error).message}`, { cause: err });
+    }
+    this.log.info({ device: SEG_TX, peer: SEG_RX }, 'segmenting veth pair created (segmentation and checksum offloads off)');
+    return (await ifindexOf(SEG_TX))!;
   }
 
   private async attach(name: string, ifindex: number): Promise<void> {
@@ -286,6 +345,8 @@ export class EbpfDataPlane {
     this.attached.clear();
     for (const port of this.devices.keys()) await run('ip', ['link', 'del', `${VXLAN_PREFIX}${port}`]).catch(() => undefined);
     this.devices.clear();
+    if (this.segIfindex !== 0) await run('ip', ['link', 'del', SEG_TX]).catch(() => undefined);
+    this.segIfindex = 0;
     this.maps.close();
     await rm(this.stateFile, { force: true });
   }
@@ -297,6 +358,13 @@ async function detach(a: Attachment): Promise<void> {
   tcDetach(a.ifindex, TC_INGRESS, TC_HANDLE, TC_PRIORITY);
   tcDetach(a.ifindex, TC_EGRESS, TC_HANDLE, TC_PRIORITY);
   if (a.createdQdisc && !(await hasForeignFilters(a.name))) tcHookDestroy(a.ifindex);
+}
+
+/** Features of `name` that would let an aggregate or a partial checksum through (ethtool -k). */
+async function segmentationFeaturesOn(name: string): Promise<string[]> {
+  const { stdout } = await run('ethtool', ['-k', name]);
+  const watched = /^\s*(tx-checksum-ip-generic|tx-tcp6?-segmentation|tx-tcp-(ecn|mangleid)-segmentation|tx-udp-segmentation|tx-gso-list|tx-sctp-segmentation): on/;
+  return stdout.split('\n').filter((l) => watched.test(l)).map((l) => l.trim());
 }
 
 async function ourDevices(): Promise<string[]> {

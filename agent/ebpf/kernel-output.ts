@@ -3,10 +3,21 @@
 // kernel's, read from the session's slot when metrics or status ask.
 
 import type { MirrorOutput } from '../mirror/output.js';
+import { frameLimit } from '../mirror/vxlan.js';
 import type { MirrorMaps } from './mirror-maps.js';
 
 export class KernelSessionOutput implements MirrorOutput {
-  constructor(private readonly maps: MirrorMaps, private readonly slot: number, private readonly session: number) {}
+  constructor(
+    private readonly maps: MirrorMaps,
+    private readonly slot: number,
+    private readonly session: number,
+    private readonly cut: { family: 4 | 6; packetLength: number },
+  ) {}
+
+  /** The path MTU to the target changed: the kernel cuts this session's copies to fit it. */
+  setPathMtu(mtu: number): void {
+    this.maps.setTruncLen(this.slot, this.session, frameLimit(mtu, this.cut.family, this.cut.packetLength));
+  }
 
   send(): boolean {
     return true;

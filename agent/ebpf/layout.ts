@@ -95,14 +95,15 @@ export interface SlotSession {
   remote: ArrayLike<number>;
 }
 
-/** struct mf_slot: epoch, own outputs and the sessions of one rule set. */
-export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[]): Buffer {
+/** struct mf_slot: epoch, own outputs, the sessions of one rule set and where clones are segmented. */
+export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[], segIfindex: number): Buffer {
   if (own.length > MF_MAX_OWN) throw new Error(`more than ${MF_MAX_OWN} mirror targets and collectors`);
   if (sessions.length > MF_MAX_SESSIONS) throw new Error(`more than ${MF_MAX_SESSIONS} enabled sessions`);
   const buf = Buffer.alloc(SLOT_SIZE);
   buf.writeUInt32LE(epoch >>> 0, 0);
   buf.writeUInt32LE(sessions.length, 4);
   buf.writeUInt32LE(own.length, 8);
+  buf.writeUInt32LE(segIfindex, 12);
   own.forEach((o, i) => {
     const off = SLOT_OWN_OFFSET + i * OWN_SIZE;
     writeWords(buf, off, o.words);
@@ -119,6 +120,9 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
   });
   return buf;
 }
+
+/** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */
+export const sessionTruncLenOffset = (session: number): number => SLOT_SESSIONS_OFFSET + session * SESSION_SIZE + 4;
 
 export const encodeState = (activeSlot: number, rejectSlot: number): Buffer => u32Pair(activeSlot, rejectSlot);
 

@@ -264,37 +264,46 @@ export interface TestRunResult {
   durationNs: number;
   /** The __sk_buff after the run (cb[], mark, ...). */
   ctxOut: Buffer;
+  /** The packet after the run (a program may have cut or changed it); a view, valid until the next run. */
+  dataOut: Buffer;
 }
 
 /** __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is zero. */
 export const SKB_CTX_SIZE = 192;
+export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
 
 const MAX_TEST_FRAME = 65535;
-let testMemory: { data: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;
+let testMemory: { data: NativeMemory; dataOut: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;
 
 /** BPF_PROG_TEST_RUN of a TC program on one frame. */
 export function testRun(progFd: number, frame: Buffer, ctxIn: Buffer, repeat = 1): TestRunResult {
   if (frame.length > MAX_TEST_FRAME || ctxIn.length !== SKB_CTX_SIZE) throw new Error('test run: frame or context size out of range');
   testMemory ??= {
     data: new NativeMemory(MAX_TEST_FRAME),
+    dataOut: new NativeMemory(MAX_TEST_FRAME),
     ctx: new NativeMemory(SKB_CTX_SIZE),
     ctxOut: new NativeMemory(SKB_CTX_SIZE),
     opts: Buffer.alloc(TEST_RUN_OPTS_SIZE),
   };
-  const { data, ctx, ctxOut, opts } = testMemory;
+  const { data, dataOut, ctx, ctxOut, opts } = testMemory;
   frame.copy(data.view, 0);
   ctxIn.copy(ctx.view, 0);
   opts.fill(0);
   opts.writeBigUInt64LE(BigInt(TEST_RUN_OPTS_SIZE), 0);
   opts.writeBigUInt64LE(BigInt(data.address), 8);
+  opts.writeBigUInt64LE(BigInt(dataOut.address), 16);
   opts.writeUInt32LE(frame.length, 24);
+  opts.writeUInt32LE(MAX_TEST_FRAME, 28);
   opts.writeBigUInt64LE(BigInt(ctx.address), 32);
   opts.writeBigUInt64LE(BigInt(ctxOut.address), 40);
   opts.writeUInt32LE(SKB_CTX_SIZE, 48);
   opts.writeUInt32LE(SKB_CTX_SIZE, 52);
   opts.writeInt32LE(repeat, 60);
   check('BPF_PROG_TEST_RUN', fn.testRun(progFd, opts) as number);
-  return { retval: opts.readUInt32LE(56), durationNs: opts.readUInt32LE(64), ctxOut: Buffer.from(ctxOut.view) };
+  return {
+    retval: opts.readUInt32LE(56), durationNs: opts.readUInt32LE(64), ctxOut: Buffer.from(ctxOut.view),
+    dataOut: dataOut.view.subarray(0, opts.readUInt32LE(28)),
+  };
 }

@@ -7,13 +7,13 @@ import { fileURLToPath } from 'node:url';
 import type { RuleSet } from '../rules/compile.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
   CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
   REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
-  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf,
+  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
   sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
 
@@ -36,6 +36,8 @@ export interface InstallPlan {
   ifindexes: ReadonlyMap<string, number>;
   /** Indexed like rules.sessions. */
   sessions: readonly SlotSession[];
+  /** ifindex of the segmenting veth clones go to (0: nothing is cloned, as in rule tests). */
+  segIfindex: number;
 }
 
 export class MirrorMaps {
@@ -113,7 +115,7 @@ export class MirrorMaps {
     const next = this.active ^ 1;
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
-    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions));
+    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex));
     plan.rules.interfaces.forEach((name, pos) => {
       const ifindex = plan.ifindexes.get(name);
       if (ifindex === undefined) return;
@@ -125,6 +127,17 @@ export class MirrorMaps {
     mapUpdate(this.state, u32Key(0), encodeState(next, this.rejectSlot));
     this.active = next;
     return next;
+  }
+
+  /**
+   * Changes how much of each frame one session of a live slot keeps, in place (the path MTU
+   * to its target changed). A packet reads either the old length or the new one.
+   */
+  setTruncLen(slot: number, session: number, truncLen: number): void {
+    const value = Buffer.alloc(SLOT_SIZE);
+    if (!mapLookup(this.slots, u32Key(slot), value)) throw new Error(`eBPF slot ${slot} is not installed`);
+    value.writeUInt32LE(truncLen, sessionTruncLenOffset(session));
+    mapUpdate(this.slots, u32Key(slot), value);
   }
 
   /** Drops a slot's chains and zeroes its session counters before it is reused. */
@@ -160,6 +173,17 @@ export class MirrorMaps {
     ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
     const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
     return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
+  }
+
+  /**
+   * Runs mf_tunnel on one frame as if it were a segment of a clone arriving on the
+   * segmenting veth with `mark`; returns the program's verdict and the frame it leaves.
+   */
+  tunnel(frame: Buffer, mark: number): { verdict: number; frame: Buffer; ctxOut: Buffer } {
+    const ctx = Buffer.alloc(SKB_CTX_SIZE);
+    ctx.writeUInt32LE(mark >>> 0, SKB_MARK_OFFSET);
+    const run = testRun(this.tunnelFd, frame, ctx);
+    return { verdict: run.retval | 0, frame: run.dataOut, ctxOut: run.ctxOut };
   }
 
   /**

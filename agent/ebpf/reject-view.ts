@@ -1,6 +1,7 @@
 // A drained REJECT entry as the PacketView the flow stage counts with: 5-tuple, direction,
 // and the wall-clock time of the last dropped packet (the kernel stamps CLOCK_MONOTONIC,
 // the same clock as process.hrtime).
+import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../packet/offsets.js';
 import { PacketView } from '../packet/view.js';
 import type { RejectedFlow } from './layout.js';
 
@@ -11,8 +12,12 @@ export function fillRejectView(view: PacketView, r: RejectedFlow, nowWallUs: num
   }
   view.ipVersion = r.family;
   view.protocol = r.protocol;
-  view.srcPort = r.srcPort;
-  view.dstPort = r.dstPort;
+  // The kernel keys ICMP drops per type and code, in the destination port slot.
+  const icmp = r.protocol === IPPROTO_ICMP || r.protocol === IPPROTO_ICMPV6;
+  view.srcPort = icmp ? 0 : r.srcPort;
+  view.dstPort = icmp ? 0 : r.dstPort;
+  view.icmpType = icmp ? r.dstPort >> 8 : 0;
+  view.icmpCode = icmp ? r.dstPort & 0xff : 0;
   view.direction = r.dir;
   view.tsUs = nowWallUs - Number(nowMonoNs - r.lastNs) / 1000;
   return view;

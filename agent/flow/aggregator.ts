@@ -4,7 +4,7 @@
 // multiples of `window` seconds and follow packet time, so replaying a file gives the
 // same records as the live capture did.
 import type { AgentSettings, FlowLog } from '../config/types.js';
-import { IPPROTO_TCP } from '../packet/offsets.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../packet/offsets.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
 import { EMPTY, FlowHashTable, hashKey, KEY_WORDS } from './flow-hash-table.js';
 import type { FlowAction, FlowRecord, LogStatus } from './record.js';
@@ -127,7 +127,10 @@ export class FlowLogAggregator {
       k[2 + i] = view.src[i]! | 0;
       k[6 + i] = view.dst[i]! | 0;
     }
-    k[10] = (view.srcPort << 16) | view.dstPort;
+    // ICMP has no ports; its flows are keyed per type and code instead (as NetFlow exporters
+    // and nfdump do), so each record carries the one type and code it counts.
+    const icmp = view.protocol === IPPROTO_ICMP || view.protocol === IPPROTO_ICMPV6;
+    k[10] = icmp ? (view.icmpType << 8) | view.icmpCode : (view.srcPort << 16) | view.dstPort;
     k[11] = view.protocol | (view.ipVersion << 8);
     const hash = hashKey(k);
     let slot = this.table.find(k, hash);
@@ -235,6 +238,8 @@ export class FlowLogAggregator {
     const v6 = k[b + 11]! >> 8 === 6;
     const proto = k[b + 11]! & 0xff;
     const tcp = proto === IPPROTO_TCP;
+    const icmp = proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6;
+    const ports = icmp ? 0 : k[b + 10]!;
     const session = this.session[slot]!;
     const rtt = this.rttUs[slot]!;
     const a = this.opts.agent;
@@ -248,9 +253,9 @@ export class FlowLogAggregator {
       'account-id': a.accountId ?? null,
       'eni-id': this.opts.interfaces[k[b]!]!,
       srcaddr: formatAddress(k, b + 2, v6),
-      srcport: (k[b + 10]! >>> 16) & 0xffff,
+      srcport: (ports >>> 16) & 0xffff,
       dstaddr: formatAddress(k, b + 6, v6),
-      dstport: k[b + 10]! & 0xffff,
+      dstport: ports & 0xffff,
       protocol: proto,
       direction: (k[b + 1]! & 1) === DIR_OUT ? 'out' : 'in',
       packets: this.packets[slot]!,
@@ -260,6 +265,8 @@ export class FlowLogAggregator {
       'log-status': 'OK',
       action: ACTIONS[k[b + 1]! >> 1]!,
       'tcp-flags': tcp ? this.tcpFlags[slot]! : null,
+      'icmp-type': icmp ? (k[b + 10]! >>> 8) & 0xff : null,
+      'icmp-code': icmp ? k[b + 10]! & 0xff : null,
       retrans: tcp ? this.retrans[slot]! : null,
       'zero-win': tcp ? this.zeroWin[slot]! : null,
       'rtt-us': tcp && rtt >= 0 ? Math.round(rtt) : null,
@@ -275,7 +282,7 @@ export class FlowLogAggregator {
       'eni-id': eni,
       srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null,
       packets: null, bytes: null, start: this.windowStart, end: this.windowStart + this.windowSec, 'log-status': status, action: null,
-      'tcp-flags': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null,
+      'tcp-flags': null, 'icmp-type': null, 'icmp-code': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null,
     };
     if (skipped !== undefined) record['skipped-packets'] = skipped;
     return record;

@@ -25,6 +25,8 @@ export class FlowLogs {
   private stageKey = '';
   private sinks = new Map<string, SinkEntry>();
   private pendingSinks = new Map<string, SinkEntry>();
+  /** The sinks stop() is closing: their undelivered records still count as pending. */
+  private stoppingSinks: FlowSink[] = [];
   private pendingKey = '';
   private readonly totals = new Map<FlowMetric, Totals>();
 
@@ -65,14 +67,19 @@ export class FlowLogs {
     const old = this.stage;
     if (old) {
       old.flushAll();
-      for (const [name, samples] of Object.entries(this.samplesOf(old, this.sinks))) this.totalsOf(name as FlowMetric).fold(samples);
+      for (const [name, samples] of Object.entries(this.samplesOf(old, new Map()))) this.totalsOf(name as FlowMetric).fold(samples);
     }
     const keep = next ? this.pendingSinks : new Map<string, SinkEntry>();
-    const closing = [...this.sinks.values()].filter((e) => ![...keep.values()].includes(e));
+    const closing = [...this.sinks].filter(([, e]) => ![...keep.values()].includes(e));
     this.sinks = keep;
     this.stage = next;
     this.stageKey = next ? this.pendingKey : '';
-    await Promise.all(closing.map((e) => e.sink.close()));
+    await Promise.all(closing.map(([, e]) => e.sink.close()));
+    // A sink's counters are its own (a kept sink counts on across reloads); a closed sink's
+    // final counts, including what close() gave up on, join the totals.
+    const closed = new Map(closing.map(([id, e]) => [id, e.sink]));
+    this.totalsOf('sinkErrors').fold(sinkSamples(closed, (s) => s.stats.errors));
+    this.totalsOf('sinkDropped').fold(sinkSamples(closed, (s) => s.stats.dropped));
   }
 
   /** Writes every window that has ended; `nowSec` already allows for capture latency. */
@@ -80,9 +87,24 @@ export class FlowLogs {
     this.stage?.closeWindowsBefore(nowSec);
   }
 
-  /** Clean shutdown: every open window written, every sink drained and closed. */
-  async stop(): Promise<void> {
+  /**
+   * Clean shutdown: every open window written, every sink drained and closed. Resolves with
+   * the records the sinks could not deliver before closing (each sink logs its own).
+   */
+  async stop(): Promise<number> {
+    const sinks = [...this.sinks.values()].map((e) => e.sink);
+    this.stoppingSinks = sinks;
+    const droppedBefore = sinks.reduce((n, s) => n + s.stats.dropped, 0);
     await this.commit(undefined);
+    return sinks.reduce((n, s) => n + s.stats.dropped, 0) - droppedBefore;
+  }
+
+  /** Records accepted by the sinks (those stop() is closing included) and not delivered yet. */
+  pendingRecords(): number {
+    let n = 0;
+    for (const e of this.sinks.values()) n += e.sink.stats.pending;
+    for (const sink of this.stoppingSinks) n += sink.stats.pending;
+    return n;
   }
 
   /** Runtime state of one flow log for `mirrorflow` status queries; undefined when not running. */
@@ -98,7 +120,7 @@ export class FlowLogs {
   }
 
   samples(name: FlowMetric): Sample[] {
-    const live = this.stage ? this.samplesOf(this.stage, this.sinks)[name] : [];
+    const live = this.stage ? this.samplesOf(this.stage, new Map([...this.sinks].map(([id, e]) => [id, e.sink])))[name] : [];
     return this.totalsOf(name).with(live);
   }
 
@@ -108,12 +130,12 @@ export class FlowLogs {
     return t;
   }
 
-  private samplesOf(stage: FlowStage, sinks: Map<string, SinkEntry>): Record<FlowMetric, Sample[]> {
+  /** The stage's counters, and those of `sinks` (the current ones; none when folding a retired stage). */
+  private samplesOf(stage: FlowStage, sinks: ReadonlyMap<string, FlowSink>): Record<FlowMetric, Sample[]> {
     const names = stage.opts.interfaces;
     const perIf = (arr: Float64Array): Sample[] => names.map((name, i) => [{ interface: name }, arr[i]!] as const);
     const c = stage.counters;
-    const sinkStat = (read: (s: FlowSink) => number): Sample[] =>
-      stage.aggregators.map((a) => [{ flow_log: a.id }, sinks.get(a.id) ? read(sinks.get(a.id)!.sink) : 0] as const);
+    const sinkStat = (read: (s: FlowSink) => number): Sample[] => sinkSamples(sinks, read);
     return {
       tcpRetransmissions: perIf(c.retransmissions),
       tcpSynRetransmissions: perIf(c.synRetransmissions),
@@ -128,4 +150,8 @@ export class FlowLogs {
       sinkDropped: sinkStat((s) => s.stats.dropped),
     };
   }
+}
+
+function sinkSamples(sinks: ReadonlyMap<string, FlowSink>, read: (s: FlowSink) => number): Sample[] {
+  return [...sinks].map(([id, sink]) => [{ flow_log: id }, read(sink)] as const);
 }

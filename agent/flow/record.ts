@@ -25,6 +25,9 @@ export interface FlowRecord {
   'log-status': LogStatus;
   action: FlowAction | null;
   'tcp-flags': number | null;
+  /** ICMP/ICMPv6 type and code of the flow (ICMP flows are keyed per type and code); null for other protocols. */
+  'icmp-type': number | null;
+  'icmp-code': number | null;
   retrans: number | null;
   'zero-win': number | null;
   /** Handshake RTT seen from this host in microseconds, when the handshake was seen. */

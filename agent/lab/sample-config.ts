@@ -7,6 +7,8 @@ import type { Topology } from './topology.js';
 export const LAB_PORTS = {
   /** TCP echo server in dst: mirrored both ways. */
   tcp: 8080,
+  /** iperf3 server in dst for the bulk transfer: mirrored both ways. */
+  bulk: 5201,
   /** UDP to dst in 4000..5999: accepted, a range that also holds 4789 (the agent's own output). */
   udpAccepted: 4000,
   udpAcceptedRange: '4000/5999',
@@ -43,6 +45,7 @@ function rule(priority: number, action: 'accept' | 'drop', protocol: string, src
 export function labConfig(topo: Topology, opts: LabConfigOptions): Record<string, unknown> {
   const lab6 = topo.v6.labPrefix;
   const tcp = `${LAB_PORTS.tcp}/${LAB_PORTS.tcp}`;
+  const bulk = `${LAB_PORTS.bulk}/${LAB_PORTS.bulk}`;
   const dropped = `${LAB_PORTS.udpDropped}/${LAB_PORTS.udpDropped}`;
   return {
     agent: {
@@ -62,6 +65,7 @@ export function labConfig(topo: Topology, opts: LabConfigOptions): Record<string
           rule(2, 'accept', 'TCP', '::/0', '::/0', tcp),
           rule(3, 'accept', 'ICMP', ANY4, ANY4),
           rule(4, 'accept', 'ICMP', lab6, lab6),
+          rule(5, 'accept', 'TCP', ANY4, ANY4, bulk),
         ],
         egressRules: [
           rule(1, 'drop', 'UDP', ANY4, ANY4, ANY_PORT, dropped),
@@ -71,6 +75,7 @@ export function labConfig(topo: Topology, opts: LabConfigOptions): Record<string
           rule(5, 'accept', 'ICMP', lab6, lab6),
           // Also selects the agent's own VXLAN output to the target: it must still not loop.
           rule(6, 'accept', 'UDP', ANY4, `${topo.v4.dst}/32`, ANY_PORT, LAB_PORTS.udpAcceptedRange),
+          rule(7, 'accept', 'TCP', ANY4, ANY4, ANY_PORT, bulk),
         ],
       },
     ],

@@ -32,8 +32,15 @@ export type NsRole = (typeof NS_ROLES)[number];
 export interface TopologyOptions {
   /** VNIs for which dst gets a decapsulating vxlan device (default [4242]). */
   vnis?: number[];
-  /** Turn off TSO/GSO/GRO on every veth so captures show wire-sized frames. */
+  /**
+   * Turn off TSO/GSO/GRO and transmit checksumming on every veth, so captures show the
+   * frames a NIC would put on the wire (segments with complete checksums): a reference for
+   * tests that compare byte for byte or with kernel counters. The agent never does this to
+   * a host's interfaces; tests of the agent itself run with offloads on (offload.e2e).
+   */
   disableOffloads?: boolean;
+  /** MTU of every veth (default the kernel's, 1500). */
+  mtu?: number;
   /** Keep the work directory (captures, config) after destroy(). */
   keepFiles?: boolean;
 }
@@ -188,7 +195,8 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
     for (const [role, dev, a4, a6] of links) {
       await run('ip', ['-n', ns[role], 'addr', 'add', `${a4}/${addr4.prefixLen}`, 'dev', dev]);
       await run('ip', ['-n', ns[role], '-6', 'addr', 'add', `${a6}/${addr6.prefixLen}`, 'dev', dev, 'nodad']);
-      if (opts.disableOffloads) await topo.exec(role, 'ethtool', ['-K', dev, 'tso', 'off', 'gso', 'off', 'gro', 'off']);
+      if (opts.disableOffloads) await topo.exec(role, 'ethtool', ['-K', dev, 'tx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
+      if (opts.mtu !== undefined) await run('ip', ['-n', ns[role], 'link', 'set', dev, 'mtu', String(opts.mtu)]);
       await run('ip', ['-n', ns[role], 'link', 'set', dev, 'up']);
     }
     await run('ip', ['-n', ns.src, 'route', 'add', 'default', 'via', addr4.peerSrc]);

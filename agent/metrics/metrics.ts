@@ -32,6 +32,7 @@ export interface MetricsSource {
   vxlanDeviceErrors(): Iterable<Sample>; // device (eBPF plane)
   configReloads(): Iterable<Sample>; // result
   interfaceChanges(): Iterable<Sample>; // interface
+  controlErrors(): Iterable<Sample>; // reason
 }
 
 /** Handshake RTT from 10 µs (same rack) to 10 s (a struggling path), roughly ×2.5 per step. */
@@ -83,6 +84,7 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('vxlan_device_errors_total', 'Copies the eBPF plane\'s VXLAN device could not send (no route to the target, ICMP unreachable): its tx_errors + tx_dropped.', ['device'], () => source.vxlanDeviceErrors());
   counter('config_reloads_total', 'Config reloads (SIGHUP or control socket) by result: ok, refused (invalid config), failed (could not be applied).', ['result'], () => source.configReloads());
   counter('interface_changes_total', 'Source interface changes (down/up, deleted, re-created, appeared) after which capture or the eBPF programs were set up again.', ['interface'], () => source.interfaceChanges());
+  counter('control_errors_total', 'Control socket connections that ended badly, by reason: reset, broken_pipe (the client went away early), line_too_long, idle_timeout, too_many_connections, other.', ['reason'], () => source.controlErrors());
   counter('tcp_retransmissions_total', 'TCP segments seen again (retransmissions, as tshark flags them), SYN included.', ['interface'], () => source.tcpRetransmissions());
   counter('tcp_syn_retransmissions_total', 'Retransmitted SYN and SYN-ACK segments.', ['interface'], () => source.tcpSynRetransmissions());
   counter('tcp_zero_window_total', 'TCP segments advertising a zero receive window.', ['interface'], () => source.tcpZeroWindows());
@@ -91,7 +93,7 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('flow_log_records_total', 'Flow log records handed to the sink, by log-status.', ['flow_log', 'status'], () => source.flowLogRecords());
   counter('flow_table_evictions_total', 'Flows written early because the flow table was full.', ['flow_log'], () => source.flowTableEvictions());
   counter('flow_log_sink_errors_total', 'Failed sink writes (each retried).', ['flow_log'], () => source.sinkErrors());
-  counter('flow_log_sink_dropped_total', 'Records dropped because the sink queue was full.', ['flow_log'], () => source.sinkDropped());
+  counter('flow_log_sink_dropped_total', 'Flow log records that did not reach the sink: queue full, still queued when it closed, or refused by the IPFIX collector on every attempt.', ['flow_log'], () => source.sinkDropped());
   new Gauge({
     name: PREFIX + 'flows_active', help: 'Flows in the flow table of each flow log.', labelNames: ['flow_log'], registers: [registry],
     collect() {

@@ -12,5 +12,7 @@ export interface MirrorOutput {
   readonly truncated: number;
   readonly sendErrors: number;
   readonly dropped: number;
+  /** The path MTU to the target changed (live outputs; a file writer has a fixed one). */
+  setPathMtu?(mtu: number): void;
   close(): Promise<void>;
 }

@@ -58,6 +58,8 @@ export class VxlanSender implements MirrorOutput {
   private flushPending = false;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** Follows the route to the target (setPathMtu); starts as opts.pathMtu. */
+  private pathMtu: number;
   private lastErrorLog = 0;
   private errorsSinceLog = 0;
   private readonly flushSoon = (): void => {
@@ -67,6 +69,7 @@ export class VxlanSender implements MirrorOutput {
 
   private constructor(private readonly opts: Required<VxlanSenderOptions>) {
     this.target = socketAddress(opts.family, opts.address, opts.port);
+    this.pathMtu = opts.pathMtu;
     this.perSocket = new Uint32Array(opts.poolSize);
   }
 
@@ -100,7 +103,7 @@ export class VxlanSender implements MirrorOutput {
       this.failed(UNREACHABLE);
       return false;
     }
-    const len = Math.min(view.caplen, frameLimit(this.opts.pathMtu, this.opts.family, packetLength));
+    const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
     const size = VXLAN_HEADER_LEN + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;
@@ -189,6 +192,11 @@ export class VxlanSender implements MirrorOutput {
     for (let k = first; k < first + n; k++) bytes += this.vectorLength[k]!;
     this.packets += n;
     this.bytes += bytes - n * VXLAN_HEADER_LEN;
+  }
+
+  /** Copies from now on are cut to fit `mtu` (the route to the target changed). */
+  setPathMtu(mtu: number): void {
+    this.pathMtu = mtu;
   }
 
   /** A failed send or socket error: counted, and logged at most once per interval. */

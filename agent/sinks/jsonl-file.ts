@@ -35,6 +35,8 @@ export const RECORD_FIELDS: readonly string[] = [
   'log-status',
   'action',
   'tcp-flags',
+  'icmp-type',
+  'icmp-code',
   'retrans',
   'zero-win',
   'rtt-us',

@@ -9,14 +9,27 @@ const DEFAULT_QUEUE_LIMIT = 100_000;
 const DEFAULT_RETRY_MIN_MS = 100;
 const DEFAULT_RETRY_MAX_MS = 5000;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
+/** After the close timeout, how long a delivery in progress may still take before close gives up on it. */
+const STUCK_DELIVERY_MS = 500;
 /** Records offered to deliver() at once; a sink may take fewer. */
 const BATCH_RECORDS = 512;
 const DROP_LOG_INTERVAL_MS = 10_000;
 /** Consumed slots at the front of the array before it is compacted. */
 const COMPACT_AFTER = 4096;
 
-/** Thrown by deliver() to back off without counting another error: the failure was already reported with failed(). */
-export class BackOff extends Error {}
+/**
+ * Thrown by deliver() to back off without counting another error: the failure was already
+ * reported with failed(). With `waitMs` the loop waits that long instead (no backoff step,
+ * no retry counted): the sink is waiting for something, not failing again.
+ */
+export class BackOff extends Error {
+  constructor(
+    message: string,
+    readonly waitMs?: number,
+  ) {
+    super(message);
+  }
+}
 
 interface FlushWaiter {
   target: number;
@@ -30,8 +43,9 @@ export abstract class QueuedSink implements FlowSink {
   protected bytes = 0;
   protected skipped = 0;
   /**
-   * Whether a delivery that resolves proves the destination works again. UDP cannot: its
-   * errors arrive after the send, so the IPFIX sink decides itself when to call recovered().
+   * Whether a delivery that resolves proves the records arrived and the destination works.
+   * UDP cannot: its errors arrive after the send, so the IPFIX sink settles records itself
+   * with confirm(), puts them back with requeue(), and decides when to call recovered().
    */
   protected deliveryConfirms = true;
   private errors = 0;
@@ -40,6 +54,9 @@ export abstract class QueuedSink implements FlowSink {
 
   private items: FlowRecord[] = [];
   private head = 0;
+  /** Records requeue()d while a delivery was running, put in front once it returns. */
+  private putBack: FlowRecord[] = [];
+  private delivering = false;
   /** Records ever accepted by write(), and records since delivered, skipped or given up on. */
   private accepted = 0;
   private settled = 0;
@@ -93,7 +110,7 @@ export abstract class QueuedSink implements FlowSink {
       retries: this.retries,
       dropped: this.dropped,
       skipped: this.skipped,
-      pending: this.items.length - this.head,
+      pending: this.accepted - this.settled,
     };
   }
 
@@ -126,10 +143,16 @@ export abstract class QueuedSink implements FlowSink {
     });
     await Promise.race([this.flush(), deadline]);
     clearTimeout(timer);
-    if (this.items.length > this.head) {
+    if (this.settled < this.accepted) {
+      // Queued records are given up on now; delivered ones still unconfirmed are the sink's
+      // to settle in release() (confirm, or lose once requeue() sees the sink abandoned).
       this.abandoned = true;
       this.wake?.();
-      await this.loop;
+      // A delivery that never returns (a stdout nobody reads) must not hold the stop: the
+      // batch it carries is counted with the rest as not delivered.
+      let stuck: NodeJS.Timeout | undefined;
+      await Promise.race([this.loop, new Promise<void>((resolve) => (stuck = setTimeout(resolve, STUCK_DELIVERY_MS)))]);
+      clearTimeout(stuck);
       const left = this.items.length - this.head;
       this.items = [];
       this.head = 0;
@@ -148,23 +171,71 @@ export abstract class QueuedSink implements FlowSink {
     while (this.items.length > this.head && !this.abandoned) {
       const end = Math.min(this.items.length, this.head + BATCH_RECORDS);
       let used: number;
+      this.delivering = true;
       try {
         used = await this.deliver(this.items.slice(this.head, end));
+        // Given up on while it was under way: close() already counted it.
+        if (this.abandoned) break;
       } catch (err) {
+        this.delivering = false;
+        this.applyPutBack();
+        if (err instanceof BackOff && err.waitMs !== undefined) {
+          await this.pause(err.waitMs);
+          continue;
+        }
         if (!(err instanceof BackOff)) this.failed(err);
         await this.backoff();
         if (!this.abandoned) this.retries++;
         continue;
       }
-      if (this.deliveryConfirms) this.recovered();
+      this.delivering = false;
       this.head += used;
       if (this.head >= COMPACT_AFTER && this.head * 2 >= this.items.length) {
         this.items = this.items.slice(this.head);
         this.head = 0;
       }
-      this.settle(used);
+      if (this.deliveryConfirms) {
+        this.recovered();
+        this.settle(used);
+      }
+      this.applyPutBack();
     }
     this.loop = undefined;
+  }
+
+  /** Delivered records now known to have arrived (deliveryConfirms false). */
+  protected confirm(n: number): void {
+    this.settle(n);
+  }
+
+  /**
+   * Delivered records that did not arrive go back to the front of the queue, in their order,
+   * ahead of everything written since; once close() has given up they are lost instead.
+   */
+  protected requeue(records: readonly FlowRecord[]): void {
+    if (records.length === 0) return;
+    if (this.abandoned) {
+      this.lose(records.length, 'the sink was closing');
+      return;
+    }
+    // While deliver() runs the loop still owns the front of the queue: put back after it returns.
+    this.putBack = this.putBack.concat(records);
+    if (!this.delivering) this.applyPutBack();
+    if (this.loop === undefined) this.loop = this.drain();
+  }
+
+  private applyPutBack(): void {
+    if (this.putBack.length === 0) return;
+    this.items = this.putBack.concat(this.items.slice(this.head));
+    this.head = 0;
+    this.putBack = [];
+  }
+
+  /** Records given up on (out of retries, or failed while closing): counted as dropped and logged. */
+  protected lose(n: number, reason: string): void {
+    this.settle(n);
+    this.dropped += n;
+    this.logger.error({ flowLog: this.flowLogId, sink: this.kind, dropped: n, reason }, 'flow log records lost');
   }
 
   private settle(n: number): void {
@@ -215,6 +286,11 @@ export abstract class QueuedSink implements FlowSink {
   private backoff(): Promise<void> {
     const ms = this.delayMs;
     this.delayMs = Math.min(this.retryMaxMs, this.delayMs * 2);
+    return this.pause(ms);
+  }
+
+  /** Waits `ms`, or less when close() gives up or records are put back (wake). */
+  private pause(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.wake = undefined;

@@ -18,11 +18,11 @@ export interface SinkStats {
   errors: number;
   /** Attempts made again after an error. */
   retries: number;
-  /** Records lost because the queue was full, or still queued when close() gave up. */
+  /** Records lost: the queue was full, close() gave up on them, or (IPFIX) the collector refused them on every attempt. */
   dropped: number;
-  /** Records a sink cannot represent and leaves out on purpose (IPFIX: NODATA and SKIPDATA). */
+  /** Records a sink cannot represent and leaves out on purpose (IPFIX: addresses that do not parse). */
   skipped: number;
-  /** Records queued and not yet delivered. */
+  /** Records accepted and not yet delivered (IPFIX: queued, or sent and not yet confirmed). */
   pending: number;
 }
 
@@ -50,8 +50,8 @@ export interface SinkOptions {
   retryMaxMs?: number;
   /** How long close() keeps retrying before it counts what is left as dropped. Default 5 s. */
   closeTimeoutMs?: number;
-  /** IPFIX: templates go out again with the first message after this interval. Default 30 s. */
-  templateIntervalMs?: number;
+  /** IPFIX: how long after a message an ICMP error still counts against it; then its records are delivered. Default 500 ms. */
+  errorWaitMs?: number;
   /** IPFIX: largest message in bytes (IP and UDP headers not included). Default 1400. */
   maxMessageBytes?: number;
 }
@@ -63,6 +63,6 @@ export function createSink(sink: Sink, opts: SinkOptions): FlowSink {
     case 'stdout':
       return new StdoutSink(opts);
     case 'ipfix':
-      return new IpfixSink(sink.collector, opts);
+      return new IpfixSink(sink, opts);
   }
 }

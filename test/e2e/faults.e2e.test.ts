@@ -125,9 +125,13 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
 
   it('source interface deleted and re-created with the same name: logged, capture follows the new interface', async () => {
     const changed = agent.waitForLog(IF_CHANGED);
+    // The rebuild after the deletion must have found the interface gone before it comes
+    // back, or it opens the new one at once and there is no second change to see.
+    const gone = agent.waitForLog(/"msg":"source interface does not exist/);
     const { srcIf } = topo;
     await topo.exec('src', 'ip', ['link', 'del', srcIf]);
     expect(await changed).toContain(srcIf);
+    await gone;
     const again = agent.waitForLog(IF_CHANGED);
     await recreateSourceInterface(topo);
     expect(await again).toContain(srcIf);

@@ -3,10 +3,11 @@
 // interface) must receive exactly the frames the rules select, as VXLAN that tshark
 // decodes and a Linux vxlan device decapsulates byte for byte.
 //
-// The expected set is computed from a capture on src's interface (for the pcap plane with
-// offloads off there, so it holds the wire packets the agent mirrors; for the eBPF plane the
-// same view TC has) with tshark display filters written here, independently of the agent's
-// rule code.
+// The expected set is computed from a capture on src's interface with tshark display
+// filters written here, independently of the agent's rule code. Byte for byte needs a
+// wire-sized reference: the lab's veths run without TSO/GSO/GRO and transmit checksumming,
+// so that capture holds the segments, with complete checksums, that a NIC would send. The
+// same mirroring with offloads on (aggregates segmented by the agent) is offload.e2e's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -127,20 +128,8 @@ describe.each(['pcap', 'ebpf'])('mirror path end to end, dataPlane %s (root, vet
 
   beforeAll(async () => {
     await ensureBuilt();
-    // Byte for byte against a capture on src needs wire packets in that capture: with TSO/GSO
-    // it holds aggregates (the agent mirrors their segments), and with transmit checksum
-    // offload packets sent on the link carry only the pseudo-header sum (the agent's copies
-    // carry the real checksum). So for the pcap plane, which mirrors wire segments, this
-    // comparison runs with both off on the src link, both ends; its mirroring under default
-    // offloads is checked against the kernel's own segments in segment-kernel.e2e.test.ts.
-    // The eBPF plane still mirrors what TC sees (issue 12, eBPF part), with offloads as they are.
-    const wireSized = dataPlane === 'pcap';
-    const t = await createLabTopology({ vnis: [VNI_FULL, VNI_TRUNC], disableOffloads: wireSized, keepFiles: KEEP_FILES });
+    const t = await createLabTopology({ vnis: [VNI_FULL, VNI_TRUNC], disableOffloads: true, keepFiles: KEEP_FILES });
     topo = t;
-    if (wireSized) {
-      await t.exec('src', 'ethtool', ['-K', t.srcIf, 'tx', 'off']);
-      await t.exec('peer', 'ethtool', ['-K', t.peerSrcIf, 'tx', 'off']);
-    }
     const [vxFull, vxTrunc] = t.vxlan;
     if (vxFull === undefined || vxTrunc === undefined) throw new Error('topology lacks vxlan devices');
     const configFile = join(t.workDir, 'e2e.yaml');

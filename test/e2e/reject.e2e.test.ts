@@ -1,7 +1,7 @@
 // REJECT records (eBPF plane, root, veth lab): packets the source host's own netfilter
 // drops — outbound in OUTPUT, inbound in INPUT — become REJECT flow records with the
 // counts iptables itself reports; trafficType Drop keeps only those; traffic that crossed
-// the interface stays ACCEPT.
+// the interface stays ACCEPT; dropped ICMP keeps its type and code.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ const IN_DROPPED = 7001;
 const OUT_PASSED = 7002;
 const OUT_COUNT = 5;
 const IN_COUNT = 4;
+const PING_COUNT = 3;
 const PAYLOAD = 100;
 /** IPv4 20 + UDP 8 + payload: the IP bytes of each datagram. */
 const IP_BYTES = 20 + 8 + PAYLOAD;
@@ -28,6 +29,20 @@ s.bind(${sport}, () => {
   const next = () => { if (left-- === 0) return s.close(); s.send(Buffer.alloc(${PAYLOAD}), ${port}, '${host}', next); };
   next();
 });`;
+
+/** Sends `count` ICMP echo requests from a raw socket; the OUTPUT drop makes each sendto fail with EPERM. */
+const PING = (host: string, count: number) => `
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+for seq in range(${count}):
+    body = struct.pack('!BBHHH', 8, 0, 0, 1, seq) + bytes(32)
+    c = sum(struct.unpack('!%dH' % (len(body) // 2), body))
+    c = (c >> 16) + (c & 0xffff); c = ~(c + (c >> 16)) & 0xffff
+    try:
+        s.sendto(body[:2] + struct.pack('!H', c) + body[4:], ('${host}', 0))
+    except PermissionError:
+        pass
+`;
 
 describe('REJECT flow records from the host packet filter (eBPF plane, root, veth)', () => {
   let topo: Topology;
@@ -46,6 +61,7 @@ describe('REJECT flow records from the host packet filter (eBPF plane, root, vet
     topo = await createLabTopology({ keepFiles: process.env.MIRRORFLOW_E2E_KEEP === '1' });
     await topo.exec('src', 'iptables', ['-A', 'OUTPUT', '-p', 'udp', '--dport', String(OUT_DROPPED), '-j', 'DROP']);
     await topo.exec('src', 'iptables', ['-A', 'INPUT', '-p', 'udp', '--dport', String(IN_DROPPED), '-j', 'DROP']);
+    await topo.exec('src', 'iptables', ['-A', 'OUTPUT', '-p', 'icmp', '--icmp-type', 'echo-request', '-j', 'DROP']);
     const allFile = join(topo.workDir, 'all.jsonl');
     const dropFile = join(topo.workDir, 'drop.jsonl');
     agent = await startLabAgent(topo, {
@@ -60,6 +76,7 @@ describe('REJECT flow records from the host packet filter (eBPF plane, root, vet
     await send('src', topo.v4.dst, OUT_DROPPED, OUT_COUNT, 41000);
     await send('src', topo.v4.dst, OUT_PASSED, OUT_COUNT, 41002);
     await send('dst', topo.v4.src, IN_DROPPED, IN_COUNT, 41001);
+    await topo.exec('src', 'python3', ['-c', PING(topo.v4.dst, PING_COUNT)]);
     for (const chain of ['OUTPUT', 'INPUT']) {
       const { stdout } = await topo.exec('src', 'iptables', ['-L', chain, '-v', '-x', '-n']);
       iptablesDrops[chain] = Number(/^\s*(\d+)\s+\d+\s+DROP/m.exec(stdout)?.[1]);
@@ -93,6 +110,12 @@ describe('REJECT flow records from the host packet filter (eBPF plane, root, vet
     expect(rej).toHaveLength(1);
     expect(rej[0]).toMatchObject({ direction: 'in', srcaddr: topo.v4.dst, srcport: 41001, dstaddr: topo.v4.src, packets: iptablesDrops.INPUT, bytes: iptablesDrops.INPUT! * IP_BYTES });
     expect(ok(all, 'ACCEPT', IN_DROPPED).reduce((n, r) => n + r.packets!, 0)).toBe(IN_COUNT);
+  });
+
+  it('dropped ICMP is a REJECT record keyed by its type and code (echo request 8/0), ports 0', () => {
+    const rej = all.filter((r) => r['log-status'] === 'OK' && r.action === 'REJECT' && r.protocol === 1);
+    expect(rej).toHaveLength(1);
+    expect(rej[0]).toMatchObject({ direction: 'out', srcport: 0, dstport: 0, 'icmp-type': 8, 'icmp-code': 0, packets: PING_COUNT });
   });
 
   it('traffic the filter let through has no REJECT record', () => {

@@ -1,12 +1,15 @@
 // End to end (root): what leaves the sinks, read by tools other than ours.
 // - IPFIX: tcpdump captures the exporter's datagrams on loopback and tshark's IPFIX
-//   dissector decodes them; every decoded data record must equal its JSON record, the
+//   dissector decodes them; every decoded data record (NODATA too) must equal its JSON record, the
 //   messages must stay under the limit, and sequence numbers must follow RFC 7011.
+// - IPFIX against a collector that refuses every data message (iptables in a namespace of
+//   the test's own): each record is sent 5 times, then counted as dropped and logged.
 // - JSON lines file: the compiled sink runs in its own process, rotating fast, and is
 //   killed with SIGKILL mid-stream; rotated files hold only whole lines, and a sink that
 //   opens the file again continues after the last whole line, so the files hold one
 //   unbroken run of records.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { run, spawnProcess } from '../../agent/lab/exec.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
-import { createSink } from '../../agent/sinks/sink.js';
+import { createSink, type SinkStats } from '../../agent/sinks/sink.js';
 import { ensureBuilt, REPO_ROOT } from './helpers/build.js';
 
 const LISTEN_TIMEOUT_MS = 5000;
@@ -23,7 +26,10 @@ const ARRIVAL_TIMEOUT_MS = 10_000;
 const MAX_MESSAGE_BYTES = 1400;
 const IPFIX_TEMPLATE_SET = '2';
 const FIRST_DATA_SET = 256;
-const FIREWALL_EVENT: Record<string, number> = { ACCEPT: 5, REJECT: 3 };
+/** forwardingStatus as tshark splits it: status/reason (1/0 forwarded, unknown; 2/1 dropped, ACL deny), and observationPointId. */
+const FORWARDING: Record<string, string> = { ACCEPT: '1/0', REJECT: '2/1' };
+const OBSERVATION_POINT: Record<string, number> = { ACCEPT: 1, REJECT: 2 };
+const END_REASON: Record<string, number> = { NODATA: 1, SKIPDATA: 5 };
 const TCP_FLAG_BITS = [1, 2, 4, 8, 16, 32];
 
 const quiet = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
@@ -38,7 +44,7 @@ afterAll(async () => {
   if (process.env.MIRRORFLOW_E2E_KEEP !== '1') await rm(dir, { recursive: true, force: true });
 });
 
-/** Varied records: IPv4 and IPv6, both directions, both actions, counters past 2^32, the odd NODATA. */
+/** Varied records: IPv4 and IPv6, TCP/UDP/ICMP, both directions, both actions, counters past 2^32, the odd NODATA. */
 function sampleRecords(count: number): FlowRecord[] {
   return Array.from({ length: count }, (_, i): FlowRecord => {
     const v6 = i % 5 === 2;
@@ -54,6 +60,8 @@ function sampleRecords(count: number): FlowRecord[] {
       dstaddr: v6 ? 'fd00::beef' : `198.51.100.${(i * 3) % 250}`,
       dstport: i % 3 === 0 ? 443 : 53,
       protocol: i % 3 === 0 ? 6 : 17,
+      'icmp-type': null,
+      'icmp-code': null,
       direction: i % 2 === 0 ? 'in' : 'out',
       packets: i * 1000 + 1,
       bytes: i * 2_000_003 + (i % 4 === 0 ? 2 ** 33 : 0),
@@ -68,6 +76,7 @@ function sampleRecords(count: number): FlowRecord[] {
       'mirrored-packets': null,
       'mirror-session': null,
     };
+    if (i % 11 === 5) return { ...base, protocol: v6 ? 58 : 1, srcport: 0, dstport: 0, 'icmp-type': i % 256, 'icmp-code': i % 7, 'tcp-flags': null };
     if (i % 17 !== 16) return base;
     return { ...base, srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null, packets: null, bytes: null, action: null, 'tcp-flags': null, 'log-status': 'NODATA' };
   });
@@ -105,9 +114,18 @@ function tsharkSeconds(text: string | Tree | undefined): number {
   return Date.parse(String(text).replace(/\.\d+ /, ' ')) / 1000;
 }
 
+function forwardingOf(t: Tree): string {
+  return `${t['cflow.forwarding_status']}/${t['cflow.forwarding_status_forward_code'] ?? t['cflow.forwarding_status_drop_code']}`;
+}
+
 /** A decoded flow in the JSON record's terms. */
 function asRecordFields(f: Tree): Record<string, unknown> {
   const times = f['cflow.timedelta_tree'] as Tree;
+  if (f['cflow.srcaddr'] === undefined && f['cflow.srcaddrv6'] === undefined) {
+    return { start: tsharkSeconds(times['cflow.abstimestart']), end: tsharkSeconds(times['cflow.abstimeend']), ingress: Number(f['cflow.inputint']), endReason: Number(f['cflow.flow_end_reason']) };
+  }
+  const icmp4 = f['cflow.icmp_type_code_ipv4'] === undefined ? undefined : Number(f['cflow.icmp_type_code_ipv4']);
+  const icmp = icmp4 !== undefined ? [icmp4 >> 8, icmp4 & 0xff] : [Number(f['cflow.icmp_ipv6_type']), Number(f['cflow.icmp_ipv6_code'])];
   return {
     srcaddr: f['cflow.srcaddr'] ?? f['cflow.srcaddrv6'],
     dstaddr: f['cflow.dstaddr'] ?? f['cflow.dstaddrv6'],
@@ -122,12 +140,15 @@ function asRecordFields(f: Tree): Record<string, unknown> {
     end: tsharkSeconds(times['cflow.abstimeend']),
     ingress: Number(f['cflow.inputint']),
     egress: Number(f['cflow.outputint']),
-    firewallEvent: Number(f['cflow.firewall_event']),
+    forwarding: forwardingOf(f['Forwarding Status'] as Tree),
+    observationPoint: Number(f['cflow.observation_point_id']),
+    icmp,
   };
 }
 
 function expectedFields(r: FlowRecord): Record<string, unknown> {
   // Every sample record is on lo, ifindex 1.
+  if (r['log-status'] !== 'OK') return { start: r.start, end: r.end, ingress: 1, endReason: END_REASON[r['log-status']] };
   return {
     srcaddr: r.srcaddr,
     dstaddr: r.dstaddr,
@@ -136,13 +157,15 @@ function expectedFields(r: FlowRecord): Record<string, unknown> {
     protocol: r.protocol,
     packets: r.packets,
     bytes: r.bytes,
-    'tcp-flags': r['tcp-flags'],
+    'tcp-flags': r['tcp-flags'] ?? 0,
     direction: r.direction,
     start: r.start,
     end: r.end,
     ingress: r.direction === 'in' ? 1 : 0,
     egress: r.direction === 'out' ? 1 : 0,
-    firewallEvent: FIREWALL_EVENT[r.action ?? ''],
+    forwarding: FORWARDING[r.action ?? ''],
+    observationPoint: OBSERVATION_POINT[r.action ?? ''],
+    icmp: [r['icmp-type'] ?? 0, r['icmp-code'] ?? 0],
   };
 }
 
@@ -161,13 +184,12 @@ describe('IPFIX sink, decoded by tshark', () => {
     const capture = spawnProcess('tcpdump', ['-i', 'lo', '-n', '-U', '--immediate-mode', '-w', file, 'udp', 'and', 'dst', 'port', String(port)]);
     try {
       await capture.waitForLine(/listening on/, LISTEN_TIMEOUT_MS, { stream: 'stderr' });
-      const sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${port}` }, { logger: quiet, flowLogId: 'fl-ipfix' });
+      const sink = createSink({ type: 'ipfix', collector: `127.0.0.1:${port}`, enterpriseNumber: 32473, templateRefresh: 10 }, { logger: quiet, flowLogId: 'fl-ipfix' });
       const records = sampleRecords(400);
       sink.write(records.slice(0, 150));
       sink.write(records.slice(150));
       await sink.close();
-      const sent = records.filter((r) => r['log-status'] === 'OK');
-      expect(sink.stats).toMatchObject({ records: sent.length, skipped: records.length - sent.length, errors: 0, dropped: 0 });
+      expect(sink.stats).toMatchObject({ records: records.length, skipped: 0, errors: 0, dropped: 0 });
       const until = Date.now() + ARRIVAL_TIMEOUT_MS;
       while (received < sink.stats.bytes) {
         if (Date.now() > until) throw new Error(`only ${datagrams} datagrams arrived`);
@@ -179,7 +201,7 @@ describe('IPFIX sink, decoded by tshark', () => {
     }
 
     const messages = await tsharkIpfix(file, port);
-    const records = sampleRecords(400).filter((r) => r['log-status'] === 'OK');
+    const records = sampleRecords(400);
     expect(messages.length).toBe(datagrams);
     expect(messages[0]!.hasTemplates).toBe(true);
     let before = 0;
@@ -189,6 +211,45 @@ describe('IPFIX sink, decoded by tshark', () => {
       before += m.flows.length;
     }
     expect(messages.flatMap((m) => m.flows).map(asRecordFields)).toEqual(records.map(expectedFields));
+  });
+});
+
+describe('IPFIX sink against a collector that refuses every data message', () => {
+  it('sends each record 5 times, then counts it as dropped and logs it; template probes alone draw no error', async () => {
+    // A namespace of its own whose INPUT silently drops the small template-only probes (so
+    // the collector seems back each time) and answers every data message with ICMP port
+    // unreachable, as a collector that keeps going away would. (In OUTPUT the send itself
+    // would fail with EPERM, a different path.)
+    const ns = `ipfix-${randomBytes(3).toString('hex')}`;
+    const port = 4739;
+    const records = 20;
+    await run('ip', ['netns', 'add', ns]);
+    try {
+      await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      const rule = (...args: string[]) => run('ip', ['netns', 'exec', ns, 'iptables', '-A', 'INPUT', '-i', 'lo', '-p', 'udp', '--dport', String(port), ...args]);
+      await rule('-m', 'length', '--length', '0:300', '-j', 'DROP');
+      await rule('-j', 'REJECT', '--reject-with', 'icmp-port-unreachable');
+      const sinkModule = join(REPO_ROOT, 'dist/agent/sinks/sink.js');
+      const child = `
+        const { createSink } = await import(${JSON.stringify(sinkModule)});
+        const { pino } = await import('pino');
+        const lost = [];
+        const logger = pino({ level: 'error' }, { write: (l) => lost.push(JSON.parse(l).dropped) });
+        const sink = createSink({ type: 'ipfix', collector: '127.0.0.1:${port}', enterpriseNumber: 32473, templateRefresh: 10 },
+          { logger, flowLogId: 'fl-refused', retryMinMs: 10, retryMaxMs: 20, errorWaitMs: 100, closeTimeoutMs: 20000 });
+        const base = ${JSON.stringify(sampleRecords(1)[0])};
+        sink.write(Array.from({ length: ${records} }, (_, i) => ({ ...base, srcport: i })));
+        await sink.close();
+        console.log(JSON.stringify({ stats: sink.stats, lost }));`;
+      await ensureBuilt();
+      const { stdout } = await run('ip', ['netns', 'exec', ns, 'node', '--input-type=module', '-e', child], { cwd: REPO_ROOT, timeoutMs: 30_000 });
+      const { stats, lost } = JSON.parse(stdout) as { stats: SinkStats; lost: number[] };
+      expect(stats).toMatchObject({ dropped: records, pending: 0, records: 5 * records });
+      expect(stats.errors).toBeGreaterThanOrEqual(5);
+      expect(lost.reduce((a, b) => a + b, 0)).toBe(records);
+    } finally {
+      await run('ip', ['netns', 'del', ns]);
+    }
   });
 });
 

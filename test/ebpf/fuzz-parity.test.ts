@@ -41,7 +41,7 @@ describe('fuzz: the BPF program decides like the TypeScript engine on hostile fr
   it(`a million mutated frames: same decision in BPF and TypeScript (seed ${SEED})`, () => {
     const rules = compileRules(parseConfig(FUZZ_CONFIG, { localAddresses: [] }));
     const ifindexes = new Map([[rules.interfaces[0]!, ifindex]]);
-    maps.install({ rules, ifindexes, sessions: rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: s.targetFamily, remote: [0, 0, 0, 0] })) });
+    maps.install({ rules, ifindexes, sessions: rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: s.targetFamily, remote: [0, 0, 0, 0] })), segIfindex: 0 });
     const rng = new Prng(SEED);
     const mutator = new FrameMutator(rng);
     const view = new PacketView();

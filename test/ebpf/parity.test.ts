@@ -47,7 +47,7 @@ describe('eBPF decisions equal the TypeScript engine on test/vectors/rules.json'
     it(`${c.name} (${c.clause})`, () => {
       const rules = compileRules(parseConfig(JSON.stringify(c.config), { localAddresses: ['10.0.0.1'] }));
       const sessions = rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: s.targetFamily, remote: [0, 0, 0, 0] }));
-      maps.install({ rules, ifindexes, sessions });
+      maps.install({ rules, ifindexes, sessions, segIfindex: 0 });
       c.steps.forEach((s, i) => {
         const frame = Buffer.from(s.frame, 'hex');
         const dir = s.dir === 'in' ? DIR_IN : DIR_OUT;

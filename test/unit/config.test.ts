@@ -375,6 +375,18 @@ const badCases: BadCase[] = [
     message: 'expected "host:port" or "[ipv6]:port"',
   },
   {
+    name: 'ipfix enterprise number 0',
+    mutate: (c) => (c.flowLogs[0].sink = { type: 'ipfix', collector: '203.0.113.7:4739', enterpriseNumber: 0 }),
+    path: 'flowLogs[0].sink.enterpriseNumber',
+    message: 'must be 1..4294967295, got 0',
+  },
+  {
+    name: 'ipfix template refresh 0',
+    mutate: (c) => (c.flowLogs[0].sink = { type: 'ipfix', collector: '203.0.113.7:4739', templateRefresh: 0 }),
+    path: 'flowLogs[0].sink.templateRefresh',
+    message: 'must be 1..3600, got 0',
+  },
+  {
     name: 'trafficType in the wrong case',
     mutate: (c) => (c.flowLogs[0].trafficType = 'all'),
     path: 'flowLogs[0].trafficType',
@@ -543,7 +555,7 @@ describe('parseConfig accepts good configs and fills defaults', () => {
     expect(config.filters[0]!.ingressRules.map((r) => r.priority)).toEqual([5, 6]);
     expect(config.filters[0]!.egressRules[0]!.priority).toBe(5);
     expect(config.sessions[0]).toMatchObject({ vni: 0, vniDerived: false, packetLength: 64, target: { port: 8472 } });
-    expect(config.flowLogs[0]!.sink).toEqual({ type: 'ipfix', collector: '[2001:db8::7]:4739' });
+    expect(config.flowLogs[0]!.sink).toEqual({ type: 'ipfix', collector: '[2001:db8::7]:4739', enterpriseNumber: 32473, templateRefresh: 10 });
   });
 
   it('accepts 3 sessions on one interface and 10 rules and 10 sources', () => {

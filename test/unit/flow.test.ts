@@ -54,9 +54,21 @@ describe('flow log aggregator', () => {
       version: 1, 'vswitch-id': 'vsw-lab', 'vm-id': 'host-1', 'vpc-id': 'vpc-lab', 'account-id': '1234567890',
       'eni-id': 'eth0', srcaddr: '10.0.0.1', srcport: 43210, dstaddr: '10.0.0.2', dstport: 80, protocol: 6,
       direction: 'out', packets: 2, bytes: 2 * (tcpSyn.length - 14), start: T0, end: T0 + WINDOW,
-      'log-status': 'OK', action: 'ACCEPT', 'tcp-flags': 2, retrans: 0, 'zero-win': 0, 'rtt-us': 212,
+      'log-status': 'OK', action: 'ACCEPT', 'tcp-flags': 2, 'icmp-type': null, 'icmp-code': null, retrans: 0, 'zero-win': 0, 'rtt-us': 212,
       'mirrored-packets': 1, 'mirror-session': 'ts-1',
     }]);
+  });
+
+  it('keys ICMP flows per type and code (ports 0), on both families', () => {
+    const { agg, out } = aggregator();
+    const icmp = (src: string, dst: string, icmpType: number, icmpCode = 0) => buildPacket({ src, dst, proto: 'icmp', icmpType, icmpCode, payload: 8 });
+    for (const frame of [icmp('10.0.0.1', '10.0.0.2', 8), icmp('10.0.0.1', '10.0.0.2', 8), icmp('10.0.0.1', '10.0.0.2', 3, 3), icmp('fd00::1', 'fd00::2', 1, 4)]) {
+      agg.observe(0, packet(frame, T0 + 1), 0, -1, -1, ACTION_ACCEPT);
+    }
+    agg.observe(0, packet(udp(1), T0 + 1), 0, -1, -1, ACTION_ACCEPT);
+    agg.flushAll();
+    const rows = out.filter((r) => r['log-status'] === 'OK').map((r) => [r.protocol, r.srcport, r.dstport, r['icmp-type'], r['icmp-code'], r.packets]);
+    expect(rows.sort()).toEqual([[1, 0, 0, 3, 3, 1], [1, 0, 0, 8, 0, 2], [17, 1, 53, null, null, 1], [58, 0, 0, 1, 4, 1]]);
   });
 
   it('aligns windows to multiples of the window and counts each packet in exactly one record', () => {

@@ -92,7 +92,7 @@ describe('fuzz: hostile frames through the user-space path', () => {
     const pipeline = new MirrorPipeline(rules, [output], flow);
     const rng = new Prng(SEED);
     const mutator = new FrameMutator(rng);
-    const seedVerdicts = mutator.seeds.map((s) => [DIR_IN, DIR_OUT].map((d) => {
+    const seedVerdicts = mutator.seeds.map((s) => ([DIR_IN, DIR_OUT] as const).map((d) => {
       s.view.direction = d;
       return matchPacket(rules, 0, s.view);
     }));

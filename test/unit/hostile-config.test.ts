@@ -9,7 +9,7 @@ import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfigDocument, parseConfig } from '../../agent/config/load.js';
+import { loadConfigDocument, MAX_CONFIG_BYTES, parseConfig } from '../../agent/config/load.js';
 import { ConfigError, ConfigReadError } from '../../agent/errors.js';
 import { run } from '../../agent/lab/exec.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
@@ -133,5 +133,38 @@ describe('hostile configuration', () => {
     const directory = await validate(dir);
     expect(directory.code).toBe(1);
     expect(directory.err).toMatch(/it is a directory/);
+  });
+
+  it.runIf(isRoot)('refuses a FIFO at once (open never waits for a writer), naming the file; validate exits 1', async () => {
+    const fifo = join(dir, 'fifo.yaml');
+    await run('mkfifo', ['-m', '0600', fifo]);
+    const started = performance.now();
+    const err = await loadConfigDocument(fifo).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(err).toBeInstanceOf(ConfigReadError);
+    expect((err as Error).message).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
+    const cli = await validate(fifo);
+    expect(cli.code).toBe(1);
+    expect(cli.err.trim()).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
+  });
+
+  it.each(['/dev/zero', '/dev/urandom', '/dev/null'])('refuses the device %s without reading it', async (device) => {
+    const err = await loadConfigDocument(device).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigReadError);
+    expect((err as Error).message).toBe(`cannot read config ${device}: it is a device, not a regular file`);
+  });
+
+  it('refuses a file over the size limit before reading it; a file at the limit is read', async () => {
+    const huge = join(dir, 'huge.yaml');
+    // Comments only: valid YAML of any size, so only the limit can refuse it.
+    const line = '#'.repeat(1023) + '\n';
+    await writeFile(huge, line.repeat(2 * 1024), { mode: 0o600 });
+    const err = await loadConfigDocument(huge).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigReadError);
+    expect((err as Error).message).toBe(`cannot read config ${huge}: it is ${2 * 1024 * 1024} bytes; the limit is ${MAX_CONFIG_BYTES}`);
+    const atLimit = join(dir, 'at-limit.yaml');
+    const body = 'agent: { vmId: big }\n';
+    await writeFile(atLimit, body + '#'.repeat(MAX_CONFIG_BYTES - body.length - 1) + '\n', { mode: 0o600 });
+    await expect(loadConfigDocument(atLimit)).resolves.toHaveProperty('config.agent.vmId', 'big');
   });
 });

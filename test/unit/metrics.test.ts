@@ -2,7 +2,7 @@
 // monotonic across reloads, the RTT histogram covers 10 µs..10 s, and health/readiness answer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createRegistry, RTT_BUCKETS_SECONDS, type MetricsSource, type RttRecorder, type Sample } from '../../agent/metrics/metrics.js';
 import { serveMetrics } from '../../agent/metrics/http.js';
@@ -46,6 +46,7 @@ const source: MetricsSource = {
   vxlanDeviceErrors: () => [[{ device: 'mf-vxlan-4789' }, 3]],
   configReloads: () => [[{ result: 'ok' }, 2], [{ result: 'refused' }, 1]],
   interfaceChanges: () => [[{ interface: 'eth0' }, 1]],
+  controlErrors: () => [[{ reason: 'reset' }, 1]],
 };
 
 describe('metrics endpoint', () => {
@@ -114,5 +115,88 @@ describe('metrics endpoint', () => {
     expect((await fetch(`${base}/readyz`)).status).toBe(503);
     ready = true;
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
+  });
+
+  it('answers HEAD like GET without a body, and every other method with 405 and an Allow header', async () => {
+    const head = await fetch(`${base}/metrics`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe('');
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) {
+      const res = await fetch(`${base}/metrics`, { method, body: method === 'POST' || method === 'PUT' ? 'x' : undefined });
+      expect(res.status, method).toBe(405);
+      expect(res.headers.get('allow'), method).toBe('GET, HEAD');
+    }
+    // fetch() refuses TRACE; a raw request shows the agent does too.
+    expect(await rawRequest(server, 'TRACE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 405 [\s\S]*allow: GET, HEAD/i);
+  });
+});
+
+/** Writes `text` on a new connection and resolves with everything the server sent until it closed. */
+function rawRequest(server: Server, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect((server.address() as AddressInfo).port, '127.0.0.1', () => socket.write(text));
+    let got = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => (got += d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(got));
+  });
+}
+
+/** Opens a connection that sends `head` and then nothing; resolves once it is connected. */
+function stalled(port: number, head: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.write(head);
+      resolve(socket);
+    });
+    // Read whatever the server answers (a 408), so its close is seen.
+    socket.resume();
+    socket.on('error', reject);
+  });
+}
+
+const closed = (socket: net.Socket): Promise<void> =>
+  socket.destroyed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+
+const connectionsOf = (server: Server): Promise<number> =>
+  new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+
+describe('metrics endpoint under slow and many clients', () => {
+  const LIMITS = { maxConnections: 8, headersTimeoutMs: 300, requestTimeoutMs: 600, keepAliveTimeoutMs: 300, idleTimeoutMs: 1_000 };
+  let server: Server;
+  let port: number;
+
+  beforeAll(async () => {
+    server = await serveMetrics('127.0.0.1:0', createRegistry(source).registry, () => true, LIMITS);
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('closes a client that never finishes its request head (slowloris) after headersTimeout', async () => {
+    const started = Date.now();
+    const slow = await Promise.all(Array.from({ length: 4 }, () => stalled(port, 'GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ')));
+    await Promise.all(slow.map(closed));
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(LIMITS.headersTimeoutMs);
+    expect(took).toBeLessThan(LIMITS.headersTimeoutMs + 2_000);
+    expect(await connectionsOf(server)).toBe(0);
+  });
+
+  it('closes a connection that sends nothing at all after the idle timeout', async () => {
+    const silent = await stalled(port, '');
+    const started = Date.now();
+    await closed(silent);
+    expect(Date.now() - started).toBeLessThan(LIMITS.idleTimeoutMs + 2_000);
+  });
+
+  it('holds at most maxConnections however many clients connect, and answers again once they are gone', async () => {
+    const clients = await Promise.all(Array.from({ length: 200 }, () => stalled(port, 'GET /healthz HTTP/1.1\r\n')));
+    // The ones beyond the limit are closed as soon as they are accepted.
+    expect(await connectionsOf(server)).toBeLessThanOrEqual(LIMITS.maxConnections);
+    await Promise.all(clients.map(closed));
+    expect(await connectionsOf(server)).toBe(0);
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(res.status).toBe(200);
   });
 });

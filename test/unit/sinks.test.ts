@@ -17,8 +17,8 @@ import { recordLine } from '../../agent/sinks/jsonl-file.js';
 
 const SPEC_FIELD_ORDER = [
   'version', 'vswitch-id', 'vm-id', 'vpc-id', 'account-id', 'eni-id', 'srcaddr', 'srcport', 'dstaddr', 'dstport',
-  'protocol', 'direction', 'packets', 'bytes', 'start', 'end', 'log-status', 'action', 'tcp-flags', 'retrans',
-  'zero-win', 'rtt-us', 'mirrored-packets', 'mirror-session',
+  'protocol', 'direction', 'packets', 'bytes', 'start', 'end', 'log-status', 'action', 'tcp-flags', 'icmp-type',
+  'icmp-code', 'retrans', 'zero-win', 'rtt-us', 'mirrored-packets', 'mirror-session',
 ];
 const WAIT_MS = 10_000;
 
@@ -46,6 +46,8 @@ function record(n: number): FlowRecord {
     'log-status': 'OK',
     action: 'ACCEPT',
     'tcp-flags': 27,
+    'icmp-type': null,
+    'icmp-code': null,
     retrans: 0,
     'zero-win': 0,
     'rtt-us': 212,

@@ -11,6 +11,8 @@ export const SEQ_OFFSET = 42;
 /** `node -e` source of the sender; prints "sent N" every 100th datagram and "last N" on SIGUSR2. */
 export const sequencedSender = (host: string, port: number): string => `
 const s = require('node:dgram').createSocket('udp4');
+// A send refused while a link is down (ENETUNREACH) must not end the stream.
+s.on('error', () => {});
 let seq = 0;
 const buf = Buffer.alloc(64);
 const timer = setInterval(() => { buf.writeUInt32BE(seq, 0); s.send(buf, ${port}, '${host}'); if (seq % 100 === 0) console.log('sent ' + seq); seq++; }, 1);

@@ -1,0 +1,90 @@
+// A bulk TCP transfer through the mirrored interface, with the lab's offloads as the kernel
+// has them (TSO/GSO aggregates on the veths), and what the destination made of its copies:
+// one copy per wire segment, and the copies' sequence ranges (from their TCP headers,
+// which a cut leaves whole) covering every byte the receiver got.
+import { join } from 'node:path';
+import { run } from './exec.js';
+import type { Topology } from './topology.js';
+
+/** Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
+const OUTER_V4 = 50;
+const ETH = 14;
+const TIMEOUT_MS = 120_000;
+
+export interface SeqRange {
+  seq: number;
+  len: number;
+}
+
+/**
+ * Bytes covered by the union of [seq, seq + len) in 32-bit sequence space, counted from
+ * the lowest start; -1 when the union has a hole.
+ */
+export function coveredWithoutHoles(ranges: readonly SeqRange[]): number {
+  if (ranges.length === 0) return 0;
+  const base = ranges.reduce((m, r) => (((r.seq - m) | 0) < 0 ? r.seq : m), ranges[0]!.seq);
+  const rel = ranges.map((r) => ({ start: (r.seq - base) >>> 0, end: ((r.seq - base) >>> 0) + r.len })).sort((a, b) => a.start - b.start);
+  let end = 0;
+  for (const r of rel) {
+    if (r.start > end) return -1;
+    end = Math.max(end, r.end);
+  }
+  return end;
+}
+
+export interface BulkResult {
+  /** What iperf3's receiver got. */
+  received: number;
+  /** Copies of the data direction that carry payload. */
+  dataCopies: number;
+  /** Of those, cut to the path (SPEC §3). */
+  cut: number;
+  /** Largest inner frame that arrived. */
+  largestFrame: number;
+  /** Bytes of the stream the copies cover without a hole; -1 when there is one. */
+  covered: number;
+}
+
+/**
+ * Runs `iperf3 -n bytes` from src to an iperf3 server on dst's `port` with a capture of
+ * dst's underlay, and measures the copies of the data connection (VNI `vni`).
+ */
+export async function bulkTransfer(topo: Topology, vni: number, port: number, bytes: number): Promise<BulkResult> {
+  const file = join(topo.workDir, 'bulk.pcap');
+  const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
+  await server.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
+  // No printing: a bulk transfer's copies outrun tcpdump's text output.
+  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  await cap.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
+  const cport = 42000 + Math.floor(Math.random() * 1000);
+  const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
+  const received = (JSON.parse(stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+  // Copies still on their way: wait until the capture stops growing before stopping it.
+  await waitQuiet(topo, file);
+  await cap.stop('SIGTERM');
+  const { stdout: rows } = await run('tshark', ['-r', file, '-n', '-Y', `vxlan.vni == ${vni} && tcp.srcport == ${cport}`, '-T', 'fields',
+    '-E', 'separator=/t', '-E', 'occurrence=l', '-e', 'frame.len', '-e', 'ip.len', '-e', 'ip.hdr_len', '-e', 'tcp.hdr_len', '-e', 'tcp.seq_raw'], { timeoutMs: TIMEOUT_MS });
+  const ranges: SeqRange[] = [];
+  let cut = 0;
+  let largestFrame = 0;
+  for (const line of rows.split('\n')) {
+    if (line === '') continue;
+    const [frameLen = 0, ipLen = 0, ipHdr = 0, tcpHdr = 0, seq = 0] = line.split('\t').map(Number);
+    const payload = ipLen - ipHdr - tcpHdr;
+    if (payload <= 0) continue;
+    const inner = frameLen - OUTER_V4;
+    largestFrame = Math.max(largestFrame, inner);
+    if (inner < ETH + ipLen) cut++;
+    ranges.push({ seq, len: payload });
+  }
+  return { received, dataCopies: ranges.length, cut, largestFrame, covered: coveredWithoutHoles(ranges) };
+}
+
+async function waitQuiet(topo: Topology, file: string): Promise<void> {
+  const size = async () => Number((await topo.exec('dst', 'stat', ['-c', '%s', file])).stdout.trim());
+  let last = -1;
+  for (let now = await size(); now !== last; now = await size()) {
+    last = now;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
