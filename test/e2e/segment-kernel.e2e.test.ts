@@ -55,8 +55,13 @@ afterAll(async () => {
 async function iperf(serverAddr: string, bytes: string): Promise<void> {
   const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-B', serverAddr, '-p', String(IPERF_PORT)]);
   await server.waitForLine(/Server listening/, 10_000);
-  await topo.exec('src', 'iperf3', ['-c', serverAddr, '-p', String(IPERF_PORT), '-n', bytes], { timeoutMs: 60_000 });
-  await server.exited;
+  try {
+    await topo.exec('src', 'iperf3', ['-c', serverAddr, '-p', String(IPERF_PORT), '-n', bytes], { timeoutMs: 60_000 });
+  } finally {
+    // A one-off server ends with its client; never wait on it longer than that.
+    await Promise.race([server.exited, new Promise((r) => setTimeout(r, 10_000))]);
+    await server.stop('SIGTERM', 5000);
+  }
 }
 
 function ring(role: NsRole, interfaceName: string, filterOut: string, onFrame: ConstructorParameters<typeof PacketRing>[0]['onFrame']): PacketRing {
