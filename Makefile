@@ -12,7 +12,7 @@ all: build
 deps: $(NODE_STAMP)
 	@scripts/install-deps.sh
 
-# npm ci again whenever the lock file changes; native modules (pcap, raw-socket) are
+# npm ci again whenever the lock file changes; native modules (raw-socket, koffi) are
 # built by their install scripts, approved in package.json "allowScripts". The dev
 # modules (tsc) build the tree; scripts/install.sh installs the runtime ones only.
 $(NODE_STAMP): package.json package-lock.json

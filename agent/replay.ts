@@ -12,6 +12,7 @@ import { captureFormat, forEachFrame, PcapWriter } from './capture/pcap-file.js'
 import { OuterFrameOutput, type FrameWriter } from './mirror/outer-frame.js';
 import { DEFAULT_PATH_MTU } from './mirror/path-mtu.js';
 import { DIR_IN, DIR_OUT } from './packet/view.js';
+import { NO_OFFLOAD } from './packet/offload.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { Logger } from './log.js';
@@ -158,7 +159,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       let dir = direction;
       if (dir === DIRECTION_UNKNOWN && mac === undefined) mac = directionMac();
       if (mac !== undefined) dir = caplen >= 12 && mac.equals(buf.subarray(6, 12)) ? DIR_OUT : DIR_IN;
-      pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN);
+      // A capture file says nothing of offloads: its frames are taken as wire packets.
+      pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN, NO_OFFLOAD);
     });
     flow?.flushAll();
     const flowLogRecords = Object.fromEntries(flow?.aggregators.map((a) => [a.id, { ...a.recordsByStatus }]) ?? []);

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(
-  libpcap-dev       # node-pcap's native module
+  libpcap0.8        # the capture compiles its kernel filters with libpcap (koffi)
   clang llvm        # eBPF programs (bpf/)
   libbpf-dev bpftool
   g++ make python3  # node-gyp builds the native modules

@@ -27,6 +27,7 @@ const source: MetricsSource = {
   capturePackets: () => capture.with(live),
   captureDrops: () => [[{ interface: 'eth0' }, 3]],
   malformedPackets: () => [[{ reason: 'ipv4-bad-ihl' }, 2]],
+  unsegmentedPackets: () => [[{ interface: 'eth0', direction: 'out' }, 0]],
   notMirroredPackets: () => [[{ interface: 'eth0', reason: 'no-match' }, 7]],
   mirrorPackets: () => [[{ session: 'ts-1' }, 10]],
   mirrorBytes: () => [[{ session: 'ts-1' }, 1000]],
