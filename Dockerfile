@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # mirrorflow agent image: `docker build -t mirrorflow:0.1.0 .`
 #
-# The build stage compiles the TypeScript, the native modules (pcap, raw-socket) and the
+# The build stage compiles the TypeScript, the native module (raw-socket) and the
 # eBPF objects, then lays the agent out exactly as `make install` does on a host
 # (scripts/install.sh with DESTDIR). The runtime stage gets that tree and the shared
 # libraries only: no compiler, no npm dev dependencies.
@@ -9,7 +9,7 @@
 FROM node:20-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm libbpf-dev bpftool libpcap-dev make g++ python3 \
+      clang llvm libbpf-dev bpftool make g++ python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first: this layer is reused until the lock file changes.

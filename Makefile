@@ -11,7 +11,7 @@ all: build
 deps: $(NODE_STAMP)
 	@scripts/install-deps.sh
 
-# npm ci again whenever the lock file changes; native modules (pcap, raw-socket) are
+# npm ci again whenever the lock file changes; native modules (raw-socket) are
 # built by their install scripts, approved in package.json "allowScripts".
 $(NODE_STAMP): package.json package-lock.json
 	@scripts/install-deps.sh

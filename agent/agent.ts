@@ -1,11 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
 import { loadConfigDocument, parseConfigDocument, type ConfigDocument, type FileIdentity } from './config/load.js';
 import type { Config } from './config/types.js';
 import { writeConfigAtomic } from './config/write.js';
-import { PcapSource } from './capture/pcap-source.js';
+import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing } from './capture/packet-ring.js';
 import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from './rules/match.js';
@@ -40,11 +39,6 @@ const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 500
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
 
-/** The MAC the kernel uses as source on this interface. */
-async function interfaceMac(name: string): Promise<string> {
-  return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
-}
-
 type Plane = 'pcap' | 'ebpf';
 
 /** The eBPF plane's own counters (cumulative since it was opened), by MetricsSource method name. */
@@ -67,13 +61,13 @@ function kernelSamples(plane: EbpfDataPlane): Record<string, Sample[]> {
 interface Generation {
   config: Config;
   rules: RuleSet;
-  /** Where mirroring happens: user space (libpcap + UDP sockets) or the kernel (TC programs). */
+  /** Where mirroring happens: user space (AF_PACKET ring + UDP sockets) or the kernel (TC programs). */
   plane: Plane;
   pipeline: MirrorPipeline;
   /** By session index: UDP senders (pcap plane) or views of the kernel's counters (eBPF plane). */
   senders: MirrorOutput[];
   /** Capture per present source interface (a missing one has none until it appears). */
-  sources: PcapSource[];
+  sources: PacketRing[];
   /** interfaceState() of each source interface when this generation was built. */
   ifStates: Map<string, string>;
   /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
@@ -387,7 +381,7 @@ export class Agent {
     const ebpf = plane === 'ebpf' ? this.ebpf : undefined;
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const senders: MirrorOutput[] = [];
-    const sources: PcapSource[] = [];
+    const sources: PacketRing[] = [];
     const pathMtus = new Map<string, number>();
     // The kernel plane installs into the slot after the live one, as the last step of the build.
     const slot = ebpf ? ebpf.maps.activeSlot ^ 1 : 0;
@@ -419,7 +413,7 @@ export class Agent {
         // With the kernel mirroring, user space captures only what flow logs need.
         if (ebpf && !(flow?.covers(ifIndex) ?? false)) continue;
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
-        sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
+        sources.push(this.capture(rules, pipeline, ifIndex, name, ebpf === undefined, paused));
       }
       const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
       if (ebpf && (await ebpf.install(rules, rejectInterfaces)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
@@ -433,21 +427,21 @@ export class Agent {
   }
 
   private capture(
-    rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, macAddress: string, paused: boolean,
-  ): PcapSource {
-    const snap = Math.max(...rules.sessions.map((s) => s.packetLength), 128);
-    return new PcapSource({
+    rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, userMirror: boolean, paused: boolean,
+  ): PacketRing {
+    // Mirroring needs aggregates whole (their segments are cut from them); flow logs only headers.
+    const mirrored = userMirror && (rules.chains[ifIndex * 2]!.length > 0 || rules.chains[ifIndex * 2 + 1]!.length > 0);
+    return new PacketRing({
       interfaceName: name,
-      macAddress,
       // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
       filterIn: prefilterExpression(rules, name, DIR_IN, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
       filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
-      snapLength: snap,
+      snapLength: mirrored ? MIRROR_SNAP_LENGTH : HEADER_SNAP_LENGTH,
       bufferBytes: CAPTURE_BUFFER_BYTES,
       bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
       paused,
-      onFrame: (buf, caplen, wireLen, tsUs, direction: Direction) =>
-        pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction),
+      onFrame: (buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
+        pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction, offload),
       onWarning: (msg) => this.log.warn({ interface: name }, msg),
     });
   }

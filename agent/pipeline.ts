@@ -1,5 +1,6 @@
 import { decode } from './packet/decode.js';
 import { DECODE_MALFORMED, PacketView, type Direction } from './packet/view.js';
+import type { OffloadInfo } from './packet/offload.js';
 import { matchPacket } from './rules/match.js';
 import type { RuleSet } from './rules/compile.js';
 import type { MirrorOutput } from './mirror/output.js';
@@ -34,7 +35,9 @@ export class MirrorPipeline {
     this.notMirrored = new Float64Array(rules.interfaces.length * REASON_SLOTS);
   }
 
-  handleFrame(ifIndex: number, buf: Buffer, caplen: number, wireLen: number, tsUs: number, direction: Direction): void {
+  handleFrame(
+    ifIndex: number, buf: Buffer, caplen: number, wireLen: number, tsUs: number, direction: Direction, _offload?: OffloadInfo,
+  ): void {
     const view = this.view;
     this.captured[ifIndex * 2 + direction]! += 1;
     view.tsUs = tsUs;

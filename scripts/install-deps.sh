@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  libpcap-dev       # node-pcap's native module
+  libpcap0.8        # the capture compiles its kernel filters with libpcap (koffi)
   clang llvm        # eBPF programs (bpf/)
   libbpf-dev bpftool
   iproute2 ethtool  # namespaces, veth, vxlan, offload settings in the lab and tests
