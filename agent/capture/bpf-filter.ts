@@ -2,10 +2,10 @@
 // writes) compiled to classic BPF by libpcap itself, without a live handle
 // (pcap_open_dead), then attached with SO_ATTACH_FILTER by the capture.
 //
-// On Linux, libpcap compiles `inbound`/`outbound` to a load of the packet type
-// (SKF_AD_OFF + SKF_AD_PKTTYPE, compared with PACKET_OUTGOING), which the kernel evaluates on
-// our own AF_PACKET socket exactly as on libpcap's. A filter's accept returns the snap length
-// given here: that is how many bytes of each frame the kernel copies into the ring.
+// The direction is told apart in BPF by the packet type the kernel gives each frame
+// (SKF_AD_PKTTYPE ancillary load, the same test libpcap generates for `inbound`/`outbound`
+// on Linux). A filter's accept returns the snap length given here: that is how many bytes
+// of each frame the kernel copies into the ring.
 import koffi from 'koffi';
 
 const libpcap = koffi.load('libpcap.so.0.8');
@@ -55,9 +55,54 @@ export function compileFilter(expression: string, snapLength: number): Buffer {
   }
 }
 
-/** The kernel-side filter: each direction's expression, told apart by the packet type. */
-export function directionalFilter(filterIn: string, filterOut: string): string {
-  const side = (keyword: string, expression: string): string =>
-    expression.trim() === '' ? keyword : `(${keyword} and (${expression}))`;
-  return `${side('outbound', filterOut)} or ${side('inbound', filterIn)}`;
+// Classic BPF opcodes and ancillary loads (include/uapi/linux/filter.h, bpf_common.h).
+const BPF_LD_W_ABS = 0x20;
+const BPF_LD_H_ABS = 0x28;
+const BPF_JMP_JA = 0x05;
+const BPF_JMP_JEQ_K = 0x15;
+const BPF_RET_K = 0x06;
+const SKF_AD_OFF = -0x1000;
+const SKF_AD_PKTTYPE = 4;
+const SKF_AD_VLAN_TAG_PRESENT = 48;
+const PACKET_OUTGOING = 4;
+/** The kernel's limit on a classic BPF program (BPF_MAXINSNS). */
+const MAX_INSNS = 4096;
+
+function insn(code: number, jt: number, jf: number, k: number): Buffer {
+  const b = Buffer.alloc(BPF_INSN_LEN);
+  b.writeUInt16LE(code, 0);
+  b[2] = jt;
+  b[3] = jf;
+  b.writeInt32LE(k, 4);
+  return b;
+}
+
+/**
+ * The kernel filter of a capture: `filterOut` for frames this host sent (packet type
+ * PACKET_OUTGOING), `filterIn` for the others, each compiled on its own and joined by a
+ * branch on the packet type. They cannot be joined as one expression: without a live
+ * handle libpcap compiles `vlan` (which prefilter.ts puts in both) as a test of the data
+ * that shifts every offset parsed after it, the other direction's included.
+ * Frames whose VLAN tag the kernel holds outside the data (stripped on receive, or offloaded
+ * on transmit) are accepted first: the tagged ones always reach JavaScript, which decides.
+ * Jumps in classic BPF are relative, so the compiled programs keep working once placed.
+ */
+export function directionalProgram(filterIn: string, filterOut: string, snapLength: number): Buffer {
+  const out = compileFilter(filterOut, snapLength);
+  const inb = compileFilter(filterIn, snapLength);
+  const program = Buffer.concat([
+    insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT),
+    insn(BPF_JMP_JEQ_K, 1, 0, 0),
+    insn(BPF_RET_K, 0, 0, snapLength),
+    insn(BPF_LD_H_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
+    // Outgoing: skip the jump over the outbound program.
+    insn(BPF_JMP_JEQ_K, 1, 0, PACKET_OUTGOING),
+    insn(BPF_JMP_JA, 0, 0, out.length / BPF_INSN_LEN),
+    out,
+    inb,
+  ]);
+  if (program.length / BPF_INSN_LEN > MAX_INSNS) {
+    throw new Error(`capture filter: ${program.length / BPF_INSN_LEN} BPF instructions, the kernel takes at most ${MAX_INSNS}`);
+  }
+  return program;
 }

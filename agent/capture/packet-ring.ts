@@ -11,7 +11,8 @@ import { NativeMemory } from '../native-memory.js';
 import { errnoText } from '../mirror/udp-socket.js';
 import { OffloadInfo } from '../packet/offload.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
-import { BPF_INSN_LEN, MAX_FILTER_SNAP, compileFilter, directionalFilter } from './bpf-filter.js';
+import { BPF_INSN_LEN, MAX_FILTER_SNAP, directionalProgram } from './bpf-filter.js';
+import { ringWaker, type Wakeable } from './ring-waker.js';
 
 const libc = koffi.load('libc.so.6');
 const sys = {
@@ -100,9 +101,9 @@ export const MIRROR_SNAP_LENGTH = MAX_FILTER_SNAP;
 export const HEADER_SNAP_LENGTH = 256;
 
 /**
- * How often an idle ring is looked at. The kernel makes a block visible when it fills or
- * after bufferTimeoutMs, so this adds at most 5 ms to that latency; one shared timer serves
- * every ring, and an idle check is one atomic load per ring (measured: docs/capture.md).
+ * Only if the wake-up thread (ring-waker.ts) fails: how often the rings are looked at
+ * instead. The kernel makes a block visible when it fills or after bufferTimeoutMs, so this
+ * adds at most 5 ms to that latency, at 2-4 % of a core for an idle agent (docs/capture.md).
  */
 export const POLL_INTERVAL_MS = 5;
 /**
@@ -160,7 +161,7 @@ export function ringBlockBytes(snapLength: number): number {
   return size;
 }
 
-/** Rings due a look on the next poll tick (open and not paused). */
+/** Rings due a look on the next poll tick (open, not paused, and the waker failed). */
 const polled = new Set<PacketRing>();
 let pollTimer: NodeJS.Timeout | undefined;
 
@@ -182,7 +183,7 @@ function stopPolling(ring: PacketRing): void {
 }
 
 /** Captures one interface (both directions) into a TPACKET_V3 ring with vnet headers. */
-export class PacketRing {
+export class PacketRing implements Wakeable {
   readonly interfaceName: string;
   /** The kernel's index of the interface, as the ring reports it per frame. */
   readonly ifIndex: number;
@@ -212,7 +213,8 @@ export class PacketRing {
   /** getsockopt's value and length for PACKET_STATISTICS and SO_ERROR. */
   private readonly optValue = Buffer.alloc(TPACKET_STATS_V3_LEN);
   private readonly optLen = Buffer.alloc(4);
-  private failing = false;
+  /** Slot in the wake-up thread's epoll set; -1 when not watched (paused, closed, or polled). */
+  private slot = -1;
   private closed = false;
 
   constructor(opts: PacketRingOptions) {
@@ -235,7 +237,7 @@ export class PacketRing {
       // The vnet header and the version must be set before the ring exists (EBUSY after).
       this.setOption(SOL_PACKET, PACKET_VNET_HDR, int32(1), 'PACKET_VNET_HDR');
       this.setOption(SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3), 'PACKET_VERSION');
-      this.attachFilter(directionalFilter(opts.filterIn, opts.filterOut), opts.snapLength);
+      this.attachFilter(directionalProgram(opts.filterIn, opts.filterOut, opts.snapLength));
       const req = Buffer.alloc(TPACKET_REQ3_LEN);
       req.writeUInt32LE(this.blockBytes, 0);
       req.writeUInt32LE(this.blockCount, 4);
@@ -267,7 +269,7 @@ export class PacketRing {
     this.mapping = mapping;
     // Room for a kernel-stripped VLAN tag put back.
     this.frame = Buffer.alloc(opts.snapLength + VLAN_TAG_LEN);
-    if (opts.paused !== true) startPolling(this);
+    if (opts.paused !== true) this.startWaking();
   }
 
   /** Capture time of the last frame delivered (µs since the epoch), 0 before the first. */
@@ -284,6 +286,18 @@ export class PacketRing {
   resume(skipThroughUs: number): void {
     if (this.closed) return;
     this.skipThroughUs = skipThroughUs;
+    this.startWaking();
+  }
+
+  /** The socket is readable (a block is ready) or reports an error. */
+  wake(): void {
+    this.checkSocketError();
+    this.read(READ_SLICE_MS);
+  }
+
+  wakerFailed(reason: string): void {
+    this.slot = -1;
+    this.onWarning(`capture wake-up thread failed (${reason}); polling every ${POLL_INTERVAL_MS} ms instead`);
     startPolling(this);
   }
 
@@ -316,7 +330,11 @@ export class PacketRing {
     const start = performance.now();
     let checks = 0;
     for (;;) {
-      if (this.framesLeft === 0 && !this.openBlock()) return false;
+      if (this.framesLeft === 0 && !this.openBlock()) {
+        // Caught up with the kernel: the next retired block may wake us again.
+        if (this.slot >= 0) ringWaker.rearm(this.fd, this.slot);
+        return false;
+      }
       const f = this.frameAt;
       this.deliver(f);
       if (this.closed) return false;
@@ -351,11 +369,19 @@ export class PacketRing {
     if (this.closed) return;
     this.stats();
     this.closed = true;
+    if (this.slot >= 0) ringWaker.unwatch(this.fd, this.slot);
+    this.slot = -1;
     stopPolling(this);
     if (this.continuation !== undefined) clearImmediate(this.continuation);
     this.continuation = undefined;
     sys.munmap(this.mapping, this.blockBytes * this.blockCount);
     sys.close(this.fd);
+  }
+
+  private startWaking(): void {
+    if (this.closed || this.slot >= 0) return;
+    this.slot = ringWaker.watch(this.fd, this);
+    if (this.slot < 0) startPolling(this);
   }
 
   /** Takes the next block when the kernel has handed it over; false when it still fills it. */
@@ -411,8 +437,7 @@ export class PacketRing {
     this.onFrame(frame, caplen, wireLen, tsUs, direction, offload);
   }
 
-  private attachFilter(expression: string, snapLength: number): void {
-    const insns = compileFilter(expression, snapLength);
+  private attachFilter(insns: Buffer): void {
     const code = new NativeMemory(insns.length);
     try {
       insns.copy(code.view);
@@ -434,14 +459,14 @@ export class PacketRing {
   /**
    * The socket reports ENETDOWN when its interface goes away or down; the ring stays (the
    * kernel re-attaches it when the link comes back) and the agent's interface watcher
-   * replaces it if the interface is re-created. Say so once per outage.
+   * replaces it if the interface is re-created. The kernel sets the error once per outage,
+   * and reading it clears it.
    */
   private checkSocketError(): void {
     this.optLen.writeUInt32LE(4, 0);
     if (sys.getsockopt(this.fd, SOL_SOCKET, SO_ERROR, this.optValue, this.optLen) !== 0) return;
     const errno = this.optValue.readInt32LE(0);
-    if (errno !== 0 && !this.failing) this.onWarning(`capture socket error ${errnoText(errno)}: interface down or gone`);
-    this.failing = errno !== 0;
+    if (errno !== 0) this.onWarning(`capture socket error ${errnoText(errno)}: interface down or gone`);
   }
 }
 

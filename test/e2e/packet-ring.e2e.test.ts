@@ -133,6 +133,15 @@ async function settled<T>(read: () => Promise<T>): Promise<T> {
   throw new Error('counters did not settle in 5 s');
 }
 
+/** Resolves once `done()` holds, checked on every event-loop turn; rejects after 5 s naming `what`. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
 const PY_RECEIVER = `
 import socket, sys
 host, port, idle, echo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == 'echo'
@@ -303,6 +312,8 @@ describe('PacketRing on veth with default offloads (root, namespaces)', () => {
       const count = 300;
       expect(await udpExchange({ from: 'src', to: 'peer', toAddr: quiet.peerAddr, count, size: 64, echo: true })).toBe(count);
       const after = await settled(() => linkPackets('src', quiet.src));
+      // Delivered by the wake-up thread alone (no drain or read call yet).
+      await until(() => all.frames.length === 2 * count, 'all frames delivered without a read call');
       await Promise.all([all, outOnly, inOnly, withVlan].map((c) => c.ring.drain()));
       const n = (c: Capture, d: Direction) => c.frames.filter((f) => f.direction === d).length;
       console.log(`direction: tx +${after.tx - before.tx} rx +${after.rx - before.rx}; captured out ${n(all, DIR_OUT)} in ${n(all, DIR_IN)}`);
