@@ -27,7 +27,7 @@ import { fillRejectView } from './ebpf/reject-view.js';
 import { interfaceState, MISSING } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
 
-/** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
+/** Capture ring per interface: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps (docs/capture.md). */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 const DIRECTION_NAMES = ['in', 'out'] as const;

@@ -3,7 +3,7 @@
 // against the kernel's own counters (nstat TcpOutSegs, the veth's tx/rx packets, a UDP
 // receiver's datagram count), never against our decoder.
 // The rings are opened by this process inside the lab's namespaces (helpers/netns.ts).
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -404,6 +404,9 @@ while time.time() < end:
       const fds0 = readdirSync('/proc/self/fd').length;
       const sockets0 = await packetSockets();
       const rss0 = process.memoryUsage().rss;
+      // RSS counts only the ring pages touched; a ring left mapped shows in the address space (32 MiB each).
+      const vmSize = () => Number(/VmSize:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+      const vm0 = vmSize();
       let delivered = 0;
       for (let i = 0; i < 200; i++) {
         const c = capture('src', quiet.src);
@@ -414,11 +417,13 @@ while time.time() < end:
         c.ring.close();
       }
       const grew = (process.memoryUsage().rss - rss0) / 2 ** 20;
-      console.log(`200 reopens: fds ${fds0} -> ${readdirSync('/proc/self/fd').length}, packet sockets ${sockets0} -> ${await packetSockets()}, RSS +${grew.toFixed(1)} MiB, ${delivered} frames read`);
+      const vmGrew = vmSize() - vm0;
+      console.log(`200 reopens: fds ${fds0} -> ${readdirSync('/proc/self/fd').length}, packet sockets ${sockets0} -> ${await packetSockets()}, RSS +${grew.toFixed(1)} MiB, VmSize +${vmGrew.toFixed(0)} MiB, ${delivered} frames read`);
       expect(delivered).toBeGreaterThan(0);
       expect(readdirSync('/proc/self/fd').length).toBe(fds0);
       expect(await packetSockets()).toBe(sockets0);
       expect(grew).toBeLessThan(10);
+      expect(vmGrew).toBeLessThan(64);
     } finally {
       await traffic.stop('SIGTERM');
     }
