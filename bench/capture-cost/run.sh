@@ -40,7 +40,7 @@ for round in $(seq "$ROUNDS"); do
       reject) ip netns exec "$a" tcpdump -i va -w /dev/null -B 65536 udp port 9999 2>/dev/null & pid=$! ;;
       tcpdump) ip netns exec "$a" tcpdump -i va -w /dev/null -B 65536 2>/dev/null & pid=$! ;;
       ring) ip netns exec "$a" node -e "import('$here/../../dist/agent/capture/packet-ring.js').then(({ PacketRing }) => new PacketRing({
-          interfaceName: 'va', filterIn: '', filterOut: '', snapLength: 262144, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
+          interfaceName: 'va', filterIn: '', filterOut: '', snapLength: 65600, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
           onFrame: () => {}, onWarning: (m) => console.error(m) }))" & pid=$! ;;
       ringbuf) ip netns exec "$a" "$work/ringbuf" va "$work/ringbuf.bpf.o" & pid=$! ;;
     esac
