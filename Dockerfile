@@ -31,7 +31,7 @@ RUN npx tsc -p tsconfig.json \
  && DESTDIR=/out NODE=/usr/local/bin/node scripts/install.sh
 
 FROM node:20.20.2-bookworm-slim
-# libpcap0.8 (the pcap module), libbpf1 (the eBPF plane, through koffi), iproute2 (ip, tc:
+# libpcap0.8 (compiles the capture filters, through koffi), libbpf1 (the eBPF plane, through koffi), iproute2 (ip, tc:
 # the eBPF plane's VXLAN devices and filters, the path MTU to each target), ethtool (the
 # eBPF plane's segmenting veth pair: offloads off).
 RUN apt-get update \

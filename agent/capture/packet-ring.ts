@@ -8,19 +8,15 @@
 // Layouts are Linux's uapi (include/uapi/linux/if_packet.h), identical on x86-64 and aarch64.
 import koffi from 'koffi';
 import { NativeMemory } from '../native-memory.js';
-import { errnoText } from '../mirror/udp-socket.js';
+import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, errnoText, int32, libc, socketCalls } from '../libc.js';
 import { OffloadInfo } from '../packet/offload.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
-import { BPF_INSN_LEN, MAX_FILTER_SNAP, directionalProgram } from './bpf-filter.js';
+import { BPF_INSN_LEN, directionalProgram } from './bpf-filter.js';
 import { ringWaker, type Wakeable } from './ring-waker.js';
 
-const libc = koffi.load('libc.so.6');
 const sys = {
-  socket: libc.func('int socket(int domain, int type, int protocol)'),
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+  ...socketCalls,
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *value, void *len)'),
-  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
-  close: libc.func('int close(int fd)'),
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(void *addr, size_t len)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *name)'),
@@ -28,10 +24,7 @@ const sys = {
 
 const AF_PACKET = 17;
 const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const ETH_P_ALL = 0x0003;
-const SOL_SOCKET = 1;
 const SO_ERROR = 4;
 const SO_ATTACH_FILTER = 26;
 const SOL_PACKET = 263;
@@ -95,8 +88,14 @@ const MIN_BLOCKS = 8;
 /** tp_frame_size: unused by TPACKET_V3 reads but validated by the kernel (a divisor of the block size). */
 const REQ_FRAME_SIZE = 2048;
 
-/** Snap length for an interface some session mirrors: whole aggregates, up to what a filter can return. */
-export const MIRROR_SNAP_LENGTH = MAX_FILTER_SNAP;
+/**
+ * Snap length for an interface some session mirrors: whole aggregates. 64 KiB is the most a
+ * device builds or merges unless BIG TCP was turned on for it (gso_max_size/gro_max_size
+ * above 65,536, an explicit `ip link set` setting); larger aggregates are captured cut here
+ * (caplen < wireLen). Bigger would mean bigger blocks, so fewer of them, and a paused ring
+ * (a reload) would fill sooner at low rates (docs/capture.md).
+ */
+export const MIRROR_SNAP_LENGTH = 65_536 + 64;
 /** Snap length for an interface only flow logs need: every header the decoder reads (VLANs, IPv6 extensions, TCP options). */
 export const HEADER_SNAP_LENGTH = 256;
 
@@ -154,10 +153,14 @@ export interface CaptureStats {
   queueFreezes: number;
 }
 
-/** Block size for a snap length: at least two whole frames, a power of two (the kernel wants pages). */
+/**
+ * Block size for a snap length: one whole frame at least (the kernel cuts a frame to what a
+ * block holds), a power of two (the kernel wants pages), and small, because at low rates
+ * every block the timeout retires is used up however little it holds.
+ */
 export function ringBlockBytes(snapLength: number): number {
   let size = MIN_BLOCK_BYTES;
-  while (size < 2 * (snapLength + FRAME_OVERHEAD)) size *= 2;
+  while (size < snapLength + FRAME_OVERHEAD) size *= 2;
   return size;
 }
 
@@ -468,10 +471,4 @@ export class PacketRing implements Wakeable {
     const errno = this.optValue.readInt32LE(0);
     if (errno !== 0) this.onWarning(`capture socket error ${errnoText(errno)}: interface down or gone`);
   }
-}
-
-function int32(value: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(value, 0);
-  return b;
 }

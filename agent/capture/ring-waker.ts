@@ -12,9 +12,8 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
-import { errnoText } from '../mirror/udp-socket.js';
+import { errnoText, libc } from '../libc.js';
 
-const libc = koffi.load('libc.so.6');
 const sys = {
   epollCreate: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),

@@ -3,7 +3,7 @@
 // against the kernel's own counters (nstat TcpOutSegs, the veth's tx/rx packets, a UDP
 // receiver's datagram count), never against our decoder.
 // The rings are opened by this process inside the lab's namespaces (helpers/netns.ts).
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -13,6 +13,7 @@ import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing, type PacketRingOpti
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 } from '../../agent/packet/offload.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../../agent/packet/view.js';
 import { inNetns } from './helpers/netns.js';
+import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 
 const TIMEOUT_MS = 120_000;
 const UDP_PORT = 7100;
@@ -163,13 +164,11 @@ except socket.timeout:
 print('count', n, flush=True)
 `;
 
-/** Sends count datagrams of size bytes; with gso > 0 as UDP_SEGMENT aggregates; with echo, waits for each reply. */
+/** Sends count datagrams of size bytes; with echo, waits for each reply. */
 const PY_SENDER = `
 import socket, sys
-host, port, count, size, gso, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == 'echo'
+host, port, count, size, echo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == 'echo'
 s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
-if gso:
-    s.setsockopt(17, 103, gso)  # SOL_UDP, UDP_SEGMENT
 s.settimeout(5)
 for i in range(count):
     s.sendto(b'x' * size, (host, port))
@@ -177,10 +176,10 @@ for i in range(count):
         s.recvfrom(65535)
 `;
 
-async function udpExchange(opts: { from: NsRole; to: NsRole; toAddr: string; count: number; size: number; gso?: number; echo?: boolean }): Promise<number> {
+async function udpExchange(opts: { from: NsRole; to: NsRole; toAddr: string; count: number; size: number; echo?: boolean }): Promise<number> {
   const receiver = topo.spawn(opts.to, 'python3', ['-c', PY_RECEIVER, opts.toAddr, String(UDP_PORT), '0.5', opts.echo ? 'echo' : 'count']);
   await receiver.waitForLine(/^ready/, 10_000, { stream: 'stdout' });
-  await topo.exec(opts.from, 'python3', ['-c', PY_SENDER, opts.toAddr, String(UDP_PORT), String(opts.count), String(opts.size), String(opts.gso ?? 0), opts.echo ? 'echo' : 'no'], { timeoutMs: 60_000 });
+  await topo.exec(opts.from, 'python3', ['-c', PY_SENDER, opts.toAddr, String(UDP_PORT), String(opts.count), String(opts.size), opts.echo ? 'echo' : 'no'], { timeoutMs: 60_000 });
   const line = await receiver.waitForLine(/^count /, 40_000, { stream: 'stdout' });
   return Number(line.split(' ')[1]);
 }
@@ -284,10 +283,13 @@ describe('PacketRing on veth with default offloads (root, namespaces)', () => {
     const receiver = capture('peer', topo.peerSrcIf, { filterIn: 'udp', filterOut: 'less 1' });
     try {
       const count = 50;
-      // 10.5 segments per send: the last segment is short.
-      const got = await udpExchange({ from: 'src', to: 'peer', toAddr: topo.v4.peerSrc, count, size: 1400 * 10 + 700, gso: 1400 });
+      const udp = await startUdpReceiver(topo, 'peer', UDP_PORT);
+      // 11 segments per send, the last one short.
+      const sent = await sendUdpGso(topo, 'src', { host: topo.v4.peerSrc, port: UDP_PORT, tag: 1, sends: count, segmentsPerSend: 11, segmentSize: 1400, lastSize: 700 });
+      const got = Number((await udp.waitForLine(/^received /, 20_000, { stream: 'stdout' })).split(' ')[1]);
       await Promise.all([sender.ring.drain(), receiver.ring.drain()]);
-      expect(got).toBe(count * 11);
+      expect(sent).toBe(count * 11);
+      expect(got).toBe(sent);
       const out = sender.frames;
       console.log(`UDP GSO: ${out.length} frames, ${sum(out)} segments, receiver got ${got} datagrams`);
       expect(out.length).toBe(count);
@@ -402,6 +404,9 @@ while time.time() < end:
       const fds0 = readdirSync('/proc/self/fd').length;
       const sockets0 = await packetSockets();
       const rss0 = process.memoryUsage().rss;
+      // RSS counts only the ring pages touched; a ring left mapped shows in the address space (32 MiB each).
+      const vmSize = () => Number(/VmSize:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+      const vm0 = vmSize();
       let delivered = 0;
       for (let i = 0; i < 200; i++) {
         const c = capture('src', quiet.src);
@@ -412,11 +417,13 @@ while time.time() < end:
         c.ring.close();
       }
       const grew = (process.memoryUsage().rss - rss0) / 2 ** 20;
-      console.log(`200 reopens: fds ${fds0} -> ${readdirSync('/proc/self/fd').length}, packet sockets ${sockets0} -> ${await packetSockets()}, RSS +${grew.toFixed(1)} MiB, ${delivered} frames read`);
+      const vmGrew = vmSize() - vm0;
+      console.log(`200 reopens: fds ${fds0} -> ${readdirSync('/proc/self/fd').length}, packet sockets ${sockets0} -> ${await packetSockets()}, RSS +${grew.toFixed(1)} MiB, VmSize +${vmGrew.toFixed(0)} MiB, ${delivered} frames read`);
       expect(delivered).toBeGreaterThan(0);
       expect(readdirSync('/proc/self/fd').length).toBe(fds0);
       expect(await packetSockets()).toBe(sockets0);
       expect(grew).toBeLessThan(10);
+      expect(vmGrew).toBeLessThan(64);
     } finally {
       await traffic.stop('SIGTERM');
     }

@@ -90,7 +90,7 @@ describe('systemd unit and make install', () => {
   it('installs a runnable agent with production modules only, and a private config', async () => {
     const lib = path.join(destdir, 'usr/lib/mirrorflow');
     const modules = await readdir(path.join(lib, 'node_modules'));
-    expect(modules).toEqual(expect.arrayContaining(['pcap', 'zod', 'yaml', 'pino', 'prom-client', 'commander']));
+    expect(modules).toEqual(expect.arrayContaining(['koffi', 'zod', 'yaml', 'pino', 'prom-client', 'commander']));
     for (const dev of ['vitest', 'typescript', 'kubernetes-models', '@types']) expect(modules).not.toContain(dev);
     const wrapper = await readFile(path.join(destdir, 'usr/bin/mirrorflow'), 'utf8');
     expect(wrapper).toContain(`exec ${process.execPath} /usr/lib/mirrorflow/dist/agent/cli.js "$@"`);
