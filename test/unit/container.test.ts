@@ -83,7 +83,7 @@ async function loadedLibraries(): Promise<string[]> {
     }
   };
   walk(path.join(REPO_ROOT, 'agent'));
-  for (const mod of ['pcap/build/Release/pcap_binding.node', 'raw-socket/build/Release/raw.node', '@koromix/koffi-linux-x64/linux_x64/koffi.node']) {
+  for (const mod of ['raw-socket/build/Release/raw.node', '@koromix/koffi-linux-x64/linux_x64/koffi.node']) {
     const { stdout } = await run('readelf', ['-d', path.join(REPO_ROOT, 'node_modules', mod)]);
     for (const m of stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)) libs.add(m[1]!);
   }
