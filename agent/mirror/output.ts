@@ -12,5 +12,7 @@ export interface MirrorOutput {
   readonly truncated: number;
   readonly sendErrors: number;
   readonly dropped: number;
+  /** Wire packets shed by the mirror budget (docs/config.md "Mirror budget"). */
+  readonly budgetDrops: number;
   close(): Promise<void>;
 }
