@@ -30,9 +30,12 @@ static __always_inline __u64 mf_later(__u64 tat, __u64 now)
 	return (__s64)(tat - now) > 0 ? tat : now;
 }
 
-/* 1 when `cost` fits in the dimension whose debt runs out at tat; a cost of 0 always fits. */
+/* 1 when `cost` fits in the dimension whose debt runs out at tat. A cost of 0 (no limit)
+ * always fits, whatever debt an earlier budget left in the bucket. */
 static __always_inline int mf_fits(__u64 tat, __u64 now, __u64 cost, __u64 depth)
 {
+	if (!cost)
+		return 1;
 	return (__s64)(mf_later(tat, now) + cost - now) <= (__s64)depth;
 }
 

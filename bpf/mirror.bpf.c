@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TC programs of the eBPF data plane.
  *   mf_ingress / mf_egress (clsact of each source interface): parse, decide (SPEC §2), and
- *     for an accepted packet clone it into the agent's segmenting veth (mf-seg). The original
- *     always goes on unchanged (TC_ACT_UNSPEC: the next filter, if any, still runs).
+ *     for an accepted packet clone it into the agent's segmenting veth (mf-seg), unless the
+ *     session's or the agent-wide mirror budget has no room (budget.bpf.h: the copy is shed
+ *     and counted). The original always goes on unchanged (TC_ACT_UNSPEC: the next filter,
+ *     if any, still runs).
  *   The clone may be an aggregate (TSO/GSO on transmit, GRO on receive, UDP GSO, BIG TCP).
  *     mf-seg has no segmentation or checksum offloads, so the kernel's own GSO code cuts it
  *     into the wire segments it stands for, with complete checksums, on its way out of
