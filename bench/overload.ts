@@ -2,7 +2,9 @@
 // UDP frames offered at OVERLOAD_PPS (2x the pcap plane's zero-loss rate, as far as trafgen
 // goes) for OVERLOAD_SECONDS, every frame selected for mirroring, with a flow log. What the
 // sender keeps (trafgen's achieved rate) with no agent, under `tcpdump -w /dev/null` (what
-// a bare capture costs), and under each plane with the default mirror budget and with none.
+// a bare capture costs), and under each plane with the default mirror budget, with none, and
+// with a tight one (TIGHT_PPS: a budget that binds at the rate trafgen reaches here, to show
+// what shedding gives back).
 // Setups interleaved over OVERLOAD_ROUNDS rounds, medians; copies counted at the
 // destination's vxlan device.
 import { writeFile } from 'node:fs/promises';
@@ -17,6 +19,7 @@ import { tcpdumpRun } from './anchors.js';
 const OVERLOAD_PPS = 200_000;
 const OVERLOAD_SECONDS = Number(process.env.BENCH_OVERLOAD_SECONDS ?? 5);
 const OVERLOAD_ROUNDS = Number(process.env.BENCH_OVERLOAD_ROUNDS ?? 3);
+const TIGHT_PPS = 10_000;
 const NO_AGENT = 'no agent';
 const TCPDUMP = 'tcpdump -w /dev/null';
 
@@ -29,7 +32,11 @@ export interface OverloadRow {
   unavailable?: string;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[mid]! : Math.round((s[mid - 1]! + s[mid]!) / 2);
+}
 
 /** `conf`: a trafgen config of one 64-byte UDP frame to the destination, port `port`. */
 export async function overloadKept(t: Topology, conf: string, port: number, vni: number, planes: readonly string[], start: StartAgent): Promise<OverloadRow[]> {
@@ -43,6 +50,7 @@ export async function overloadKept(t: Topology, conf: string, port: number, vni:
   const agents = planes.flatMap((plane) => [
     { setup: `mirrorflow ${plane} (+flow logs), default budget`, plane, budget: hostMirrorBudget() },
     { setup: `mirrorflow ${plane} (+flow logs), no budget`, plane, budget: { pps: 0, bps: 0 } },
+    { setup: `mirrorflow ${plane} (+flow logs), budget ${TIGHT_PPS.toLocaleString('en')} pps`, plane, budget: { pps: TIGHT_PPS, bps: 0 } },
   ]);
   const rows = new Map<string, OverloadRow>([NO_AGENT, TCPDUMP, ...agents.map((a) => a.setup)].map((s) => [s, { setup: s, pps: [], copies: [] }]));
   for (let round = 0; round < OVERLOAD_ROUNDS; round++) {
