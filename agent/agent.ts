@@ -9,6 +9,7 @@ import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from './rules/match.js';
 import { VxlanSender } from './mirror/sender.js';
+import { BudgetBucket, SessionBudget } from './mirror/budget.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
 import { MirrorPipeline, REASON_SLOTS } from './pipeline.js';
@@ -405,6 +406,8 @@ export class Agent {
     const pathMtus = new Map<string, number>();
     // The kernel plane installs into the slot after the live one, as the last step of the build.
     const slot = ebpf ? ebpf.maps.activeSlot ^ 1 : 0;
+    // pcap plane: every session's bucket and the one all sessions share (the kernel has its own).
+    const agentBudget = new BudgetBucket(rules.agentBudget);
     try {
       for (const s of rules.sessions) {
         if (ebpf) {
@@ -417,6 +420,7 @@ export class Agent {
         pathMtus.set(s.targetAddress, mtu.mtu);
         senders[s.index] = await VxlanSender.open({
           address: s.targetAddress, port: s.targetPort, family: s.targetFamily, pathMtu: mtu.mtu, logger: this.log,
+          budget: new SessionBudget(new BudgetBucket(s.budget), agentBudget),
         });
         this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
@@ -532,6 +536,7 @@ export class Agent {
         truncated: total('mirrorTruncated', { session: s.id }),
         sendErrors: total('mirrorSendErrors', { session: s.id }),
         dropped: total('mirrorDropped', { session: s.id }),
+        budgetDrops: total('mirrorBudgetDrops', { session: s.id }),
       })),
     };
   }
@@ -596,6 +601,7 @@ export class Agent {
       mirrorTruncated: perSession((s) => s.truncated),
       mirrorSendErrors: perSession((s) => s.sendErrors),
       mirrorDropped: perSession((s) => s.dropped),
+      mirrorBudgetDrops: perSession((s) => s.budgetDrops),
     };
   }
 
@@ -612,6 +618,7 @@ export class Agent {
       mirrorTruncated: read('mirrorTruncated'),
       mirrorSendErrors: read('mirrorSendErrors'),
       mirrorDropped: read('mirrorDropped'),
+      mirrorBudgetDrops: read('mirrorBudgetDrops'),
       sessionsActive: () => this.gen?.rules.sessions.length ?? 0,
       tcpRetransmissions: () => this.flowLogs.samples('tcpRetransmissions'),
       tcpSynRetransmissions: () => this.flowLogs.samples('tcpSynRetransmissions'),

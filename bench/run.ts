@@ -18,6 +18,7 @@ import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
 import { formatOffloadCost, offloadCost, type OffloadCost } from './offload-cost.js';
+import { formatOverload, overloadKept, type OverloadRow } from './overload.js';
 import {
   ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
   planeName, type PlaneResult, type RuleEval, type StepResult,
@@ -25,8 +26,8 @@ import {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_PARTS=rates,throughput,memory,offloads (the default: all) runs only those parts. */
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads').split(','));
+/** BENCH_PARTS=rates,throughput,memory,offloads,overload (the default: all) runs only those parts. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads,overload').split(','));
 /** BENCH_SIZES, BENCH_RATES (comma lists) and BENCH_PLANES (e.g. pcap+flow,ebpf) narrow a run for before/after checks. */
 const listEnv = (name: string): number[] | undefined => process.env[name]?.split(',').map(Number);
 const SIZES = listEnv('BENCH_SIZES') ?? (QUICK ? [64, 1500] : [64, 512, 1500]);
@@ -162,6 +163,7 @@ async function main(): Promise<void> {
   let tput: ThroughputResult[] = [];
   let memory: RssResult[] = [];
   let offloads: OffloadCost[] = [];
+  let overload: OverloadRow[] = [];
   const startAgent = agentStarter(t);
   const unavailable = new Map<string, string>();
   try {
@@ -231,6 +233,11 @@ async function main(): Promise<void> {
     const planes = [...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p));
     if (PARTS.has('throughput')) tput = await throughput(t, planes, startAgent);
     if (PARTS.has('memory')) memory = await memoryWithFlows(t, planes, peerMac, startAgent);
+    if (PARTS.has('overload')) {
+      const conf = join(t.workDir, 'overload-64.cfg');
+      await writeFile(conf, trafgenConfig(t, peerMac, 64));
+      overload = await overloadKept(t, conf, UDP_PORT, VNI, planes, startAgent);
+    }
   } finally {
     await t.destroy();
   }
@@ -242,13 +249,13 @@ async function main(): Promise<void> {
   const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), commit, quick: QUICK };
   // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
   const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
-  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatTargets(results, tput, memory, rules)].join('\n');
+  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatOverload(overload), formatTargets(results, tput, memory, rules)].join('\n');
   process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
   // A narrowed run does not replace the full table the README quotes.
   const name = process.env.BENCH_OUT ?? (QUICK || NARROWED ? 'partial' : 'latest');
-  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads }, null, 2));
+  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads, overload }, null, 2));
   await writeFile(join(outDir, `${name}.md`), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 

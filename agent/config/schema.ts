@@ -7,6 +7,7 @@ import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { z } from 'zod';
 import type { Config, PortRange } from './types.js';
 import { deriveVni, VNI_MAX } from './vni.js';
+import { hostMirrorBudget } from './host-budget.js';
 
 export interface SchemaEnv {
   /** Addresses of this host: a session target among them would mirror into itself. */
@@ -26,6 +27,12 @@ export const DEFAULTS = {
   ipfixEnterpriseNumber: 32473,
   /** Seconds between template resends over UDP (RFC 7011 §8.4). */
   ipfixTemplateRefresh: 10,
+} as const;
+
+/** Budget rates: the kernel's fixed-point costs (bpf/mirrorflow.h) stay exact to ~2 % within these. */
+export const BUDGET_LIMITS = {
+  pps: { min: 1, max: 1_000_000_000 },
+  bps: { min: 100_000, max: 1_000_000_000_000 },
 } as const;
 
 export const LIMITS = {
@@ -193,6 +200,16 @@ function intIn(min: number, max: number) {
   });
 }
 
+/** A budget rate: 0 (no limit) or an integer in range. */
+function budgetRate(dimension: keyof typeof BUDGET_LIMITS) {
+  const { min, max } = BUDGET_LIMITS[dimension];
+  return z.number().superRefine((n, ctx) => {
+    if (!Number.isInteger(n) || (n !== 0 && (n < min || n > max))) {
+      ctx.addIssue({ code: 'custom', message: `must be 0 (no limit) or an integer ${min}..${max}, got ${n}` });
+    }
+  });
+}
+
 /** A string field checked by a parser that returns a reason string on failure. */
 function parsed<T>(parse: (text: string) => T | string) {
   return z.string().transform((text, ctx) => {
@@ -338,6 +355,7 @@ function sessionSchema(env: SchemaEnv) {
       filterId: id,
       sources: z.array(interfaceName).min(1).superRefine(noDuplicates),
       target: targetSchema(env),
+      budget: z.strictObject({ pps: budgetRate('pps').default(0), bps: budgetRate('bps').default(0) }).prefault({}),
     })
     .transform(({ vni, ...s }) => ({
       ...s,
@@ -396,6 +414,14 @@ const agent = z.strictObject({
   vswitchId: text.optional(),
   accountId: text.optional(),
   dataPlane: z.enum(['auto', 'ebpf', 'pcap']).default('auto'),
+  mirrorBudget: z
+    .strictObject({ pps: budgetRate('pps').optional(), bps: budgetRate('bps').optional() })
+    .prefault({})
+    .transform((b) => {
+      if (b.pps !== undefined && b.bps !== undefined) return { pps: b.pps, bps: b.bps };
+      const host = hostMirrorBudget();
+      return { pps: b.pps ?? host.pps, bps: b.bps ?? host.bps };
+    }),
   metrics: z.strictObject({ listen: listenAddress.default(DEFAULTS.metricsListen) }).prefault({}),
   control: z
     .strictObject({

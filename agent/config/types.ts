@@ -35,6 +35,12 @@ export interface Target {
   port: number;
 }
 
+/** A mirror budget: wire packets and bits per second of copies; 0 is no limit in that dimension. */
+export interface BudgetRate {
+  pps: number;
+  bps: number;
+}
+
 export interface Session {
   id: string;
   name: string;
@@ -48,6 +54,8 @@ export interface Session {
   filterId: string;
   sources: string[];
   target: Target;
+  /** This session's own budget (the agent-wide one applies too). */
+  budget: BudgetRate;
 }
 
 export type Sink =
@@ -78,6 +86,8 @@ export interface AgentSettings {
   vswitchId?: string;
   accountId?: string;
   dataPlane: DataPlane;
+  /** All sessions together; defaults sized from the host (config/host-budget.ts). */
+  mirrorBudget: BudgetRate;
   metrics: { listen: string };
   control: { socket: string };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };

@@ -201,10 +201,11 @@ export class EbpfDataPlane {
         vxlanIfindex: this.devices.get(s.targetPort)!,
         family: s.targetFamily,
         remote: parseAddress(s.targetAddress).words,
+        budget: s.budget,
       });
       this.log.info({ session: s.id, target: `${s.targetAddress}:${s.targetPort}`, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
     }
-    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex });
+    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget });
     this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 
     for (const [port, ifindex] of this.devices) {

@@ -20,6 +20,7 @@ export interface MetricsSource {
   mirrorTruncated(): Iterable<Sample>; // session
   mirrorSendErrors(): Iterable<Sample>; // session
   mirrorDropped(): Iterable<Sample>; // session
+  mirrorBudgetDrops(): Iterable<Sample>; // session
   sessionsActive(): number;
   tcpRetransmissions(): Iterable<Sample>; // interface
   tcpSynRetransmissions(): Iterable<Sample>; // interface
@@ -83,6 +84,7 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
   counter('mirror_truncated_packets_total', 'Mirrored copies cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
   counter('mirror_send_errors_total', 'Mirrored packets the kernel refused to send.', ['session'], () => source.mirrorSendErrors());
   counter('mirror_backpressure_drops_total', 'Mirrored packets dropped because the socket send buffer was full.', ['session'], () => source.mirrorDropped());
+  counter('mirror_budget_drops_total', 'Wire packets not mirrored because the session\'s or the agent-wide mirror budget (pps, bit/s) had no room: shed before sending, so production traffic keeps the host.', ['session'], () => source.mirrorBudgetDrops());
   counter('vxlan_device_errors_total', 'Copies the eBPF plane\'s VXLAN device could not send (no route to the target, ICMP unreachable): its tx_errors + tx_dropped.', ['device'], () => source.vxlanDeviceErrors());
   counter('config_reloads_total', 'Config reloads (SIGHUP or control socket) by result: ok, refused (invalid config), failed (could not be applied).', ['result'], () => source.configReloads());
   counter('interface_changes_total', 'Source interface changes (down/up, deleted, re-created, appeared) after which capture or the eBPF programs were set up again.', ['interface'], () => source.interfaceChanges());

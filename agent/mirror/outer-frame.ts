@@ -52,6 +52,8 @@ export class OuterFrameOutput implements MirrorOutput {
   truncated = 0;
   sendErrors = 0;
   dropped = 0;
+  /** A capture file has no budget: replay writes every copy. */
+  readonly budgetDrops = 0;
   private readonly family: 4 | 6;
   private readonly src: Buffer;
   private readonly dst: Buffer;

@@ -14,5 +14,7 @@ export interface MirrorOutput {
   readonly dropped: number;
   /** The path MTU to the target changed (live outputs; a file writer has a fixed one). */
   setPathMtu?(mtu: number): void;
+  /** Wire packets shed by the mirror budget (docs/config.md "Mirror budget"). */
+  readonly budgetDrops: number;
   close(): Promise<void>;
 }

@@ -13,6 +13,7 @@ import type { MirrorOutput } from './output.js';
 import { flowHash, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from './flow-hash.js';
 import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
 import { NativeMemory } from '../native-memory.js';
+import type { SessionBudget } from './budget.js';
 import { EAGAIN, EINTR, errnoText, MessageVector, socketAddress, UdpSocket } from './udp-socket.js';
 
 export interface VxlanSenderOptions {
@@ -23,9 +24,12 @@ export interface VxlanSenderOptions {
   logger: Logger;
   /** Sockets (distinct source ports) per target. */
   poolSize?: number;
+  /** The session's mirror budget; absent: every copy is sent. */
+  budget?: SessionBudget;
 }
 
 const DEFAULT_POOL_SIZE = 16;
+const NS_PER_MS = 1e6;
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Copies and bytes held for one batch; a batch is flushed early when either fills. */
 const BATCH_MESSAGES = 1024;
@@ -67,7 +71,7 @@ export class VxlanSender implements MirrorOutput {
     this.flush();
   };
 
-  private constructor(private readonly opts: Required<VxlanSenderOptions>) {
+  private constructor(private readonly opts: Required<Omit<VxlanSenderOptions, 'budget'>> & Pick<VxlanSenderOptions, 'budget'>) {
     this.target = socketAddress(opts.family, opts.address, opts.port);
     this.pathMtu = opts.pathMtu;
     this.perSocket = new Uint32Array(opts.poolSize);
@@ -91,6 +95,11 @@ export class VxlanSender implements MirrorOutput {
     return sender;
   }
 
+  /** Copies the budget shed (one per wire packet handed to send). */
+  get budgetDrops(): number {
+    return this.opts.budget?.shed ?? 0;
+  }
+
   /** Source ports in use, for logs and tests. */
   get sourcePorts(): number[] {
     return this.pool.map((s) => s.port);
@@ -104,6 +113,8 @@ export class VxlanSender implements MirrorOutput {
       return false;
     }
     const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
+    // Shed before any work is done for the copy: production traffic wins.
+    if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, performance.now() * NS_PER_MS)) return false;
     const size = VXLAN_HEADER_LEN + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;

@@ -4,7 +4,7 @@
 
 import { isIP } from 'node:net';
 import { parseCidr as parseCidrText, parseHostPort, parseIp } from '../config/schema.js';
-import type { Config, Rule } from '../config/types.js';
+import type { BudgetRate, Config, Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
 import { FragmentTable } from './fragments.js';
@@ -18,6 +18,8 @@ export interface CompiledSession {
   targetAddress: string;
   targetPort: number;
   targetFamily: 4 | 6;
+  /** The session's own mirror budget (0: no limit in that dimension). */
+  budget: BudgetRate;
 }
 
 /** Any protocol (rule protocol ALL). */
@@ -73,6 +75,8 @@ export interface RuleSet {
   readonly ownOutputs: readonly OwnOutput[];
   /** First-fragment decisions so later fragments follow them (SPEC §2). */
   readonly fragments: FragmentTable;
+  /** agent.mirrorBudget: what all sessions together may send. */
+  readonly agentBudget: BudgetRate;
 }
 
 /** An address's bytes as 4 network-order words (IPv4 in word 0, the others 0). */
@@ -193,6 +197,7 @@ export function compileRules(config: Config): RuleSet {
     targetAddress: s.target.address,
     targetPort: s.target.port,
     targetFamily: parseAddress(s.target.address).family,
+    budget: s.budget,
   }));
 
   const byPriority = (a: CompiledRule, b: CompiledRule): number => a.priority - b.priority;
@@ -243,5 +248,6 @@ export function compileRules(config: Config): RuleSet {
     chains,
     ownOutputs,
     fragments: new FragmentTable(),
+    agentBudget: config.agent.mirrorBudget,
   };
 }

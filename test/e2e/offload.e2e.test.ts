@@ -201,7 +201,9 @@ for (const plane of PLANES) {
         const any = (protocol: string, v6: boolean) => ({ priority: 0, action: 'accept', protocol, sourceCidrBlock: v6 ? '::/0' : '0.0.0.0/0', destinationCidrBlock: v6 ? '::/0' : '0.0.0.0/0' });
         const rules = ['TCP', 'UDP'].flatMap((p) => [any(p, false), any(p, true)]).map((r, i) => ({ ...r, priority: i + 1 }));
         agent = await startLabAgent(t, {
-          agent: { vmId: 'offload', dataPlane: plane, log: { level: 'info' } },
+          // Every wire segment of multi-Gbit/s TCP must be copied: no mirror budget (the
+          // host's default, 50k pps per CPU, would shed most of them, as it should).
+          agent: { vmId: 'offload', dataPlane: plane, log: { level: 'info' }, mirrorBudget: { pps: 0, bps: 0 } },
           filters: [{ id: 'tf', ingressRules: rules, egressRules: rules }],
           sessions: [{ id: 'ts', priority: 1, vni: VNI, packetLength: 8500, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
           flowLogs: [{ id: 'fl', sources: [t.srcIf], window: 600, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }],

@@ -10,6 +10,7 @@ export class RecordingOutput implements MirrorOutput {
   truncated = 0;
   sendErrors = 0;
   dropped = 0;
+  budgetDrops = 0;
   readonly copies: { frame: Buffer; wireLen: number }[] = [];
   send(view: PacketView): boolean {
     this.copies.push({ frame: Buffer.from(view.buf.subarray(0, view.caplen)), wireLen: view.wireLen });

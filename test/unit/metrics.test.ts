@@ -34,6 +34,7 @@ const source: MetricsSource = {
   mirrorTruncated: () => [[{ session: 'ts-1' }, 1]],
   mirrorSendErrors: () => [[{ session: 'ts-1' }, 0]],
   mirrorDropped: () => [[{ session: 'ts-1' }, 0]],
+  mirrorBudgetDrops: () => [[{ session: 'ts-1' }, 3]],
   sessionsActive: () => 1,
   tcpRetransmissions: () => [[{ interface: 'eth0' }, 4]],
   tcpSynRetransmissions: () => [[{ interface: 'eth0' }, 1]],
@@ -83,6 +84,7 @@ describe('metrics endpoint', () => {
       'mirror_truncated_packets_total', 'mirror_send_errors_total', 'tcp_retransmissions_total',
       'tcp_syn_retransmissions_total', 'tcp_zero_window_total', 'tcp_resets_total', 'tcp_rtt_seconds',
       'flows_active', 'flow_log_records_total', 'flow_table_evictions_total', 'process_resident_memory_bytes',
+      'mirror_budget_drops_total',
     ]) {
       expect(text, name).toContain(`# TYPE mirrorflow_${name} `);
     }
@@ -101,6 +103,10 @@ describe('metrics endpoint', () => {
     expect(produced).not.toContain('unknown');
     const listed = /by reason: ([^(]+) \(/.exec(help ?? '')?.[1]?.split(', ');
     expect(listed?.sort()).toEqual([...produced].sort());
+  });
+
+  it('reports shed copies per session', async () => {
+    expect(value(await scrape(), 'mirrorflow_mirror_budget_drops_total{session="ts-1"}')).toBe(3);
   });
 
   it('has RTT buckets from 10 µs to 10 s and puts each sample in its bucket', async () => {
