@@ -63,10 +63,10 @@ export interface BulkResult {
 }
 
 /**
- * Runs `iperf3 -n bytes` from src to an iperf3 server on dst's `port` with a capture of
- * dst's underlay, and measures the copies of the data connection (VNI `vni`).
+ * Runs `iperf3 -n bytes -b pace` from src to an iperf3 server on dst's `port` with a
+ * capture of dst's underlay, and measures the copies of the data connection (VNI `vni`).
  */
-export async function bulkTransfer(topo: Topology, vni: number, port: number, bytes: number): Promise<BulkResult> {
+export async function bulkTransfer(topo: Topology, vni: number, port: number, bytes: number, pace: string): Promise<BulkResult> {
   const file = join(topo.workDir, 'bulk.pcap');
   const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
   await server.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
@@ -75,7 +75,7 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
   const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await cap.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   const cport = 42000 + Math.floor(Math.random() * 1000);
-  const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
+  const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '-b', pace, '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
   const received = receivedBytes(stdout);
   // Copies still on their way: wait until the capture stops growing before stopping it.
   await waitForQuietFile(topo, 'dst', file);
