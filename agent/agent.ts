@@ -25,7 +25,7 @@ import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelSessionOutput } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
-import { interfaceState, MISSING } from './interface-state.js';
+import { interfaceState, MISSING, sameLife } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
 import { BUILD_INFO } from './version.js';
 
@@ -192,7 +192,8 @@ export class Agent {
 
   /**
    * A source interface deleted, re-created (new index) or appearing late gets its capture
-   * rebuilt with the running config; a deleted one stops being read until it returns.
+   * rebuilt with the running config; a deleted one stops being read until it returns. A
+   * down/up of the same interface is logged and counted only.
    */
   private async checkInterfaces(): Promise<void> {
     const gen = this.gen;
@@ -206,6 +207,15 @@ export class Agent {
         return;
       }
       if (now === known) continue;
+      if (sameLife(known, now)) {
+        // Down and up on the same interface: the capture ring's socket and the TC programs
+        // stay bound to it and go on at link up; rebuilding would only lose frames in the
+        // handover.
+        gen.ifStates.set(name, now);
+        this.log.warn({ interface: name }, 'source interface changed (down/up); capture and mirroring carry on');
+        this.interfaceChanges.set(name, (this.interfaceChanges.get(name) ?? 0) + 1);
+        continue;
+      }
       await this.serialized(async () => {
         if (this.gen !== gen) return;
         this.log.warn({ interface: name }, 'source interface changed (deleted, re-created, down/up or appeared); reopening capture');
