@@ -5,9 +5,9 @@ import { readFile } from 'node:fs/promises';
 export const MISSING = 'missing';
 
 /**
- * What identifies one life of an interface: its kernel index and its count of carrier
- * changes. Deletion, re-creation and down/up all change it; a capture handle does not
- * always survive them, so the agent reopens capture when it changes.
+ * What the watcher compares: the interface's kernel index and its count of carrier changes,
+ * as "ifindex/changes". Deletion and re-creation change the index (a new life: capture and
+ * programs must be set up again); down/up changes only the count (see sameLife).
  * (Names are checked by the config schema before they reach a path.)
  */
 export async function interfaceState(name: string): Promise<string> {
@@ -26,3 +26,13 @@ export async function interfaceState(name: string): Promise<string> {
   return index === MISSING ? MISSING : `${index.trim()}/${changes.trim()}`;
 }
 
+
+/**
+ * True when two interfaceState() values are the same life of an interface (same index,
+ * present both times): only its carrier went down and up. A packet socket bound to it and
+ * its TC filters survive that.
+ */
+export function sameLife(before: string, now: string): boolean {
+  if (before === MISSING || now === MISSING) return false;
+  return before.split('/')[0] === now.split('/')[0];
+}

@@ -30,14 +30,14 @@ function record(i: number): FlowRecord {
   if (i % 997 === 0) {
     return { version: 1, 'vswitch-id': 'vsw-lab', 'vm-id': 'host-1', 'vpc-id': 'vpc-lab', 'account-id': '1234567890', 'eni-id': `eth${i % 4}`,
       srcaddr: null, srcport: null, dstaddr: null, dstport: null, protocol: null, direction: null, packets: null, bytes: null, start, end: start + WINDOW,
-      'log-status': 'NODATA', action: null, 'tcp-flags': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null, 'icmp-type': null, 'icmp-code': null };
+      'log-status': 'NODATA', action: null, 'tcp-flags': null, 'icmp-type': null, 'icmp-code': null, retrans: null, 'zero-win': null, 'rtt-us': null, 'mirrored-packets': null, 'mirror-session': null };
   }
   const packets = 1 + ((i * 7919) % 500);
   return { version: 1, 'vswitch-id': 'vsw-lab', 'vm-id': 'host-1', 'vpc-id': 'vpc-lab', 'account-id': '1234567890', 'eni-id': `eth${i % 4}`,
     srcaddr: `10.0.${(i >> 8) % 8}.${i % 250}`, srcport: 32768 + (i % 28000), dstaddr: i % 3 === 0 ? `fd00::${(i % 300).toString(16)}` : `10.1.${i % 300 >> 8}.${i % 256}`,
     dstport: [443, 80, 53, 22][i % 4]!, protocol: i % 4 === 2 ? 17 : 6, direction: i % 2 === 0 ? 'out' : 'in', packets, bytes: packets * (64 + (i % 1400)),
-    start, end: start + WINDOW, 'log-status': 'OK', action: i % 100 === 0 ? 'REJECT' : 'ACCEPT', 'tcp-flags': 27, retrans: i % 5, 'zero-win': i % 11 === 0 ? 1 : 0,
-    'rtt-us': 100 + (i % 4000), 'mirrored-packets': packets, 'mirror-session': 'ts-1', 'icmp-type': null, 'icmp-code': null };
+    start, end: start + WINDOW, 'log-status': 'OK', action: i % 100 === 0 ? 'REJECT' : 'ACCEPT', 'tcp-flags': 27, 'icmp-type': null, 'icmp-code': null, retrans: i % 5, 'zero-win': i % 11 === 0 ? 1 : 0,
+    'rtt-us': 100 + (i % 4000), 'mirrored-packets': packets, 'mirror-session': 'ts-1' };
 }
 
 /** Writes the records oldest first into path.K … path.1, path, each up to FILE_BYTES: the sink's rotation layout. */

@@ -2,7 +2,7 @@
 // the destination? Load comes from trafgen (fixed-size UDP frames) in the src namespace;
 // delivery is counted at the destination from kernel counters (the decapsulating vxlan
 // device), never from the agent's own report. Anchors on the same traffic: a minimal TC
-// clone mirror (the machine's ceiling), node-pcap with an empty callback and
+// clone mirror (the machine's ceiling), the agent's capture ring with an empty callback and
 // `tcpdump -w /dev/null` (the user-space capture ceiling), and the traffic with no
 // mirroring at all. Then the host's cost (bench/host-cost.ts): the sender's TCP throughput
 // and the agent's memory with 10 to 100k flows. Results: tables on stdout and
@@ -18,6 +18,7 @@ import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
 import { formatOffloadCost, offloadCost, type OffloadCost } from './offload-cost.js';
+import { formatOverload, overloadKept, type OverloadRow } from './overload.js';
 import {
   ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
   planeName, type PlaneResult, type RuleEval, type StepResult,
@@ -25,8 +26,8 @@ import {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_PARTS=rates,throughput,memory,offloads (the default: all) runs only those parts. */
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads').split(','));
+/** BENCH_PARTS=rates,throughput,memory,offloads,overload (the default: all) runs only those parts. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads,overload').split(','));
 /** BENCH_SIZES, BENCH_RATES (comma lists) and BENCH_PLANES (e.g. pcap+flow,ebpf) narrow a run for before/after checks. */
 const listEnv = (name: string): number[] | undefined => process.env[name]?.split(',').map(Number);
 const SIZES = listEnv('BENCH_SIZES') ?? (QUICK ? [64, 1500] : [64, 512, 1500]);
@@ -128,10 +129,9 @@ async function quiesce(read: () => Promise<number>): Promise<void> {
 }
 
 const EMPTY_CAPTURE = (dir: string, dev: string) => `
-import('${join(dir, 'dist/agent/capture/pcap-source.js')}').then(({ PcapSource }) => {
-  const fs = require('node:fs');
+import('${join(dir, 'dist/agent/capture/packet-ring.js')}').then(({ PacketRing }) => {
   let n = 0;
-  const src = new PcapSource({ interfaceName: '${dev}', macAddress: fs.readFileSync('/sys/class/net/${dev}/address', 'utf8').trim(),
+  const src = new PacketRing({ interfaceName: '${dev}',
     filterIn: 'udp', filterOut: 'udp', snapLength: 1600, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
     onFrame: () => { n++; }, onWarning: () => {} });
   process.on('SIGUSR2', () => console.log('count ' + n));
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
   let tput: ThroughputResult[] = [];
   let memory: RssResult[] = [];
   let offloads: OffloadCost[] = [];
+  let overload: OverloadRow[] = [];
   const startAgent = agentStarter(t);
   const unavailable = new Map<string, string>();
   try {
@@ -194,7 +195,7 @@ async function main(): Promise<void> {
       results.push(await search(t, conf, ANCHOR_MIRROR, size, decapRx, () => undefined, () => quiesce(decapRx)));
       await detachMinimalMirror(t);
 
-      // (2) Raw capture ceilings: node-pcap with an empty callback, tcpdump -w /dev/null.
+      // (2) Raw capture ceilings: the agent's capture ring with an empty callback, tcpdump -w /dev/null.
       const empty: Spawned = t.spawn('src', process.execPath, ['-e', EMPTY_CAPTURE(REPO, t.srcIf)]);
       await empty.waitForLine(/ready/, 20_000);
       const readEmpty = async () => {
@@ -232,6 +233,11 @@ async function main(): Promise<void> {
     const planes = [...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p));
     if (PARTS.has('throughput')) tput = await throughput(t, planes, startAgent);
     if (PARTS.has('memory')) memory = await memoryWithFlows(t, planes, peerMac, startAgent);
+    if (PARTS.has('overload')) {
+      const conf = join(t.workDir, 'overload-64.cfg');
+      await writeFile(conf, trafgenConfig(t, peerMac, 64));
+      overload = await overloadKept(t, conf, UDP_PORT, VNI, planes, startAgent);
+    }
   } finally {
     await t.destroy();
   }
@@ -243,13 +249,13 @@ async function main(): Promise<void> {
   const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), commit, quick: QUICK };
   // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
   const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
-  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatTargets(results, tput, memory, rules)].join('\n');
+  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatOverload(overload), formatTargets(results, tput, memory, rules)].join('\n');
   process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
   // A narrowed run does not replace the full table the README quotes.
   const name = process.env.BENCH_OUT ?? (QUICK || NARROWED ? 'partial' : 'latest');
-  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads }, null, 2));
+  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads, overload }, null, 2));
   await writeFile(join(outDir, `${name}.md`), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 

@@ -44,6 +44,15 @@ struct {
 	__type(value, struct mf_session_stats);
 } mf_session_stats SEC(".maps");
 
+/* Mirror budget state, shared by every CPU (a per-CPU bucket would split the budget by the
+ * number of CPUs and give a flow pinned to one CPU a fraction of it). See budget.bpf.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MF_AGENT_BUCKET + 1);
+	__type(key, __u32);
+	__type(value, struct mf_bucket);
+} mf_buckets SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MF_SLOTS * MF_MAX_SESSIONS);

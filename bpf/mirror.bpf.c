@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TC programs of the eBPF data plane.
  *   mf_ingress / mf_egress (clsact of each source interface): parse, decide (SPEC §2), and
- *     for an accepted packet clone it into the agent's segmenting veth (mf-seg). The original
- *     always goes on unchanged (TC_ACT_UNSPEC: the next filter, if any, still runs).
+ *     for an accepted packet clone it into the agent's segmenting veth (mf-seg), unless the
+ *     session's or the agent-wide mirror budget has no room (budget.bpf.h: the copy is shed
+ *     and counted). The original always goes on unchanged (TC_ACT_UNSPEC: the next filter,
+ *     if any, still runs).
  *   The clone may be an aggregate (TSO/GSO on transmit, GRO on receive, UDP GSO, BIG TCP).
  *     mf-seg has no segmentation or checksum offloads, so the kernel's own GSO code cuts it
  *     into the wire segments it stands for, with complete checksums, on its way out of
@@ -29,6 +31,7 @@
 #include "reject.bpf.h"
 #include "flow_hash.bpf.h"
 #include "pool.bpf.h"
+#include "budget.bpf.h"
 
 /* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
 #define TC_ACT_UNSPEC (-1)
@@ -63,12 +66,17 @@ static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 s
 }
 
 /* Copies are counted where they are final, in mf_tunnel (one per wire segment, after the
- * cut); here only a clone the kernel refused is counted, as an error. */
+ * cut); here only a clone the kernel refused is counted, as an error, and a copy over the
+ * budget as shed. The budget is charged in wire packets: the clone of an aggregate becomes
+ * gso_segs segments in mf-seg, each cut to trunc_len (its bytes: skb->len, or the cut of
+ * every segment when that is less; the headers each segment repeats are not in skb->len).
+ * cb[2] reports 1 for a shed copy to BPF_PROG_TEST_RUN. */
 static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 				      const struct mf_slot *slot, __u64 session)
 {
 	const struct mf_session *s;
 	struct mf_session_stats *st;
+	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1, bytes = skb->len;
 	__u32 mark;
 	long err;
 
@@ -77,6 +85,15 @@ static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 	s = &slot->sessions[session];
 	if (!s->vxlan_ifindex || !slot->seg_ifindex)
 		return;
+	if (bytes > segs * s->trunc_len)
+		bytes = segs * s->trunc_len;
+	if (!mf_budget_admit(slot_idx, (__u32)session, slot, &s->budget, segs, bytes)) {
+		skb->cb[2] = 1;
+		st = mf_stats(slot_idx, session);
+		if (st)
+			st->shed += segs;
+		return;
+	}
 	mark = skb->mark;
 	skb->mark = MF_MARK_MAGIC | slot_idx << 8 | session;
 	err = bpf_clone_redirect(skb, slot->seg_ifindex, 0);
@@ -104,6 +121,7 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 		return TC_ACT_UNSPEC;
 	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, mf_parse(skb, &p));
 	skb->cb[0] = (__u32)decision;
+	skb->cb[2] = 0;
 	mf_count(skb, dir, decision);
 	if (decision >= 0)
 		mf_mirror(skb, slot_idx, slot, (__u64)decision);

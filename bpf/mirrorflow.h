@@ -73,12 +73,36 @@ struct mf_chain_key {
 	__u32 dir_slot;     /* direction | slot << 1 */
 };
 
+/* A mirror budget (docs/config.md "Mirror budget"): a GCRA token bucket per dimension, in
+ * units of 1/256 ns (MF_BUDGET_SHIFT) so that a byte at 1 Tbit/s still costs > 0. A cost
+ * of 0 is no limit in that dimension. Depth: how far ahead of now the bucket's debt may run
+ * (its burst). Must be in sync with agent/mirror/budget.ts (same rule, same units). */
+#define MF_BUDGET_SHIFT 8
+
+struct mf_budget {
+	__u64 packet_cost;   /* per wire packet */
+	__u64 byte_cost;     /* per byte of the copies' inner frames, after the cut */
+	__u64 packet_depth;
+	__u64 byte_depth;
+};
+
+/* Where a bucket's debt runs out (theoretical arrival time, GCRA), in the same units as
+ * bpf_ktime_get_ns() << MF_BUDGET_SHIFT. 0 (a new map entry) is a full bucket. */
+struct mf_bucket {
+	__u64 packet_tat;
+	__u64 byte_tat;
+};
+
+/* mf_buckets: slot * MF_MAX_SESSIONS + session, then the agent-wide one. */
+#define MF_AGENT_BUCKET (MF_SLOTS * MF_MAX_SESSIONS)
+
 struct mf_session {
 	__u32 vni;
 	__u32 trunc_len;     /* min(packetLength, path MTU - outer headers) */
 	__u32 vxlan_ifindex; /* 0: not mirrored (rule tests without a device) */
 	__u32 family;        /* of the target */
 	__u32 remote[4];     /* target address, network byte order */
+	struct mf_budget budget;
 };
 
 /* A session's sensor pool, indexed like mf_session_stats (slot * MF_MAX_SESSIONS + session).
@@ -110,6 +134,7 @@ struct mf_slot {
 	__u32 seg_ifindex;   /* mf-seg, where clones are segmented; 0: not mirrored (rule tests) */
 	struct mf_own own[MF_MAX_OWN];
 	struct mf_session sessions[MF_MAX_SESSIONS];
+	struct mf_budget agent_budget; /* agent.mirrorBudget: all sessions together */
 };
 
 struct mf_state {
@@ -152,6 +177,7 @@ struct mf_session_stats {
 	__u64 bytes;         /* their inner Ethernet bytes, after the cut (SPEC §5) */
 	__u64 truncated;     /* copies cut */
 	__u64 errors;        /* clone or tunnel-key failures */
+	__u64 shed;          /* wire packets not cloned: over the session's or the agent's budget */
 };
 
 /* Packets the host's packet filter dropped (skb:kfree_skb, reason NETFILTER_DROP), per

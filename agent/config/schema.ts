@@ -7,6 +7,7 @@ import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { z } from 'zod';
 import type { Config, PortRange } from './types.js';
 import { deriveVni, VNI_MAX } from './vni.js';
+import { hostMirrorBudget } from './host-budget.js';
 
 export interface SchemaEnv {
   /** Addresses of this host: a session target among them would mirror into itself. */
@@ -26,6 +27,12 @@ export const DEFAULTS = {
   ipfixEnterpriseNumber: 32473,
   /** Seconds between template resends over UDP (RFC 7011 §8.4). */
   ipfixTemplateRefresh: 10,
+} as const;
+
+/** Budget rates: the kernel's fixed-point costs (bpf/mirrorflow.h) stay exact to ~2 % within these. */
+export const BUDGET_LIMITS = {
+  pps: { min: 1, max: 1_000_000_000 },
+  bps: { min: 100_000, max: 1_000_000_000_000 },
 } as const;
 
 export const LIMITS = {
@@ -196,6 +203,16 @@ function intIn(min: number, max: number) {
   });
 }
 
+/** A budget rate: 0 (no limit) or an integer in range. */
+function budgetRate(dimension: keyof typeof BUDGET_LIMITS) {
+  const { min, max } = BUDGET_LIMITS[dimension];
+  return z.number().superRefine((n, ctx) => {
+    if (!Number.isInteger(n) || (n !== 0 && (n < min || n > max))) {
+      ctx.addIssue({ code: 'custom', message: `must be 0 (no limit) or an integer ${min}..${max}, got ${n}` });
+    }
+  });
+}
+
 /** A string field checked by a parser that returns a reason string on failure. */
 function parsed<T>(parse: (text: string) => T | string) {
   return z.string().transform((text, ctx) => {
@@ -256,31 +273,41 @@ const rule = z
     sourcePortRange: portRange.prefault(DEFAULTS.portRange),
     destinationPortRange: portRange.prefault(DEFAULTS.portRange),
   })
-  .superRefine((r, ctx) => {
-    const sourceFamily = r.sourceCidrBlock.includes(':') ? 6 : 4;
-    const destinationFamily = r.destinationCidrBlock.includes(':') ? 6 : 4;
-    if (sourceFamily !== destinationFamily) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['destinationCidrBlock'],
-        message:
-          `is IPv${destinationFamily} but sourceCidrBlock ${r.sourceCidrBlock} is IPv${sourceFamily}; ` +
-          'a rule matches one address family',
-      });
-    }
-    if (r.protocol === 'ALL' || r.protocol === 'ICMP') {
-      for (const key of ['sourcePortRange', 'destinationPortRange'] as const) {
-        const range = r[key];
-        if (range.start !== -1) {
+  // Runs even when other fields of the rule failed (an unknown action, say), so one pass
+  // reports every problem: it judges only the fields that have the right type.
+  .superRefine(
+    (value, ctx) => {
+      const r = asRecord(value);
+      const source = r.sourceCidrBlock;
+      const destination = r.destinationCidrBlock;
+      if (typeof source === 'string' && typeof destination === 'string') {
+        const sourceFamily = source.includes(':') ? 6 : 4;
+        const destinationFamily = destination.includes(':') ? 6 : 4;
+        if (sourceFamily !== destinationFamily) {
           ctx.addIssue({
             code: 'custom',
-            path: [key],
-            message: `must be "-1/-1" for protocol ${r.protocol} (it has no ports), got "${range.start}/${range.end}"`,
+            path: ['destinationCidrBlock'],
+            message:
+              `is IPv${destinationFamily} but sourceCidrBlock ${source} is IPv${sourceFamily}; ` +
+              'a rule matches one address family',
           });
         }
       }
-    }
-  });
+      if (r.protocol === 'ALL' || r.protocol === 'ICMP') {
+        for (const key of ['sourcePortRange', 'destinationPortRange'] as const) {
+          const range = asRecord(r[key]) as Partial<PortRange>;
+          if (typeof range.start === 'number' && range.start !== -1) {
+            ctx.addIssue({
+              code: 'custom',
+              path: [key],
+              message: `must be "-1/-1" for protocol ${r.protocol} (it has no ports), got "${range.start}/${range.end}"`,
+            });
+          }
+        }
+      }
+    },
+    { when: (payload) => typeof payload.value === 'object' && payload.value !== null && !Array.isArray(payload.value) },
+  );
 
 const filter = z
   .strictObject({
@@ -383,6 +410,7 @@ function sessionSchema(env: SchemaEnv) {
       sources: z.array(interfaceName).min(1).superRefine(noDuplicates),
       target: targetSchema(env).optional(),
       targets: poolSchema(env).optional(),
+      budget: z.strictObject({ pps: budgetRate('pps').default(0), bps: budgetRate('bps').default(0) }).prefault({}),
     })
     .superRefine((s, ctx) => {
       if ((s.target === undefined) === (s.targets === undefined)) {
@@ -450,6 +478,14 @@ const agent = z.strictObject({
   vswitchId: text.optional(),
   accountId: text.optional(),
   dataPlane: z.enum(['auto', 'ebpf', 'pcap']).default('auto'),
+  mirrorBudget: z
+    .strictObject({ pps: budgetRate('pps').optional(), bps: budgetRate('bps').optional() })
+    .prefault({})
+    .transform((b) => {
+      if (b.pps !== undefined && b.bps !== undefined) return { pps: b.pps, bps: b.bps };
+      const host = hostMirrorBudget();
+      return { pps: b.pps ?? host.pps, bps: b.bps ?? host.bps };
+    }),
   metrics: z.strictObject({ listen: listenAddress.default(DEFAULTS.metricsListen) }).prefault({}),
   control: z
     .strictObject({

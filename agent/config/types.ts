@@ -55,6 +55,12 @@ export interface TargetPool {
   healthCheck: HealthCheck;
 }
 
+/** A mirror budget: wire packets and bits per second of copies; 0 is no limit in that dimension. */
+export interface BudgetRate {
+  pps: number;
+  bps: number;
+}
+
 export interface Session {
   id: string;
   name: string;
@@ -70,6 +76,8 @@ export interface Session {
   /** Exactly one of target and targets is set. */
   target?: Target | undefined;
   targets?: TargetPool | undefined;
+  /** This session's own budget (the agent-wide one applies too). */
+  budget: BudgetRate;
 }
 
 /** The sensors a session sends to: its one target, or its pool's members in order. */
@@ -107,6 +115,8 @@ export interface AgentSettings {
   vswitchId?: string;
   accountId?: string;
   dataPlane: DataPlane;
+  /** All sessions together; defaults sized from the host (config/host-budget.ts). */
+  mirrorBudget: BudgetRate;
   metrics: { listen: string };
   control: { socket: string };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' };

@@ -204,6 +204,7 @@ export class EbpfDataPlane {
         family: s.targetFamily,
         remote: parseAddress(s.targetAddress).words,
         members: s.members.length > 1 ? s.members.map((a) => parseAddress(a).words) : [],
+        budget: s.budget,
       });
       const target = s.members.map((a) => `${a}:${s.targetPort}`).join(',');
       this.log.info({ session: s.id, target, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready (eBPF)');
@@ -212,14 +213,15 @@ export class EbpfDataPlane {
     sessions.forEach((slotSession, i) => {
       if (slotSession.members!.length > 0) slotSession.healthy = healthOf?.(i) ?? allHealthy(slotSession.members!.length);
     });
-    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex });
+    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget });
     this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 
     for (const [port, ifindex] of this.devices) {
       if (ports.has(port)) continue;
       this.devices.delete(port);
-      await run('ip', ['link', 'del', `${VXLAN_PREFIX}${port}`]).catch(() => undefined);
-      this.log.info({ ifindex }, 'VXLAN device no longer used; removed');
+      const device = `${VXLAN_PREFIX}${port}`;
+      await run('ip', ['link', 'del', device]).catch(() => undefined);
+      this.log.info({ device, ifindex }, 'VXLAN device no longer used; removed');
     }
     return slot;
   }

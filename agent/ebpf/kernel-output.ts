@@ -42,6 +42,10 @@ export class KernelSessionOutput implements MirrorOutput {
     return this.maps.sessionStats(this.slot, this.session).errors;
   }
 
+  get budgetDrops(): number {
+    return this.maps.sessionStats(this.slot, this.session).shed;
+  }
+
   /** The kernel never queues a clone: nothing is dropped for back-pressure. */
   readonly dropped = 0;
 

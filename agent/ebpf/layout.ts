@@ -5,6 +5,8 @@
 
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules/compile.js';
+import type { BudgetRate } from '../config/types.js';
+import { budgetCosts } from '../mirror/budget.js';
 
 export const MF_MAX_SESSIONS = 64;
 export const MF_MAX_CHAIN = 3;
@@ -20,15 +22,22 @@ export const RULE_SIZE = 80;
 const CHAIN_RULES_OFFSET = 28;
 export const CHAIN_SIZE = CHAIN_RULES_OFFSET + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE;
 export const CHAIN_KEY_SIZE = 8;
-const SESSION_SIZE = 32;
+/** struct mf_budget: four u64. */
+const BUDGET_SIZE = 32;
+const SESSION_BUDGET_OFFSET = 32;
+const SESSION_SIZE = SESSION_BUDGET_OFFSET + BUDGET_SIZE;
 const OWN_SIZE = 20;
 const SLOT_OWN_OFFSET = 16;
 const SLOT_SESSIONS_OFFSET = SLOT_OWN_OFFSET + MF_MAX_OWN * OWN_SIZE;
-export const SLOT_SIZE = SLOT_SESSIONS_OFFSET + MF_MAX_SESSIONS * SESSION_SIZE;
+const SLOT_AGENT_BUDGET_OFFSET = SLOT_SESSIONS_OFFSET + MF_MAX_SESSIONS * SESSION_SIZE;
+export const SLOT_SIZE = SLOT_AGENT_BUDGET_OFFSET + BUDGET_SIZE;
+/** struct mf_bucket, and the index of the agent-wide one in mf_buckets (MF_AGENT_BUCKET). */
+export const BUCKET_SIZE = 16;
+export const MF_AGENT_BUCKET = MF_SLOTS * MF_MAX_SESSIONS;
 export const STATE_SIZE = 8;
 export const FRAG_KEY_SIZE = 48;
 export const FRAG_VAL_SIZE = 16;
-export const SESSION_STATS_SIZE = 32;
+export const SESSION_STATS_SIZE = 40;
 export const IFACE_KEY_SIZE = 8;
 export const IFACE_STATS_SIZE = 16 + 8 * 8;
 export const REJECT_KEY_SIZE = 44;
@@ -100,10 +109,25 @@ export interface SlotSession {
   members?: readonly ArrayLike<number>[];
   /** Bit i: member i healthy, at install. */
   healthy?: number;
+  /** Absent: no budget of its own. */
+  budget?: BudgetRate;
 }
 
-/** struct mf_slot: epoch, own outputs, the sessions of one rule set and where clones are segmented. */
-export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[], segIfindex: number): Buffer {
+const NO_BUDGET: BudgetRate = { pps: 0, bps: 0 };
+
+/** struct mf_budget: the rate as the kernel's GCRA costs (agent/mirror/budget.ts). */
+function writeBudget(buf: Buffer, offset: number, rate: BudgetRate): void {
+  const c = budgetCosts(rate);
+  [c.packetCost, c.byteCost, c.packetDepth, c.byteDepth].forEach((v, i) => buf.writeBigUInt64LE(BigInt(v), offset + 8 * i));
+}
+
+/**
+ * struct mf_slot: epoch, own outputs, the sessions of one rule set, where clones are
+ * segmented and the agent-wide budget.
+ */
+export function encodeSlot(
+  epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[], segIfindex: number, agentBudget: BudgetRate = NO_BUDGET,
+): Buffer {
   if (own.length > MF_MAX_OWN) throw new Error(`more than ${MF_MAX_OWN} mirror targets and collectors`);
   if (sessions.length > MF_MAX_SESSIONS) throw new Error(`more than ${MF_MAX_SESSIONS} enabled sessions`);
   const buf = Buffer.alloc(SLOT_SIZE);
@@ -124,7 +148,9 @@ export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: r
     buf.writeUInt32LE(s.vxlanIfindex, off + 8);
     buf.writeUInt32LE(s.family, off + 12);
     writeWords(buf, off + 16, s.remote);
+    writeBudget(buf, off + SESSION_BUDGET_OFFSET, s.budget ?? NO_BUDGET);
   });
+  writeBudget(buf, SLOT_AGENT_BUDGET_OFFSET, agentBudget);
   return buf;
 }
 
@@ -211,17 +237,20 @@ export interface SessionStats {
   bytes: number;
   truncated: number;
   errors: number;
+  /** Wire packets shed by the budget. */
+  shed: number;
 }
 
 /** Sums a per-CPU struct mf_session_stats lookup (each CPU's value 8-byte aligned). */
 export function sumSessionStats(perCpu: Buffer, cpus: number): SessionStats {
-  const out = { packets: 0, bytes: 0, truncated: 0, errors: 0 };
+  const out = { packets: 0, bytes: 0, truncated: 0, errors: 0, shed: 0 };
   for (let c = 0; c < cpus; c++) {
     const off = c * SESSION_STATS_SIZE;
     out.packets += Number(perCpu.readBigUInt64LE(off));
     out.bytes += Number(perCpu.readBigUInt64LE(off + 8));
     out.truncated += Number(perCpu.readBigUInt64LE(off + 16));
     out.errors += Number(perCpu.readBigUInt64LE(off + 24));
+    out.shed += Number(perCpu.readBigUInt64LE(off + 32));
   }
   return out;
 }

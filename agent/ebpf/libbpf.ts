@@ -273,6 +273,7 @@ export const SKB_CTX_SIZE = 192;
 export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
+export const SKB_GSO_SEGS_OFFSET = 164;
 
 const MAX_TEST_FRAME = 65535;
 let testMemory: { data: NativeMemory; dataOut: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;

@@ -5,14 +5,15 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { RuleSet } from '../rules/compile.js';
+import type { BudgetRate } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
   MEMBER_STATS_SIZE, MF_MAX_POOL, POOL_HEALTHY_OFFSET, POOL_SIZE, encodePool, memberIndex, sessionIndex, sumMemberStats,
-  CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
+  BUCKET_SIZE, CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
   REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
   encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
   sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
@@ -39,6 +40,8 @@ export interface InstallPlan {
   sessions: readonly SlotSession[];
   /** ifindex of the segmenting veth clones go to (0: nothing is cloned, as in rule tests). */
   segIfindex: number;
+  /** agent.mirrorBudget; absent: no agent-wide limit. */
+  agentBudget?: BudgetRate;
 }
 
 export class MirrorMaps {
@@ -50,6 +53,7 @@ export class MirrorMaps {
   private readonly chains: MapHandle;
   private readonly sessionStatsMap: MapHandle;
   private readonly ifaceStatsMap: MapHandle;
+  private readonly buckets: MapHandle;
   private readonly rejectIfaces: MapHandle;
   private readonly rejects: MapHandle;
   private readonly pools: MapHandle;
@@ -70,6 +74,7 @@ export class MirrorMaps {
     this.checked('mf_frags', FRAG_KEY_SIZE, FRAG_VAL_SIZE);
     this.sessionStatsMap = this.checked('mf_session_stats', 4, SESSION_STATS_SIZE);
     this.ifaceStatsMap = this.checked('mf_iface_stats', IFACE_KEY_SIZE, IFACE_STATS_SIZE);
+    this.buckets = this.checked('mf_buckets', 4, BUCKET_SIZE);
     this.rejectIfaces = this.checked('mf_reject_ifaces', REJECT_IFACE_SIZE, 1);
     this.rejects = this.checked('mf_rejects', REJECT_KEY_SIZE, REJECT_VAL_SIZE);
     this.pools = this.checked('mf_pools', 4, POOL_SIZE);
@@ -120,7 +125,7 @@ export class MirrorMaps {
     const next = this.active ^ 1;
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
-    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex));
+    mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex, plan.agentBudget));
     plan.sessions.forEach((s, i) => {
       const members = s.members ?? [];
       if (members.length > 0) mapUpdate(this.pools, u32Key(sessionIndex(next, i)), encodePool(members, s.healthy ?? 0));
@@ -170,7 +175,10 @@ export class MirrorMaps {
     return sumMemberStats(value, this.cpus);
   }
 
-  /** Drops a slot's chains and pools and zeroes its session and member counters before it is reused. */
+  /**
+   * Drops a slot's chains and pools and zeroes its session and member counters and budget
+   * buckets (full again) before it is reused. The agent-wide bucket carries on across reloads.
+   */
   private clearSlot(slot: number): void {
     for (const key of mapKeys(this.chains)) {
       if ((key.readUInt32LE(4) >>> 1) === slot) mapDelete(this.chains, key);
@@ -178,8 +186,10 @@ export class MirrorMaps {
     const zero = Buffer.alloc(SESSION_STATS_SIZE * this.cpus);
     const noPool = Buffer.alloc(POOL_SIZE);
     const zeroMember = Buffer.alloc(MEMBER_STATS_SIZE * this.cpus);
+    const full = Buffer.alloc(BUCKET_SIZE);
     for (let i = 0; i < MF_MAX_SESSIONS; i++) {
       mapUpdate(this.sessionStatsMap, u32Key(sessionIndex(slot, i)), zero);
+      mapUpdate(this.buckets, u32Key(sessionIndex(slot, i)), full);
       mapUpdate(this.pools, u32Key(sessionIndex(slot, i)), noPool);
       for (let m = 0; m < MF_MAX_POOL; m++) mapUpdate(this.memberStatsMap, u32Key(memberIndex(slot, i, m)), zeroMember);
     }
@@ -201,14 +211,16 @@ export class MirrorMaps {
 
   /**
    * Runs the ingress or egress program on one frame with BPF_PROG_TEST_RUN as if it had
-   * been seen on `ifindex`; returns the decision the program reported and the kernel's
-   * mean run time. The frame must be at least an Ethernet header (the kernel's minimum).
+   * been seen on `ifindex` (as an aggregate of `gsoSegs` segments when > 1); returns the
+   * decision the program reported, whether the budget shed its copy, and the kernel's mean
+   * run time. The frame must be at least an Ethernet header (the kernel's minimum).
    */
-  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1): { decision: number; durationNs: number } {
+  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1, gsoSegs = 0): { decision: number; shed: boolean; durationNs: number } {
     const ctx = Buffer.alloc(SKB_CTX_SIZE);
     ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
+    ctx.writeUInt32LE(gsoSegs, SKB_GSO_SEGS_OFFSET);
     const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
-    return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
+    return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), shed: run.ctxOut.readUInt32LE(SKB_CB_OFFSET + 8) === 1, durationNs: run.durationNs };
   }
 
   /**

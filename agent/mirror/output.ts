@@ -16,6 +16,8 @@ export interface MirrorOutput {
   setPathMtu?(mtu: number): void;
   /** Per pool member (sessions with `targets:` only): copies sent to it and its health. */
   targets?(): TargetCounters[];
+  /** Wire packets shed by the mirror budget (docs/config.md "Mirror budget"). */
+  readonly budgetDrops: number;
   close(): Promise<void>;
 }
 

@@ -6,6 +6,7 @@ import type { PacketView } from '../packet/view.js';
 import type { Logger } from '../log.js';
 import type { HealthCheck } from '../config/types.js';
 import type { MirrorOutput, TargetCounters } from './output.js';
+import type { SessionBudget } from './budget.js';
 import { flowHash } from './flow-hash.js';
 import { PoolHealth } from './health.js';
 import { pickMember } from './pool.js';
@@ -19,6 +20,8 @@ export interface SenderPoolOptions {
   pathMtu: number;
   check: HealthCheck;
   logger: Logger;
+  /** The session's mirror budget, one for all members (a copy is charged to whichever member sends it). */
+  budget?: SessionBudget;
 }
 
 export class SenderPool implements MirrorOutput {
@@ -35,7 +38,7 @@ export class SenderPool implements MirrorOutput {
     const senders: VxlanSender[] = [];
     try {
       for (const address of opts.members) {
-        senders.push(await VxlanSender.open({ address, port: opts.port, family: opts.family, pathMtu: opts.pathMtu, logger: opts.logger }));
+        senders.push(await VxlanSender.open({ address, port: opts.port, family: opts.family, pathMtu: opts.pathMtu, logger: opts.logger, budget: opts.budget }));
       }
     } catch (err) {
       await Promise.all(senders.map((s) => s.close()));
@@ -79,6 +82,11 @@ export class SenderPool implements MirrorOutput {
 
   get sendErrors(): number {
     return this.sum((s) => s.sendErrors);
+  }
+
+  /** The members share one budget: its count, not their sum. */
+  get budgetDrops(): number {
+    return this.opts.budget?.shed ?? 0;
   }
 
   /** Back-pressure drops, and copies no healthy member could take. */

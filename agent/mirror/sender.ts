@@ -13,6 +13,7 @@ import type { MirrorOutput } from './output.js';
 import { flowHash, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from './flow-hash.js';
 import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
 import { NativeMemory } from '../native-memory.js';
+import type { SessionBudget } from './budget.js';
 import { EAGAIN, EINTR, errnoText, MessageVector, socketAddress, UdpSocket } from './udp-socket.js';
 
 export interface VxlanSenderOptions {
@@ -23,9 +24,12 @@ export interface VxlanSenderOptions {
   logger: Logger;
   /** Sockets (distinct source ports) per target. */
   poolSize?: number;
+  /** The session's mirror budget; absent: every copy is sent. */
+  budget?: SessionBudget;
 }
 
 const DEFAULT_POOL_SIZE = 16;
+const NS_PER_MS = 1e6;
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Copies and bytes held for one batch; a batch is flushed early when either fills. */
 const BATCH_MESSAGES = 1024;
@@ -49,6 +53,8 @@ export class VxlanSender implements MirrorOutput {
   private readonly socketOf = new Uint8Array(BATCH_MESSAGES);
   private readonly offsetOf = new Uint32Array(BATCH_MESSAGES);
   private readonly lengthOf = new Uint32Array(BATCH_MESSAGES);
+  /** During a flush: the length of each vector entry (socket order), so a send counts its bytes. */
+  private readonly vectorLength = new Uint32Array(BATCH_MESSAGES);
   /** Copies per socket, then (during a flush) each socket's next vector entry. */
   private readonly perSocket: Uint32Array;
   private count = 0;
@@ -65,7 +71,7 @@ export class VxlanSender implements MirrorOutput {
     this.flush();
   };
 
-  private constructor(private readonly opts: Required<VxlanSenderOptions>) {
+  private constructor(private readonly opts: Required<Omit<VxlanSenderOptions, 'budget'>> & Pick<VxlanSenderOptions, 'budget'>) {
     this.target = socketAddress(opts.family, opts.address, opts.port);
     this.pathMtu = opts.pathMtu;
     this.perSocket = new Uint32Array(opts.poolSize);
@@ -89,6 +95,11 @@ export class VxlanSender implements MirrorOutput {
     return sender;
   }
 
+  /** Copies the budget shed (one per wire packet handed to send). */
+  get budgetDrops(): number {
+    return this.opts.budget?.shed ?? 0;
+  }
+
   /** Source ports in use, for logs and tests. */
   get sourcePorts(): number[] {
     return this.pool.map((s) => s.port);
@@ -102,6 +113,8 @@ export class VxlanSender implements MirrorOutput {
       return false;
     }
     const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
+    // Shed before any work is done for the copy: production traffic wins.
+    if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, performance.now() * NS_PER_MS)) return false;
     const size = VXLAN_HEADER_LEN + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;
@@ -138,6 +151,7 @@ export class VxlanSender implements MirrorOutput {
     for (let i = 0; i < n; i++) {
       const k = perSocket[this.socketOf[i]!]!++;
       this.vector.set(k, this.arena.address + this.offsetOf[i]!, this.lengthOf[i]!);
+      this.vectorLength[k] = this.lengthOf[i]!;
     }
     // perSocket[s] is now the end of socket s's run; its start is the previous socket's end.
     let start = 0;
@@ -163,14 +177,9 @@ export class VxlanSender implements MirrorOutput {
     let retried = -1;
     while (k < end) {
       const r = socket.sendBatch(this.vector, k, end - k);
-      if (r === end - k) {
-        this.packets += r;
-        return;
-      }
-      if (r > 0) {
-        this.packets += r;
-        k += r;
-      }
+      if (r > 0) this.countSent(k, r);
+      if (r === end - k) return;
+      if (r > 0) k += r;
       const queued = socket.drainErrorQueue();
       if (queued > 0) this.failed(errnoText(socket.queuedErrno), queued);
       if (r > 0 || r === -EINTR) continue;
@@ -186,6 +195,14 @@ export class VxlanSender implements MirrorOutput {
       if (queued === 0) this.failed(errnoText(-r));
       k++;
     }
+  }
+
+  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the VXLAN header). */
+  private countSent(first: number, n: number): void {
+    let bytes = 0;
+    for (let k = first; k < first + n; k++) bytes += this.vectorLength[k]!;
+    this.packets += n;
+    this.bytes += bytes - n * VXLAN_HEADER_LEN;
   }
 
   /** Copies from now on are cut to fit `mtu` (the route to the target changed). */

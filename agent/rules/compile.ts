@@ -4,7 +4,7 @@
 
 import { isIP } from 'node:net';
 import { parseCidr as parseCidrText, parseHostPort, parseIp } from '../config/schema.js';
-import { sessionTargets, type Config, type HealthCheck, type Rule } from '../config/types.js';
+import { sessionTargets, type BudgetRate, type Config, type HealthCheck, type Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
 import { FragmentTable } from './fragments.js';
@@ -23,6 +23,8 @@ export interface CompiledSession {
   members: string[];
   /** How members are judged; type none (always healthy) for a single target. */
   healthCheck: HealthCheck;
+  /** The session's own mirror budget (0: no limit in that dimension). */
+  budget: BudgetRate;
 }
 
 const NO_CHECK: HealthCheck = { type: 'none', interval: 1, unhealthyAfter: 1, healthyAfter: 1 };
@@ -80,6 +82,8 @@ export interface RuleSet {
   readonly ownOutputs: readonly OwnOutput[];
   /** First-fragment decisions so later fragments follow them (SPEC §2). */
   readonly fragments: FragmentTable;
+  /** agent.mirrorBudget: what all sessions together may send. */
+  readonly agentBudget: BudgetRate;
 }
 
 /** An address's bytes as 4 network-order words (IPv4 in word 0, the others 0). */
@@ -204,6 +208,7 @@ export function compileRules(config: Config): RuleSet {
       targetFamily: parseAddress(targets[0]!.address).family,
       members: targets.map((t) => t.address),
       healthCheck: s.targets?.healthCheck ?? NO_CHECK,
+      budget: s.budget,
     };
   });
 
@@ -255,5 +260,6 @@ export function compileRules(config: Config): RuleSet {
     chains,
     ownOutputs,
     fragments: new FragmentTable(),
+    agentBudget: config.agent.mirrorBudget,
   };
 }

@@ -13,6 +13,8 @@ import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { ensureBuilt } from './helpers/build.js';
 import { AGENT_TIMEOUT_MS, alive, interfaceFootprint, startLabAgent, type LabAgent } from './helpers/agent.js';
 import { recreateSourceInterface, restoreSourceRoute } from './helpers/source-interface.js';
+import { prepareFlood } from './helpers/trafgen.js';
+import { hostMirrorBudget } from '../../agent/config/host-budget.js';
 
 const VNI = 4242;
 const UDP_PORT = 4000;
@@ -219,53 +221,41 @@ describe('faults: the agent survives and resumes by itself (root, veth, real age
 const OVERLOAD_PPS = 200_000;
 /** `make soak` sets OVERLOAD_SECONDS=60 (issue 7: a minute); `make test` runs a short one. */
 const OVERLOAD_SECONDS = Number(process.env.OVERLOAD_SECONDS ?? 10);
-const FRAME_BYTES = 64;
 /** Memory a bounded agent may still add over the second half of the run (GC sawtooth). */
 const RSS_GROWTH_LIMIT_MB = 48;
 const RSS_SAMPLE_MS = 1000;
-
-/** trafgen config: one 64-byte UDP/IPv4 frame from src to the peer's port UDP_PORT (nothing listens). */
-function trafgenFrame(topo: Topology, peerMac: string): string {
-  const mac = (m: string) => m.split(':').map((b) => `0x${b}`).join(', ');
-  const ip = (a: string) => a.split('.').join(', ');
-  const payload = FRAME_BYTES - 14 - 20 - 8;
-  return `{ ${mac(peerMac)}, ${mac(topo.srcMac)}, const16(0x0800),
-  0x45, 0x00, const16(${FRAME_BYTES - 14}), const16(0), const16(0x4000), 64, 17, csumip(14, 33),
-  ${ip(topo.v4.src)}, ${ip(topo.v4.peerSrc)}, const16(40000), const16(${UDP_PORT}), const16(${payload + 8}), const16(0),
-  fill(0x00, ${payload}) }`;
-}
 
 describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_SECONDS} s (root, veth, real agent)`, () => {
   let topo: Topology;
   let agent: LabAgent;
   let flowFile: string;
   const offered = OVERLOAD_PPS * OVERLOAD_SECONDS;
-  const result = { baselineMs: 0, loadedMs: 0, baselineDelivered: 0, loadedDelivered: 0, captured: 0, drops: 0, rssMidMb: 0, rssEndMb: 0, pid: 0 };
-
-  /** Datagrams the peer received for the closed port: the original traffic, counted by the kernel. */
-  const peerNoPorts = async () => Number(/UdpNoPorts\s+(\d+)/.exec((await topo.exec('peer', 'nstat', ['-az', 'UdpNoPorts'])).stdout)?.[1]);
+  const result = {
+    baselineMs: 0, tcpdumpMs: 0, loadedMs: 0, baselineDelivered: 0, tcpdumpDelivered: 0, loadedDelivered: 0,
+    captured: 0, drops: 0, mirrored: 0, shed: 0, rssMidMb: 0, rssEndMb: 0, pid: 0,
+  };
   const rssMb = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 
   beforeAll(async () => {
     await ensureBuilt();
     topo = await createLabTopology({ vnis: [VNI], disableOffloads: true, keepFiles: process.env.MIRRORFLOW_E2E_KEEP === '1' });
-    const peerMac = (JSON.parse((await topo.exec('peer', 'ip', ['-j', 'link', 'show', 'dev', topo.peerSrcIf])).stdout) as { address: string }[])[0]!.address;
-    const conf = join(topo.workDir, 'frame.trafgen');
-    await writeFile(conf, trafgenFrame(topo, peerMac));
-    const offer = async (): Promise<{ ms: number; delivered: number }> => {
-      const before = await peerNoPorts();
-      const started = performance.now();
-      await topo.exec('src', 'trafgen', ['--dev', topo.srcIf, '--conf', conf, '--cpus', '1', '--num', String(offered), '--rate', `${OVERLOAD_PPS}pps`,
-        '--no-cpu-stats', '--notouch-irq', '-q'], { timeoutMs: OVERLOAD_SECONDS * 3000 + 30_000 });
-      return { ms: performance.now() - started, delivered: (await peerNoPorts()) - before };
-    };
+    const flood = await prepareFlood(topo, UDP_PORT);
+    // The original traffic, counted by the peer's kernel (UdpNoPorts).
+    const offer = () => flood.offer(offered, OVERLOAD_PPS);
     const baseline = await offer();
     result.baselineMs = baseline.ms;
     result.baselineDelivered = baseline.delivered;
+    // The same traffic under a bare capture, in the same run: what capturing alone costs the sender.
+    const tcpdump = topo.spawn('src', 'tcpdump', ['-i', topo.srcIf, '-n', '-w', '/dev/null']);
+    await tcpdump.waitForLine(/listening on/, TIMEOUT_MS, { stream: 'stderr' });
+    const captured = await offer().finally(() => tcpdump.stop('SIGTERM'));
+    result.tcpdumpMs = captured.ms;
+    result.tcpdumpDelivered = captured.delivered;
 
     flowFile = join(topo.workDir, 'flows.jsonl');
     agent = await startLabAgent(topo, {
-      // Overload of the user-space plane: twice its zero-loss rate.
+      // Overload of the user-space plane: twice its zero-loss rate, with the default
+      // (host-sized) mirror budget.
       agent: { vmId: 'overload', dataPlane: 'pcap' },
       filters: [{ id: 'tf', ingressRules: [], egressRules: [{ priority: 1, action: 'accept', protocol: 'UDP', sourceCidrBlock: '0.0.0.0/0', destinationCidrBlock: `${topo.v4.peerSrc}/32`, destinationPortRange: `${UDP_PORT}/${UDP_PORT}` }] }],
       sessions: [{ id: SESSION, priority: 1, vni: VNI, filterId: 'tf', sources: [topo.srcIf], target: { address: topo.v4.dst } }],
@@ -292,6 +282,8 @@ describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_S
         if (result.captured + result.drops >= offered || Date.now() > deadline) break;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
+      result.mirrored = await agent.metric('mirrorflow_mirror_packets_total', { session: SESSION });
+      result.shed = await agent.metric('mirrorflow_mirror_budget_drops_total', { session: SESSION });
     }
     console.log(`overload: ${JSON.stringify(result)}`);
   }, OVERLOAD_SECONDS * 6000 + 90_000);
@@ -321,11 +313,32 @@ describe(`overload: ${OVERLOAD_PPS} pps (2x the zero-loss rate) for ${OVERLOAD_S
     expect(result.rssEndMb - result.rssMidMb).toBeLessThan(RSS_GROWTH_LIMIT_MB);
   });
 
-  // Known failure, issue 7 stays open: 83 % of the baseline. 2x the zero-loss rate (~98k pps)
-  // is trafgen's own ceiling here (177-205k pps without capture), so the sender is CPU-bound
-  // and anything in its path costs throughput: a packet socket whose filter rejects every
-  // frame keeps 88-91 %, tcpdump -w /dev/null 82-95 %, even a TC eBPF program writing 96
-  // bytes per frame to a ring buffer 89-98 %. docs/reliability.md has the method.
+  it('the default mirror budget holds: copies sent stay within it, and every matched frame is sent or counted as shed', () => {
+    const budget = hostMirrorBudget();
+    expect(result.mirrored).toBeLessThanOrEqual((budget.pps * result.loadedMs) / 1000 + budget.pps / 10 + 1);
+    // A handful of captured frames (ARP, neighbour discovery) match no rule.
+    expect(result.mirrored + result.shed).toBeLessThanOrEqual(result.captured);
+    expect(result.mirrored + result.shed).toBeGreaterThan(result.captured - 1000);
+  });
+
+  // Capture alone costs the sender this much: tcpdump -w /dev/null on the same interface, the
+  // same traffic, in the same run. The agent (capture, rules, flow log, copies within the
+  // budget) may cost it at most 20 % more than that: each single run varies by about ±10 %
+  // (docs/reliability.md), and on a VM shared with other work the two runs of one test were
+  // 1.06 and 0.86 of each other. bench/run.ts compares them over interleaved rounds.
+  it('the original traffic keeps at least 80% of the throughput it keeps under a bare tcpdump capture', () => {
+    expect(result.tcpdumpDelivered).toBe(offered);
+    expect(result.loadedDelivered).toBe(offered);
+    expect(result.baselineMs / result.loadedMs).toBeGreaterThanOrEqual(0.8 * (result.baselineMs / result.tcpdumpMs));
+  });
+
+  // Known failure, issue 7 stays open. 2x the zero-loss rate is trafgen's own ceiling here, so
+  // the sender is CPU-bound and anything in its path costs throughput. The copies are not
+  // what costs it: with the default budget the agent sheds copies past 50k pps per CPU, yet a
+  // bare tcpdump on the same traffic in the same run keeps about as much as the agent does
+  // (two runs on a busy VM: tcpdump 76 % and 89 %, the agent 81 % and 76 %; the test above
+  // compares them each run). A packet socket whose filter rejects every frame keeps 88-91 %, even a TC eBPF
+  // program writing 96 bytes per frame to a ring buffer 89-98 %. docs/reliability.md has the method.
   it.skip('the original traffic keeps at least 95% of the throughput it has without the agent', () => {
     expect(result.baselineDelivered).toBe(offered);
     expect(result.loadedDelivered).toBe(offered);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { formatIssues, loadConfig, parseConfig } from '../../agent/config/load.js';
 import { parseCidr, parseIp, formatIp } from '../../agent/config/schema.js';
 import { deriveVni } from '../../agent/config/vni.js';
+import { hostMirrorBudget } from '../../agent/config/host-budget.js';
 import { ConfigError, ConfigReadError, ErrorCode, MirrorflowError } from '../../agent/errors.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/configs');
@@ -411,6 +412,11 @@ const badCases: BadCase[] = [
     path: 'flowLogs[0].sink.collector',
     message: 'port must be 1..65535, got "collector.example:0"',
   },
+  { name: 'mirror budget pps negative', mutate: (c) => (c.agent.mirrorBudget = { pps: -5 }), path: 'agent.mirrorBudget.pps', message: 'must be 0 (no limit) or an integer 1..1000000000, got -5' },
+  { name: 'mirror budget bps too small', mutate: (c) => (c.agent.mirrorBudget = { bps: 1000 }), path: 'agent.mirrorBudget.bps', message: 'must be 0 (no limit) or an integer 100000..1000000000000, got 1000' },
+  { name: 'mirror budget unknown key', mutate: (c) => (c.agent.mirrorBudget = { kpps: 5 }), path: 'agent.mirrorBudget.kpps', message: 'unknown key' },
+  { name: 'session budget pps fractional', mutate: (c) => (c.sessions[0].budget = { pps: 1.5 }), path: 'sessions[0].budget.pps', message: 'got 1.5' },
+  { name: 'session budget bps as a string', mutate: (c) => (c.sessions[0].budget = { bps: '1G' }), path: 'sessions[0].budget.bps', message: 'expected a number, got string "1G"' },
   { name: 'unknown data plane', mutate: (c) => (c.agent.dataPlane = 'xdp'), path: 'agent.dataPlane', message: 'got string "xdp"' },
   // wrong types
   { name: 'accountId as a number', mutate: (c) => (c.agent.accountId = 1234567890), path: 'agent.accountId', message: 'expected a string, got number 1234567890 (quote it)' },
@@ -457,6 +463,7 @@ describe('parseConfig accepts good configs and fills defaults', () => {
       vswitchId: 'vsw-lab',
       accountId: '1234567890',
       dataPlane: 'auto',
+      mirrorBudget: hostMirrorBudget(),
       metrics: { listen: '127.0.0.1:9477' },
       control: { socket: '/run/mirrorflow/control.sock' },
       log: { level: 'info' },
@@ -491,6 +498,7 @@ describe('parseConfig accepts good configs and fills defaults', () => {
         filterId: 'tf-web',
         sources: ['eth0'],
         target: { address: '192.0.2.50', port: 4789 },
+        budget: { pps: 0, bps: 0 },
       },
     ]);
     expect(config.flowLogs).toEqual([
@@ -506,11 +514,23 @@ describe('parseConfig accepts good configs and fills defaults', () => {
     ]);
   });
 
+  it('takes a mirror budget from the file, the missing agent-wide dimension from the host', () => {
+    const doc = JSON.parse(JSON.stringify(base()));
+    doc.agent.mirrorBudget = { pps: 1000 };
+    doc.sessions[0].budget = { bps: 2_000_000 };
+    const config = parse(JSON.stringify(doc));
+    expect(config.agent.mirrorBudget).toEqual({ pps: 1000, bps: hostMirrorBudget().bps });
+    expect(config.sessions[0]!.budget).toEqual({ pps: 0, bps: 2_000_000 });
+    doc.agent.mirrorBudget = { pps: 0, bps: 0 };
+    expect(parse(JSON.stringify(doc)).agent.mirrorBudget).toEqual({ pps: 0, bps: 0 });
+  });
+
   it('fills every default of a minimal config', () => {
     const config = parse(fixture('good/minimal.yaml'));
     expect(config.agent).toEqual({
       vmId: os.hostname(),
       dataPlane: 'auto',
+      mirrorBudget: hostMirrorBudget(),
       metrics: { listen: '127.0.0.1:9477' },
       control: { socket: '/run/mirrorflow/control.sock' },
       log: { level: 'info' },

@@ -12,7 +12,7 @@ import type { FlowRecord } from '../../agent/flow/record.js';
 import type { AgentSettings, FlowLog } from '../../agent/config/types.js';
 
 const AGENT: AgentSettings = {
-  vmId: 'host-1', vpcId: 'vpc-lab', vswitchId: 'vsw-lab', accountId: '1234567890', dataPlane: 'pcap',
+  vmId: 'host-1', vpcId: 'vpc-lab', vswitchId: 'vsw-lab', accountId: '1234567890', dataPlane: 'pcap', mirrorBudget: { pps: 0, bps: 0 },
   metrics: { listen: '' }, control: { socket: '/tmp/x.sock' }, log: { level: 'info' },
 };
 const WINDOW = 60;

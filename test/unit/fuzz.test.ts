@@ -36,6 +36,7 @@ class FakeOutput implements MirrorOutput {
   truncated = 0;
   sendErrors = 0;
   dropped = 0;
+  readonly budgetDrops = 0;
   calls = 0;
   send(view: PacketView, vni: number, packetLength: number): boolean {
     // The sender copies view.buf[0, min(caplen, limit)): it must all be there.

@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { interfaceState, MISSING } from '../../agent/interface-state.js';
+import { interfaceState, MISSING, sameLife } from '../../agent/interface-state.js';
 import { run } from '../../agent/lab/exec.js';
 import { REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
@@ -16,6 +16,14 @@ describe('interface state', () => {
     const index = (await readFile('/sys/class/net/lo/ifindex', 'utf8')).trim();
     expect(await interfaceState('lo')).toMatch(new RegExp(`^${index}/\\d*$`));
     expect(await interfaceState('mf-none0')).toBe(MISSING);
+  });
+
+  it('tells a down/up (same index) from a new life of the interface (new index, gone, appeared)', () => {
+    expect(sameLife('7/2', '7/4')).toBe(true);
+    expect(sameLife('7/2', '7/2')).toBe(true);
+    expect(sameLife('7/2', '9/0')).toBe(false);
+    expect(sameLife('7/2', MISSING)).toBe(false);
+    expect(sameLife(MISSING, '7/0')).toBe(false);
   });
 
   it('throws EMFILE instead of answering MISSING when the process is out of descriptors', async () => {

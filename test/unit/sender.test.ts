@@ -10,6 +10,7 @@ import { buildPacket } from '../../agent/packet/build.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { VxlanSender } from '../../agent/mirror/sender.js';
+import { BudgetBucket, SessionBudget } from '../../agent/mirror/budget.js';
 import { SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
 
 const logger = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
@@ -65,6 +66,8 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     expect(sender.dropped).toBe(0);
     expect(sender.packets).toBe(COPIES);
     expect(got.length).toBe(COPIES);
+    // SPEC §5: mirror_bytes_total counts the inner frames as sent, without the VXLAN header.
+    expect(sender.bytes).toBe(got.reduce((sum, g) => sum + g.inner, 0));
     expect(got.every((g) => g.flags === 0x08 && g.vni === VNI && g.inner === frames[0]!.length)).toBe(true);
     const portOfFlow = new Map<number, number>();
     const lastSeq = new Map<number, number>();
@@ -78,6 +81,30 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     }
     // Forty flows over sixteen sockets: the hash spreads them.
     expect(new Set(portOfFlow.values()).size).toBeGreaterThan(4);
+  });
+
+  it('with a budget of 1000 pps, a burst of 3000 copies sends the bucket\'s 100 (plus the refill while it runs) and counts the rest as shed', async () => {
+    const receiver = dgram.createSocket({ type, recvBufferSize: 16 * 1024 * 1024 });
+    open.push(receiver);
+    await new Promise<void>((resolve) => receiver.bind(0, target, resolve));
+    let received = 0;
+    receiver.on('message', () => received++);
+    const budget = new SessionBudget(new BudgetBucket({ pps: 1000, bps: 0 }), new BudgetBucket({ pps: 0, bps: 0 }));
+    const sender = await VxlanSender.open({ address: target, port: receiver.address().port, family, pathMtu: 1500, logger, budget });
+    open.push(sender);
+    const views = Array.from({ length: COPIES }, (_, i) => viewOf(frame(src, dst, i % FLOWS, i)));
+    const started = performance.now();
+    let accepted = 0;
+    for (const v of views) if (sender.send(v, VNI, 8500)) accepted++;
+    const elapsedMs = performance.now() - started;
+    sender.flush();
+    const deadline = Date.now() + 10_000;
+    while (received < sender.packets && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(accepted).toBeGreaterThanOrEqual(100);
+    expect(accepted).toBeLessThanOrEqual(100 + Math.ceil(elapsedMs) + 1);
+    expect(sender.budgetDrops).toBe(COPIES - accepted);
+    expect(sender.packets).toBe(accepted);
+    expect(received).toBe(accepted);
   });
 
   it('a target port nobody listens on: ICMP port unreachable comes back as ECONNREFUSED send errors', async () => {
