@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { run } from '../lab/exec.js';
+import { run } from '../exec.js';
 import type { Logger } from '../log.js';
 import { pathMtu } from '../mirror/path-mtu.js';
 import { frameLimit } from '../mirror/vxlan.js';

@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { run, type Spawned } from './exec.js';
+import { run, type Spawned } from '../exec.js';
 import { bulkTransfer } from './bulk.js';
 import { LAB_PORTS, LAB_VNI, labConfig } from './sample-config.js';
 import { createLabTopology, type NsRole, type Topology } from './topology.js';

@@ -2,7 +2,7 @@
 // only when the destination decoded what the rules select and the bulk transfer, with the
 // veths' default offloads, arrived whole (copies covering every byte the receiver got).
 import { describe, expect, it } from 'vitest';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';
 
 describe('mirrorflow lab (root)', () => {

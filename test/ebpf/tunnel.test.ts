@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { MF_MARK_MAGIC } from '../../agent/ebpf/layout.js';
 import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { flowHash, flowSourcePort, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfigDocument, MAX_CONFIG_BYTES, parseConfig } from '../../agent/config/load.js';
 import { ConfigError, ConfigReadError } from '../../agent/errors.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
 const MINIMAL = fileURLToPath(new URL('../fixtures/configs/good/minimal.yaml', import.meta.url));

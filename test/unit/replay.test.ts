@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } from '../../agent/packet/build.js';
+import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } from '../helpers/build-packet.js';
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { replay } from '../../agent/replay.js';
 import { createLogger } from '../../agent/log.js';

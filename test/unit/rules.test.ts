@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
-import { buildPacket, type PacketSpec } from '../../agent/packet/build.js';
+import { buildPacket, type PacketSpec } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { compileRules, parseAddress, parseCidr, formatAddress } from '../../agent/rules/compile.js';

@@ -1,4 +1,4 @@
-// Process helpers for the lab and the e2e tests: run a command (never through a shell,
+// Process helpers for the agent (tc, ip), the lab and the e2e tests: run a command (never through a shell,
 // arguments as arrays), run it inside a network namespace, and spawn long-running
 // processes whose output lines can be awaited (tcpdump's "listening on", "agent ready").
 
