@@ -7,6 +7,7 @@ import { isIPv4, isIPv6, SocketAddress } from 'node:net';
 import { z } from 'zod';
 import type { Config, PortRange } from './types.js';
 import { deriveVni, VNI_MAX } from './vni.js';
+import { LIMITS } from '../limits.js';
 
 export interface SchemaEnv {
   /** Addresses of this host: a session target among them would mirror into itself. */
@@ -28,11 +29,6 @@ export const DEFAULTS = {
   ipfixTemplateRefresh: 10,
 } as const;
 
-export const LIMITS = {
-  rulesPerDirection: 10,
-  sourcesPerSession: 10,
-  sessionsPerInterface: 3,
-} as const;
 
 // Longest unix socket path: sizeof(sockaddr_un.sun_path) - 1 on Linux.
 const SOCKET_PATH_MAX = 107;
