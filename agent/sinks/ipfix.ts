@@ -16,7 +16,8 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Sink } from '../config/types.js';
 import type { FlowRecord } from '../flow/record.js';
-import { interfaceNameProblem, parseHostPort, parseIp } from '../config/schema.js';
+import { interfaceNameProblem, parseHostPort } from '../config/schema.js';
+import { parseIp } from '../packet/address.js';
 import type { SinkOptions } from './sink.js';
 import { BackOff, QueuedSink } from './queue.js';
 import {

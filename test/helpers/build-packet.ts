@@ -1,7 +1,7 @@
 // Builds Ethernet frames for tests, test vectors and the bench. Not product code: clarity
 // over speed, allocation is fine here.
 
-import { parseAddress } from '../../agent/rules/compile.js';
+import { parseAddress } from '../../agent/packet/address.js';
 import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,

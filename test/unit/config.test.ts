@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatIssues, loadConfig, parseConfig } from '../../agent/config/load.js';
-import { parseCidr, parseIp, formatIp } from '../../agent/config/schema.js';
+import { parseCidr } from '../../agent/config/schema.js';
+import { formatIp, parseIp } from '../../agent/packet/address.js';
 import { deriveVni } from '../../agent/config/vni.js';
 import { ConfigError, ConfigReadError, ErrorCode, MirrorflowError } from '../../agent/errors.js';
 
