@@ -128,9 +128,9 @@ struct mf_iface_key {
 };
 
 struct mf_iface_stats {
-	__u64 packets;
-	__u64 bytes;
-	__u64 decisions[MF_REASONS];
+	__u64 packets;       /* wire packets: a GSO/GRO aggregate counts its gso_segs */
+	__u64 bytes;         /* skb->len: one set of headers per aggregate */
+	__u64 decisions[MF_REASONS]; /* wire packets per decision; they sum to packets */
 };
 
 /* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */

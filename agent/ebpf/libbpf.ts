@@ -268,11 +268,15 @@ export interface TestRunResult {
   dataOut: Buffer;
 }
 
-/** __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is zero. */
+/**
+ * __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is
+ * zero. Offsets are the UAPI's (stable); test/unit/kernel-contract.test.ts checks them against BTF.
+ */
 export const SKB_CTX_SIZE = 192;
 export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
+export const SKB_GSO_SEGS_OFFSET = 164;
 
 const MAX_TEST_FRAME = 65535;
 let testMemory: { data: NativeMemory; dataOut: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;

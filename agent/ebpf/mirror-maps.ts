@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { RuleSet } from '../rules/compile.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
   mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
@@ -167,10 +167,12 @@ export class MirrorMaps {
    * Runs the ingress or egress program on one frame with BPF_PROG_TEST_RUN as if it had
    * been seen on `ifindex`; returns the decision the program reported and the kernel's
    * mean run time. The frame must be at least an Ethernet header (the kernel's minimum).
+   * `gsoSegs` > 0 presents it as an aggregate of that many wire segments.
    */
-  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1): { decision: number; durationNs: number } {
+  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1, gsoSegs = 0): { decision: number; durationNs: number } {
     const ctx = Buffer.alloc(SKB_CTX_SIZE);
     ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
+    ctx.writeUInt32LE(gsoSegs, SKB_GSO_SEGS_OFFSET);
     const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
     return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), durationNs: run.durationNs };
   }

@@ -20,7 +20,7 @@ interface BtfType {
   members?: BtfMember[];
 }
 
-/** Struct name -> layout in bytes, for the object's own structs (mf_*; the kernel's come along too). */
+/** Struct name -> layout in bytes, for the object's own structs (mf_*) and the __sk_buff the programs read. */
 export type BtfStructs = Map<string, StructLayout>;
 
 export async function readBtfStructs(objectPath: string): Promise<BtfStructs> {
@@ -40,7 +40,7 @@ export async function readBtfStructs(objectPath: string): Promise<BtfStructs> {
   };
   const out: BtfStructs = new Map();
   for (const t of types.values()) {
-    if (t.kind !== 'STRUCT' || !t.name.startsWith('mf_')) continue;
+    if (t.kind !== 'STRUCT' || !(t.name.startsWith('mf_') || t.name === '__sk_buff')) continue;
     const members: Record<string, Member> = {};
     for (const mem of t.members ?? []) {
       if (mem.bits_offset % 8 !== 0) throw new Error(`${t.name}.${mem.name}: bit field, not a byte layout`);

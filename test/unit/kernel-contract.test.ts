@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../agent/exec.js';
 import { KERNEL_STRUCTS, MF_MARK_MAGIC, MF_REASONS, MF_SLOTS } from '../../agent/ebpf/layout.js';
+import { SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET } from '../../agent/ebpf/libbpf.js';
 import { mirrorObjectPath } from '../../agent/ebpf/mirror-maps.js';
 import { LIMITS } from '../../agent/limits.js';
 import { DIR_IN, DIR_OUT } from '../../agent/packet/view.js';
@@ -33,8 +34,17 @@ describe('struct layouts: layout.ts against the BTF of dist/bpf/mirror.bpf.o', (
   });
 
   it('has every mf_ struct of the object, and no other', () => {
-    const inObject = [...btf.keys()].sort();
+    const inObject = [...btf.keys()].filter((n) => n.startsWith('mf_')).sort();
     expect(inObject).toEqual(Object.keys(KERNEL_STRUCTS).sort());
+  });
+
+  it('__sk_buff: the fields BPF_PROG_TEST_RUN writes and reads (agent/ebpf/libbpf.ts)', () => {
+    const skb = btf.get('__sk_buff')!;
+    expect(skb.size).toBe(SKB_CTX_SIZE);
+    expect(skb.members['mark']?.offset).toBe(SKB_MARK_OFFSET);
+    expect(skb.members['ifindex']?.offset).toBe(SKB_IFINDEX_OFFSET);
+    expect(skb.members['cb']?.offset).toBe(SKB_CB_OFFSET);
+    expect(skb.members['gso_segs']?.offset).toBe(SKB_GSO_SEGS_OFFSET);
   });
 
   for (const [name, ours] of Object.entries(KERNEL_STRUCTS)) {
