@@ -3,7 +3,7 @@ import os from 'node:os';
 import { Command } from 'commander';
 import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, describeError } from './errors.js';
 import { createLogger } from './log.js';
 import { runLab } from './lab/lab.js';
 import { replay } from './replay.js';
@@ -87,7 +87,7 @@ program
       if (err instanceof ConfigError) {
         for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
       } else {
-        process.stderr.write(`${(err as Error).message}\n`);
+        process.stderr.write(`${describeError(err)}\n`);
       }
       process.exitCode = 1;
     }
@@ -121,7 +121,7 @@ program
       if (err instanceof ConfigError) {
         for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
       } else {
-        process.stderr.write(`replay: ${(err as Error).message}\n`);
+        process.stderr.write(`replay: ${describeError(err)}\n`);
       }
       process.exitCode = 1;
     }

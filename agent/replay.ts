@@ -11,6 +11,7 @@ import { DIR_IN, DIR_OUT } from './packet/view.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { FlowLogs } from './flow/flow-logs.js';
 import type { Logger } from './log.js';
+import { ErrorCode, MirrorflowError } from './errors.js';
 
 export interface ReplayOptions {
   config: string;
@@ -50,7 +51,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
   const config = await loadConfig(opts.config);
   const rules = compileRules(config);
   const mac = opts.localMac === undefined ? undefined : Buffer.from(opts.localMac.replaceAll(':', ''), 'hex');
-  if (mac !== undefined && mac.length !== 6) throw new Error(`--local-mac: not a MAC address: ${opts.localMac}`);
+  if (mac !== undefined && mac.length !== 6) throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `--local-mac: not a MAC address: ${opts.localMac}`);
 
   const writer = opts.out === undefined ? undefined : new PcapWriter(opts.out, 65535);
   const outputs: MirrorOutput[] = rules.sessions.map(
@@ -76,10 +77,10 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
   const resolveInterface = (fileName: string | undefined): void => {
     const wanted = opts.interfaceName ?? fileName ?? (rules.interfaces.length === 1 ? rules.interfaces[0] : undefined);
     if (wanted === undefined) {
-      throw new Error(`the file does not name its interface and the config has several (${rules.interfaces.join(', ')}): pass --interface`);
+      throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `the file does not name its interface and the config has several (${rules.interfaces.join(', ')}): pass --interface`);
     }
     ifIndex = rules.interfaces.indexOf(wanted);
-    if (ifIndex < 0) throw new Error(`interface ${wanted} is not a source of any enabled session (${rules.interfaces.join(', ') || 'none'})`);
+    if (ifIndex < 0) throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `interface ${wanted} is not a source of any enabled session (${rules.interfaces.join(', ') || 'none'})`);
     ifName = wanted;
   };
 
@@ -89,7 +90,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
       let dir = direction;
       if (mac !== undefined) dir = caplen >= 12 && mac.equals(buf.subarray(6, 12)) ? DIR_OUT : DIR_IN;
       if (dir === DIRECTION_UNKNOWN) {
-        throw new Error(`${opts.pcap} does not record packet directions (classic pcap): pass --local-mac with the interface's MAC`);
+        throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `${opts.pcap} does not record packet directions (classic pcap): pass --local-mac with the interface's MAC`);
       }
       pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, dir === DIR_OUT ? DIR_OUT : DIR_IN);
     });

@@ -8,6 +8,7 @@
 import { LIMITS } from '../limits.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules/compile.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 export const MF_MAX_SESSIONS = LIMITS.enabledSessions;
 export const MF_MAX_CHAIN = LIMITS.sessionsPerInterface;
@@ -144,11 +145,11 @@ export interface ChainEntry {
 
 /** struct mf_chain for one interface and direction. */
 export function encodeChain(entries: readonly ChainEntry[]): Buffer {
-  if (entries.length > MF_MAX_CHAIN) throw new Error(`more than ${MF_MAX_CHAIN} sessions on one interface`);
+  if (entries.length > MF_MAX_CHAIN) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_CHAIN} sessions on one interface`);
   const buf = Buffer.alloc(CHAIN_SIZE);
   buf.writeUInt32LE(entries.length, CHAIN.n_sessions.offset);
   entries.forEach((entry, s) => {
-    if (entry.rules.length > MF_MAX_RULES) throw new Error(`more than ${MF_MAX_RULES} rules in one direction`);
+    if (entry.rules.length > MF_MAX_RULES) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_RULES} rules in one direction`);
     buf.writeUInt32LE(entry.session, CHAIN.session.offset + 4 * s);
     buf.writeUInt32LE(entry.rules.length, CHAIN.n_rules.offset + 4 * s);
     entry.rules.forEach((rule, r) => writeRule(buf, CHAIN.rules.offset + (s * MF_MAX_RULES + r) * RULE_SIZE, rule));
@@ -178,8 +179,8 @@ export interface SlotSession {
 
 /** struct mf_slot: epoch, own outputs, the sessions of one rule set and where clones are segmented. */
 export function encodeSlot(epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[], segIfindex: number): Buffer {
-  if (own.length > MF_MAX_OWN) throw new Error(`more than ${MF_MAX_OWN} mirror targets and collectors`);
-  if (sessions.length > MF_MAX_SESSIONS) throw new Error(`more than ${MF_MAX_SESSIONS} enabled sessions`);
+  if (own.length > MF_MAX_OWN) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_OWN} mirror targets and IPFIX collectors (the eBPF plane's limit)`);
+  if (sessions.length > MF_MAX_SESSIONS) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_SESSIONS} enabled sessions (the eBPF plane's limit)`);
   const buf = Buffer.alloc(SLOT_SIZE);
   buf.writeUInt32LE(epoch >>> 0, SLOT.epoch.offset);
   buf.writeUInt32LE(sessions.length, SLOT.n_sessions.offset);

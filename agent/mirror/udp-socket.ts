@@ -9,6 +9,7 @@ import { constants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
 import { NativeMemory } from '../native-memory.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 const libc = koffi.load('libc.so.6');
 
@@ -133,7 +134,7 @@ export class UdpSocket {
   /** Binds to the first free port in [first, first + count). */
   static bindInRange(family: 4 | 6, first: number, count: number, sendBufferBytes: number): UdpSocket {
     const fd = sys.socket(family === 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
-    if (fd < 0) throw new Error(`UDP socket: ${errnoText(koffi.errno())}`);
+    if (fd < 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `UDP socket: ${errnoText(koffi.errno())}`);
     try {
       const on = int32(1);
       if (family === 6) setOption(fd, SOL_IPV6, IPV6_V6ONLY, on, 'IPV6_V6ONLY');
@@ -148,7 +149,7 @@ export class UdpSocket {
         lastErrno = koffi.errno();
         if (lastErrno !== EADDRINUSE) break;
       }
-      throw new Error(`no free UDP source port in ${first}..${first + count - 1}: ${errnoText(lastErrno)}`);
+      throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `no free UDP source port in ${first}..${first + count - 1}: ${errnoText(lastErrno)}`);
     } catch (err) {
       sys.close(fd);
       throw err;
@@ -196,5 +197,5 @@ function int32(value: number): Buffer {
 }
 
 function setOption(fd: number, level: number, name: number, value: Buffer, what: string): void {
-  if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new Error(`setsockopt ${what}: ${errnoText(koffi.errno())}`);
+  if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `setsockopt ${what}: ${errnoText(koffi.errno())}`);
 }

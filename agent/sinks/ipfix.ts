@@ -34,6 +34,7 @@ import {
   type ExportRecord,
   type Template,
 } from './ipfix-template.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** Fits a 1500-byte MTU under IPv6 + UDP headers with room for tunnels. */
 const DEFAULT_MAX_MESSAGE_BYTES = 1400;
@@ -89,7 +90,7 @@ export class IpfixSink extends QueuedSink {
     super('ipfix', opts);
     this.deliveryConfirms = false;
     const hp = parseHostPort(setting.collector);
-    if (typeof hp === 'string') throw new Error(`flow log ${opts.flowLogId}: ipfix collector: ${hp}`);
+    if (typeof hp === 'string') throw new MirrorflowError(ErrorCode.SINK_INVALID, `flow log ${opts.flowLogId}: ipfix collector: ${hp}`);
     this.host = hp.host;
     this.port = hp.port;
     this.domain = observationDomain(opts.flowLogId);
@@ -98,7 +99,7 @@ export class IpfixSink extends QueuedSink {
     this.errorWaitMs = opts.errorWaitMs ?? DEFAULT_ERROR_WAIT_MS;
     const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     if (maxBytes < MESSAGE_HEADER_LEN + this.templates.length + SET_HEADER_LEN + LARGEST_RECORD) {
-      throw new Error(`maxMessageBytes ${maxBytes} cannot hold the templates and one IPv6 record`);
+      throw new MirrorflowError(ErrorCode.SINK_INVALID, `maxMessageBytes ${maxBytes} cannot hold the templates and one IPv6 record`);
     }
     this.buf = Buffer.alloc(maxBytes);
   }

@@ -77,7 +77,7 @@ describe('hostile configuration', () => {
     await chmod(file, 0o600);
     const refused = await validate(file, NOBODY);
     expect(refused.code).toBe(1);
-    expect(refused.err.trim()).toBe(`cannot read config ${file}: permission denied`);
+    expect(refused.err.trim()).toBe(`cannot read config ${file}: permission denied [MF_CONFIG_READ]`);
     // Same file, same user, readable: the refusal came from the mode, not from the setup.
     await chmod(file, 0o644);
     const ok = await validate(file, NOBODY);
@@ -145,7 +145,7 @@ describe('hostile configuration', () => {
     expect((err as Error).message).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
     const cli = await validate(fifo);
     expect(cli.code).toBe(1);
-    expect(cli.err.trim()).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
+    expect(cli.err.trim()).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file [MF_CONFIG_READ]`);
   });
 
   it.each(['/dev/zero', '/dev/urandom', '/dev/null'])('refuses the device %s without reading it', async (device) => {
