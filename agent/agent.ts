@@ -1,11 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Server } from 'node:http';
 import { loadConfigDocument, parseConfigDocument, type ConfigDocument, type FileIdentity } from './config/load.js';
 import type { Config } from './config/types.js';
 import { writeConfigAtomic } from './config/write.js';
-import { PcapSource } from './capture/pcap-source.js';
+import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing } from './capture/packet-ring.js';
 import { compileRules, type RuleSet } from './rules/compile.js';
 import { prefilterExpression } from './rules/prefilter.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from './rules/match.js';
@@ -27,8 +26,9 @@ import { KernelSessionOutput } from './ebpf/kernel-output.js';
 import { fillRejectView } from './ebpf/reject-view.js';
 import { interfaceState, MISSING } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
+import { BUILD_INFO } from './version.js';
 
-/** Kernel socket buffer per capture handle: room for ~100 ms of 64-byte frames at 1 Mpps. */
+/** Capture ring per interface: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps (docs/capture.md). */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 const DIRECTION_NAMES = ['in', 'out'] as const;
@@ -39,11 +39,6 @@ const TICK_MS = 1000;
 const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 5000);
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
-
-/** The MAC the kernel uses as source on this interface. */
-async function interfaceMac(name: string): Promise<string> {
-  return (await readFile(`/sys/class/net/${name}/address`, 'utf8')).trim();
-}
 
 type Plane = 'pcap' | 'ebpf';
 
@@ -63,17 +58,25 @@ function kernelSamples(plane: EbpfDataPlane): Record<string, Sample[]> {
   return { capturePackets: capture, notMirroredPackets: skipped, malformedPackets: malformed };
 }
 
+/** Whether a series' interface and session labels (where it has them) are still in the generation's config. */
+function configuredSeries(gen: Generation): (labels: Record<string, string>) => boolean {
+  const interfaces = new Set(gen.rules.interfaces);
+  const sessions = new Set(gen.config.sessions.map((s) => s.id));
+  return (labels) =>
+    (labels.interface === undefined || interfaces.has(labels.interface)) && (labels.session === undefined || sessions.has(labels.session));
+}
+
 /** Everything built from one config: replaced as a whole on reload. */
 interface Generation {
   config: Config;
   rules: RuleSet;
-  /** Where mirroring happens: user space (libpcap + UDP sockets) or the kernel (TC programs). */
+  /** Where mirroring happens: user space (AF_PACKET ring + UDP sockets) or the kernel (TC programs). */
   plane: Plane;
   pipeline: MirrorPipeline;
   /** By session index: UDP senders (pcap plane) or views of the kernel's counters (eBPF plane). */
   senders: MirrorOutput[];
   /** Capture per present source interface (a missing one has none until it appears). */
-  sources: PcapSource[];
+  sources: PacketRing[];
   /** interfaceState() of each source interface when this generation was built. */
   ifStates: Map<string, string>;
   /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
@@ -153,7 +156,7 @@ export class Agent {
     this.loadedFile = doc.file;
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     this.ticker.unref();
-    this.log.info(this.summary(this.gen), 'agent ready');
+    this.log.info({ ...BUILD_INFO, ...this.summary(this.gen) }, 'agent ready');
   }
 
   private tick(): void {
@@ -344,7 +347,18 @@ export class Agent {
     this.gen = next;
     this.raw = doc.raw;
     if (doc.file) this.loadedFile = doc.file;
+    this.forgetRemoved(next);
     if (next.plane === 'pcap') await this.closeEbpf();
+  }
+
+  /**
+   * Series of interfaces and sessions the new config no longer has leave /metrics (a
+   * counter that comes back later starts from 0, which Prometheus reads as a reset).
+   */
+  private forgetRemoved(gen: Generation): void {
+    const keep = configuredSeries(gen);
+    for (const totals of this.totals.values()) totals.retain(keep);
+    for (const name of this.interfaceChanges.keys()) if (!keep({ interface: name })) this.interfaceChanges.delete(name);
   }
 
   /**
@@ -387,7 +401,7 @@ export class Agent {
     const ebpf = plane === 'ebpf' ? this.ebpf : undefined;
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const senders: MirrorOutput[] = [];
-    const sources: PcapSource[] = [];
+    const sources: PacketRing[] = [];
     const pathMtus = new Map<string, number>();
     // The kernel plane installs into the slot after the live one, as the last step of the build.
     const slot = ebpf ? ebpf.maps.activeSlot ^ 1 : 0;
@@ -419,7 +433,7 @@ export class Agent {
         // With the kernel mirroring, user space captures only what flow logs need.
         if (ebpf && !(flow?.covers(ifIndex) ?? false)) continue;
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
-        sources.push(this.capture(rules, pipeline, ifIndex, name, await interfaceMac(name), paused));
+        sources.push(this.capture(rules, pipeline, ifIndex, name, ebpf === undefined, paused));
       }
       const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
       if (ebpf && (await ebpf.install(rules, rejectInterfaces)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
@@ -433,21 +447,21 @@ export class Agent {
   }
 
   private capture(
-    rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, macAddress: string, paused: boolean,
-  ): PcapSource {
-    const snap = Math.max(...rules.sessions.map((s) => s.packetLength), 128);
-    return new PcapSource({
+    rules: RuleSet, pipeline: MirrorPipeline, ifIndex: number, name: string, userMirror: boolean, paused: boolean,
+  ): PacketRing {
+    // Mirroring needs aggregates whole (their segments are cut from them); flow logs only headers.
+    const mirrored = userMirror && (rules.chains[ifIndex * 2]!.length > 0 || rules.chains[ifIndex * 2 + 1]!.length > 0);
+    return new PacketRing({
       interfaceName: name,
-      macAddress,
       // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
       filterIn: prefilterExpression(rules, name, DIR_IN, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
       filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp: pipeline.flow?.covers(ifIndex) ?? false }),
-      snapLength: snap,
+      snapLength: mirrored ? MIRROR_SNAP_LENGTH : HEADER_SNAP_LENGTH,
       bufferBytes: CAPTURE_BUFFER_BYTES,
       bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
       paused,
-      onFrame: (buf, caplen, wireLen, tsUs, direction: Direction) =>
-        pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction),
+      onFrame: (buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
+        pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction, offload),
       onWarning: (msg) => this.log.warn({ interface: name }, msg),
     });
   }
@@ -477,7 +491,7 @@ export class Agent {
           await refuseIfChangedOnDisk(this.configPath, this.loadedFile, this.raw);
           const file = await writeConfigAtomic(this.configPath, next);
           await this.swap({ ...doc, file });
-          this.log.info(this.summary(this.running()), 'config changed over the control socket');
+          // The control server logs the change once, with the op and its arguments.
           this.countReload('ok');
         }),
     };
@@ -528,7 +542,10 @@ export class Agent {
     live: Record<string, Sample[]> = this.gen ? this.liveSamples(this.gen) : {},
     kernel: Record<string, Sample[]> = this.ebpf ? kernelSamples(this.ebpf) : {},
   ): Sample[] {
-    return this.totalsOf(name).with([...(live[name] ?? []), ...(kernel[name] ?? [])]);
+    const all = this.totalsOf(name).with([...(live[name] ?? []), ...(kernel[name] ?? [])]);
+    // The eBPF plane keeps counting every interface life it attached; show the configured ones.
+    const keep = this.gen ? configuredSeries(this.gen) : () => true;
+    return all.filter(([labels]) => keep(labels));
   }
 
   private totalsOf(name: keyof MetricsSource): Totals {
@@ -545,6 +562,7 @@ export class Agent {
   private liveSamples(gen: Generation): Record<string, Sample[]> {
     const { rules, pipeline } = gen;
     const capture: Sample[] = [];
+    const unsegmented: Sample[] = [];
     const drops: Sample[] = [];
     const skipped: Sample[] = [];
     const kernel = gen.plane === 'ebpf';
@@ -554,6 +572,7 @@ export class Agent {
       if (kernel) return;
       for (const dir of [DIR_IN, DIR_OUT] as const) {
         capture.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.captured[i * 2 + dir]!]);
+        unsegmented.push([{ interface: name, direction: DIRECTION_NAMES[dir] }, pipeline.unsegmented[i * 2 + dir]!]);
       }
     });
     pipeline.notMirrored.forEach((count, slot) => {
@@ -568,6 +587,7 @@ export class Agent {
       rules.sessions.map((s) => [{ session: s.id }, read(pipeline.senders[s.index]!)] as const);
     return {
       capturePackets: capture,
+      unsegmentedPackets: unsegmented,
       captureDrops: drops,
       malformedPackets: kernel ? [] : [...pipeline.malformed].map(([reason, n]) => [{ reason }, n] as const),
       notMirroredPackets: skipped,
@@ -585,6 +605,7 @@ export class Agent {
       capturePackets: read('capturePackets'),
       captureDrops: read('captureDrops'),
       malformedPackets: read('malformedPackets'),
+      unsegmentedPackets: read('unsegmentedPackets'),
       notMirroredPackets: read('notMirroredPackets'),
       mirrorPackets: read('mirrorPackets'),
       mirrorBytes: read('mirrorBytes'),

@@ -3,13 +3,17 @@ import os from 'node:os';
 import { Command } from 'commander';
 import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
-import { ConfigError, describeError } from './errors.js';
+import { missingSources } from './config/host-check.js';
+import { ConfigError, ConfigReadError, describeError } from './errors.js';
 import { createLogger } from './log.js';
+import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
 import { replay } from './replay.js';
-import { DEFAULTS } from './config/schema.js';
 import { controlRequest, formatControlError, formatResult, formatSessionList } from './control/client.js';
 import { ControlError } from './control/protocol.js';
+import { socketFromConfig } from './control/socket-path.js';
+import { formatEditSummary } from './control/edit-summary.js';
+import { versionText } from './version.js';
 import { armStopDeadline, writeStderrLine } from './stop-deadline.js';
 
 const DEFAULT_CONFIG = '/etc/mirrorflow/mirrorflow.yaml';
@@ -21,6 +25,7 @@ const AGENT_NICE = 10;
 const program = new Command()
   .name('mirrorflow')
   .description('Host traffic mirroring (VXLAN) and VPC-style flow logs')
+  .version(versionText(), '-V, --version', 'print the version (and the commit it was built from)')
   .showHelpAfterError();
 
 program
@@ -75,39 +80,52 @@ program
     });
   });
 
+/**
+ * A failed command's message on stderr, exit code 1; no stack trace, since these are the
+ * user's mistakes (a bad file, a missing capture). Config problems come one per line,
+ * `FILE: path: reason`, as compilers print them.
+ */
+function reportFailure(command: string, err: unknown): void {
+  if (err instanceof ConfigError) {
+    for (const issue of err.issues) process.stderr.write(`${err.source ?? 'config'}: ${issue.path}: ${issue.message}\n`);
+  } else if (err instanceof ConfigReadError) {
+    process.stderr.write(`${describeError(err)}\n`);
+  } else {
+    process.stderr.write(`${command}: ${describeError(err)}\n`);
+  }
+  process.exitCode = 1;
+}
+
 program
   .command('validate')
-  .description('check a configuration file; exit 0 when valid, 1 with every error listed')
+  .description('check a configuration file; exit 0 when valid, 1 with every error listed (FILE: path: reason); warns about sources missing on this host')
   .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
   .action(async (opts: { config: string }) => {
     try {
-      await loadConfig(opts.config);
+      const config = await loadConfig(opts.config);
+      for (const w of missingSources(config)) process.stderr.write(`${opts.config}: warning: ${w.path}: ${w.message}\n`);
       process.stdout.write(`${opts.config}: valid\n`);
     } catch (err) {
-      if (err instanceof ConfigError) {
-        for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
-      } else {
-        process.stderr.write(`${describeError(err)}\n`);
-      }
-      process.exitCode = 1;
+      reportFailure('validate', err);
     }
   });
 
 program
   .command('replay')
-  .description('run the pipeline over a capture file: mirrored copies as VXLAN frames into --out')
+  .description('run the pipeline over a capture file: mirrored copies as VXLAN frames into --out, flow logs to the sinks')
   .option('-c, --config <file>', 'configuration file (YAML or JSON)', DEFAULT_CONFIG)
   .requiredOption('--pcap <file>', 'capture file to read (pcap or pcapng, Ethernet)')
-  .option('--interface <name>', 'the configured source interface the file was captured on')
-  .option('--out <file>', 'write the VXLAN copies (whole outer frames) to this pcap file')
-  .option('--local-mac <mac>', "the interface's MAC: frames from it are outbound (for files without directions)")
+  .option('--interface <name>', "the source interface the file was captured on; for files without directions its MAC on this host tells them")
+  .option('--out <file>', 'write the VXLAN copies (whole outer frames) to this pcap file (only when the replay succeeds)')
+  .option('--local-mac <mac>', "the capture interface's MAC: frames from it are outbound (for files without directions)")
+  .option('--flow-log-out <file>', "write flow log records to this JSON lines file instead of the config's sinks (FILE-<id>.ext each with several flow logs)")
   .option('--outer-source <address>', 'outer source address of the written copies (default 192.0.2.1 / 2001:db8::1)')
   .option('--mtu <bytes>', 'path MTU to the targets', (v) => Number(v), 1500)
-  .action(async (opts: { config: string; pcap: string; interface?: string; out?: string; localMac?: string; outerSource?: string; mtu: number }) => {
+  .action(async (opts: { config: string; pcap: string; interface?: string; out?: string; localMac?: string; flowLogOut?: string; outerSource?: string; mtu: number }) => {
     try {
       const summary = await replay({
         config: opts.config, pcap: opts.pcap, interfaceName: opts.interface, out: opts.out,
-        localMac: opts.localMac, outerSource: opts.outerSource, pathMtu: opts.mtu,
+        localMac: opts.localMac, flowLogOut: opts.flowLogOut, outerSource: opts.outerSource, pathMtu: opts.mtu,
         logger: createLogger(process.env.MIRRORFLOW_LOG_LEVEL ?? 'warn'),
       });
       process.stdout.write(`${JSON.stringify(summary)}\n`);
@@ -118,12 +136,7 @@ program
         process.exitCode = 1;
       }
     } catch (err) {
-      if (err instanceof ConfigError) {
-        for (const issue of err.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`);
-      } else {
-        process.stderr.write(`replay: ${describeError(err)}\n`);
-      }
-      process.exitCode = 1;
+      reportFailure('replay', err);
     }
   });
 
@@ -136,52 +149,65 @@ program
     process.exitCode = result.ok ? 0 : 1;
   });
 
-/** Runs one control-socket request and prints its result; a refusal exits 1 with the reason. */
-async function control(socket: string, op: string, args: unknown, format: (result: unknown) => string): Promise<void> {
+interface ControlOptions {
+  socket?: string;
+  config: string;
+  json?: boolean;
+}
+
+/**
+ * Runs one control-socket request and prints its result; a refusal exits 1 with the reason.
+ * The socket is --socket, else the one the config file names (agent.control.socket).
+ */
+async function control(opts: ControlOptions, op: string, args: unknown, format: (result: unknown) => string): Promise<void> {
   try {
-    process.stdout.write(format(await controlRequest(socket, op, args)));
+    const socket = opts.socket ?? (await socketFromConfig(opts.config, opts.config === DEFAULT_CONFIG));
+    const result = await controlRequest(socket, op, args);
+    process.stdout.write(opts.json === true ? `${JSON.stringify(result, null, 2)}\n` : format(result));
   } catch (err) {
-    if (!(err instanceof ControlError)) throw err;
-    process.stderr.write(formatControlError(err));
+    process.stderr.write(err instanceof ControlError ? formatControlError(err) : `${(err as Error).message}\n`);
     process.exitCode = 1;
   }
 }
 
-const SOCKET_HELP = 'control socket of the running agent (agent.control.socket)';
+/** A command that talks to the running agent: where its socket is, and optionally --json. */
+function controlCommand(parent: Command, usage: string, description: string, json = false): Command {
+  const cmd = parent
+    .command(usage)
+    .description(description)
+    .option('-s, --socket <path>', 'control socket of the running agent (default: agent.control.socket of --config)')
+    .option('-c, --config <file>', 'the config file the agent runs with, to find its control socket', DEFAULT_CONFIG);
+  if (json) cmd.option('--json', 'print the result as JSON (for scripts) instead of text');
+  return cmd;
+}
 
-program
-  .command('status')
-  .description('show the running agent: data plane, interfaces, sessions and their counters')
-  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
-  .action((opts: { socket: string }) => control(opts.socket, 'status', undefined, formatResult));
+controlCommand(program, 'status', 'show the running agent: data plane, interfaces, sessions and their counters', true)
+  .action((opts: ControlOptions) => control(opts, 'status', undefined, formatResult));
 
-program
-  .command('flowlogs')
-  .description('show the flow logs of the running agent and their state (window, flows, records, sink)')
-  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
-  .action((opts: { socket: string }) => control(opts.socket, 'flowlogs.list', undefined, formatResult));
+controlCommand(program, 'flowlogs', 'show the flow logs of the running agent and their state (window, flows, records, sink)', true)
+  .action((opts: ControlOptions) => control(opts, 'flowlogs.list', undefined, formatResult));
 
-const session = program.command('session').description('list, start and stop mirror sessions of the running agent');
-session
-  .command('list')
-  .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
-  .action((opts: { socket: string }) => control(opts.socket, 'sessions.list', undefined, formatSessionList));
+const session = program
+  .command('session')
+  .description('list, start and stop mirror sessions of the running agent, add or remove their sources (changes are written back to the config file)');
+controlCommand(session, 'list', 'list the sessions of the running config: id, state, priority, VNI, filter, sources, target', true)
+  .action((opts: ControlOptions) => control(opts, 'sessions.list', undefined, formatSessionList));
 for (const [name, op, help] of [
   ['start', 'session.start', 'enable a session (written back to the config file)'],
   ['stop', 'session.stop', 'disable a session (written back to the config file)'],
 ] as const) {
-  session
-    .command(`${name} <id>`)
-    .description(help)
-    .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
-    .action((id: string, opts: { socket: string }) => control(opts.socket, op, { id }, formatResult));
+  controlCommand(session, `${name} <id>`, help)
+    .action((id: string, opts: ControlOptions) => control(opts, op, { id }, (r) => formatEditSummary(op, { id }, r)));
 }
-for (const [name, op] of [['add-source', 'session.addSource'], ['remove-source', 'session.removeSource']] as const) {
-  session
-    .command(`${name} <id> <interface>`)
-    .description(`${name === 'add-source' ? 'add a source interface to' : 'remove a source interface from'} a session`)
-    .option('-s, --socket <path>', SOCKET_HELP, DEFAULTS.controlSocket)
-    .action((id: string, iface: string, opts: { socket: string }) => control(opts.socket, op, { id, interface: iface }, formatResult));
+for (const [name, op, help] of [
+  ['add-source', 'session.addSource', 'add a source interface to a session (written back to the config file)'],
+  ['remove-source', 'session.removeSource', 'remove a source interface from a session (written back to the config file)'],
+] as const) {
+  controlCommand(session, `${name} <id> <interface>`, help)
+    .action((id: string, iface: string, opts: ControlOptions) =>
+      control(opts, op, { id, interface: iface }, (r) => formatEditSummary(op, { id, interface: iface }, r)));
 }
+
+program.addCommand(flowsCommand(DEFAULT_CONFIG));
 
 await program.parseAsync(process.argv);

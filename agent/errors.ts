@@ -63,6 +63,8 @@ export function formatIssues(issues: readonly ConfigIssue[]): string {
 
 export class ConfigError extends MirrorflowError {
   readonly issues: readonly ConfigIssue[];
+  /** Where the text came from (a file path), when known. */
+  readonly source: string | undefined;
 
   /** `source` names where the text came from (a file path) for the message. */
   constructor(issues: readonly ConfigIssue[], source?: string) {
@@ -70,6 +72,7 @@ export class ConfigError extends MirrorflowError {
     const count = issues.length === 1 ? '1 error' : `${issues.length} errors`;
     super(ErrorCode.CONFIG_INVALID, `${where} is invalid (${count}):\n${formatIssues(issues)}`);
     this.issues = Object.freeze(issues.map((i) => Object.freeze({ ...i })));
+    this.source = source;
   }
 }
 
@@ -80,4 +83,16 @@ export class ConfigReadError extends MirrorflowError {
     super(ErrorCode.CONFIG_READ, `cannot read config ${path}: ${reason}`, { cause });
     this.path = path;
   }
+}
+
+const FILE_ERROR_REASONS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory',
+  ELOOP: 'too many levels of symbolic links',
+};
+
+/** Why a file could not be read, in words ("no such file"), instead of Node's "ENOENT: ... open 'x'". */
+export function fileErrorReason(err: unknown): string {
+  return FILE_ERROR_REASONS[(err as NodeJS.ErrnoException).code ?? ''] ?? (err as Error).message;
 }

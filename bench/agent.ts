@@ -18,7 +18,8 @@ export type StartAgent = (file: string) => Promise<Spawned>;
 
 /** The first error the agent reported: its message's first line, else its first stderr line. */
 function firstError(agent: Spawned): string {
-  for (const line of agent.lines.stdout) {
+  // The agent logs errors on stderr, the rest on stdout.
+  for (const line of [...agent.lines.stderr, ...agent.lines.stdout]) {
     try {
       const rec = JSON.parse(line) as { level?: number; msg?: string; err?: { message?: string } };
       if ((rec.level ?? 0) >= LEVEL_ERROR) return (rec.err?.message ?? rec.msg ?? line).split('\n')[0]!;

@@ -12,7 +12,7 @@ export interface PlaneResult {
 }
 
 export const ANCHOR_MIRROR = 'minimal eBPF mirror';
-export const ANCHOR_EMPTY = 'node-pcap empty callback';
+export const ANCHOR_EMPTY = 'capture ring empty callback';
 export const ANCHOR_TCPDUMP = 'tcpdump -w /dev/null';
 export const ANCHOR_NONE = 'no mirror (baseline)';
 export const planeName = (plane: string, flowLogs: boolean) => `mirrorflow ${plane} (${flowLogs ? '+flow logs' : 'mirror only'})`;
@@ -47,7 +47,7 @@ export function formatRates(results: PlaneResult[], topRate: number): string {
   return [
     `Zero-loss rate: "step" = the highest offered rate without a single loss (steps up to ${n(topRate)} pps; "≥" = the top step passed); "zero-loss pps" = the rate trafgen really sent in that step (start-up included) when lower — the sender slows down instead of losing when the copying runs in its path. Ratios use zero-loss pps.`,
     '',
-    '| plane | frame bytes | zero-loss pps | step | vs minimal eBPF mirror | vs node-pcap empty | vs tcpdump | vs no mirror | CPU s per M packets |',
+    '| plane | frame bytes | zero-loss pps | step | vs minimal eBPF mirror | vs capture ring empty | vs tcpdump | vs no mirror | CPU s per M packets |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
@@ -107,7 +107,7 @@ export function formatTargets(results: PlaneResult[], tput: ThroughputResult[], 
   const emptyResult = rate(ANCHOR_EMPTY, 64);
   const empty = emptyResult === undefined ? 0 : zeroLossRate(emptyResult);
   const pcapRate = pcap === undefined ? 0 : zeroLossRate(pcap);
-  say(pcap === undefined ? null : pcapRate >= 0.5 * empty, 'pcap plane, 64 B, flow logs on: ≥ 50% of node-pcap empty callback',
+  say(pcap === undefined ? null : pcapRate >= 0.5 * empty, 'pcap plane, 64 B, flow logs on: ≥ 50% of capture ring empty callback',
     pcap === undefined ? '-' : `${n(pcapRate)} vs ${n(empty)} pps (${pct(pcapRate, empty)})`);
   say(pcap === undefined ? null : pcapRate >= 250_000, 'pcap plane, 64 B, flow logs on: ≥ 250k pps', pcap === undefined ? '-' : `${n(pcapRate)} pps`);
 

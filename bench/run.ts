@@ -2,7 +2,7 @@
 // the destination? Load comes from trafgen (fixed-size UDP frames) in the src namespace;
 // delivery is counted at the destination from kernel counters (the decapsulating vxlan
 // device), never from the agent's own report. Anchors on the same traffic: a minimal TC
-// clone mirror (the machine's ceiling), node-pcap with an empty callback and
+// clone mirror (the machine's ceiling), the agent's capture ring with an empty callback and
 // `tcpdump -w /dev/null` (the user-space capture ceiling), and the traffic with no
 // mirroring at all. Then the host's cost (bench/host-cost.ts): the sender's TCP throughput
 // and the agent's memory with 10 to 100k flows. Results: tables on stdout and
@@ -128,10 +128,9 @@ async function quiesce(read: () => Promise<number>): Promise<void> {
 }
 
 const EMPTY_CAPTURE = (dir: string, dev: string) => `
-import('${join(dir, 'dist/agent/capture/pcap-source.js')}').then(({ PcapSource }) => {
-  const fs = require('node:fs');
+import('${join(dir, 'dist/agent/capture/packet-ring.js')}').then(({ PacketRing }) => {
   let n = 0;
-  const src = new PcapSource({ interfaceName: '${dev}', macAddress: fs.readFileSync('/sys/class/net/${dev}/address', 'utf8').trim(),
+  const src = new PacketRing({ interfaceName: '${dev}',
     filterIn: 'udp', filterOut: 'udp', snapLength: 1600, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
     onFrame: () => { n++; }, onWarning: () => {} });
   process.on('SIGUSR2', () => console.log('count ' + n));
@@ -194,7 +193,7 @@ async function main(): Promise<void> {
       results.push(await search(t, conf, ANCHOR_MIRROR, size, decapRx, () => undefined, () => quiesce(decapRx)));
       await detachMinimalMirror(t);
 
-      // (2) Raw capture ceilings: node-pcap with an empty callback, tcpdump -w /dev/null.
+      // (2) Raw capture ceilings: the agent's capture ring with an empty callback, tcpdump -w /dev/null.
       const empty: Spawned = t.spawn('src', process.execPath, ['-e', EMPTY_CAPTURE(REPO, t.srcIf)]);
       await empty.waitForLine(/ready/, 20_000);
       const readEmpty = async () => {

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Installs what mirrorflow needs to build, test and run its lab on Debian, and nothing
-# that is already there. Safe to run repeatedly; `make lab`/`make test` call it.
+# Installs what mirrorflow needs on Debian, and nothing that is already there. Safe to run
+# repeatedly.
+#   scripts/install-deps.sh          build, test and lab (`make test`, `make lab`)
+#   scripts/install-deps.sh --build  only what building needs (`make install`): no test tools
 set -euo pipefail
 
 packages=(
-  libpcap-dev       # node-pcap's native module
+  libpcap0.8        # the capture compiles its kernel filters with libpcap (koffi)
   clang llvm        # eBPF programs (bpf/)
   libbpf-dev bpftool
-  iproute2 ethtool  # namespaces, veth, vxlan, offload settings in the lab and tests
-  tcpdump tshark    # independent decoders of what reaches the destination
-  iperf3 netsniff-ng  # traffic generators (iperf3, trafgen)
   g++ make python3  # node-gyp builds the native modules
-  systemd           # systemd-analyze verify of the unit
-  prometheus        # promtool check metrics
-  iptables          # induced loss (statistic match) and host drops in tests
-  nfdump pmacct softflowd postgresql  # IPFIX collectors, a reference exporter and the database the collector e2e reads
+  iproute2 ethtool  # ip, tc and ethtool, which the agent runs; namespaces, veths, offloads in the lab and tests
 )
+if [[ ${1:-} != --build ]]; then
+  packages+=(
+    tcpdump tshark    # independent decoders of what reaches the destination
+    iperf3 netsniff-ng  # traffic generators (iperf3, trafgen)
+    systemd           # systemd-analyze verify of the unit
+    prometheus        # promtool check metrics
+    iptables          # induced loss (statistic match) and host drops in tests
+    groff-base man-db # the man page renders without warnings
+    nfdump pmacct softflowd postgresql  # IPFIX collectors, a reference exporter and the database the collector e2e reads
+    chromium          # renders the `flows report` page in its test (headless)
+    jq                # what `make bench` compares `flows query` against
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the built agent on a host (`make install`), or removes it again.
 #
-#   scripts/install.sh [install]             agent, wrapper, unit, default config (kept if present)
+#   scripts/install.sh [install]             agent (runtime node modules only), wrapper, man page,
+#                                            bash completion, unit, docs, default config (kept if present)
 #   scripts/install.sh uninstall [--purge]   remove what install put there; --purge also
 #                                            removes /etc/mirrorflow and the flow logs
 #
@@ -9,7 +10,10 @@
 # PREFIX (default /usr), NODE (the node binary the wrapper runs; default: the one on PATH).
 # Layout: $PREFIX/lib/mirrorflow/{dist (with dist/bpf),node_modules,package.json}, $PREFIX/bin/mirrorflow,
 # $PREFIX/lib/systemd/system/mirrorflow.service, /etc/mirrorflow/mirrorflow.yaml,
-# $PREFIX/share/doc/mirrorflow/.
+# $PREFIX/share/doc/mirrorflow/{README.md,docs/*.md} (as in the source tree, so links resolve),
+# $PREFIX/share/man/man1/mirrorflow.1, $PREFIX/share/bash-completion/completions/mirrorflow.
+# It needs only what `make install` built (dist/, node_modules/); it runs no package manager
+# but `npm prune --omit=dev` on its own copy.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,11 +24,17 @@ LIBDIR=$PREFIX/lib/mirrorflow
 BINDIR=$PREFIX/bin
 UNITDIR=$PREFIX/lib/systemd/system
 DOCDIR=$PREFIX/share/doc/mirrorflow
+MANDIR=$PREFIX/share/man/man1
+COMPLETIONDIR=$PREFIX/share/bash-completion/completions
 CONFDIR=/etc/mirrorflow
 LOGDIR=/var/log/mirrorflow
 STATEDIR=/var/lib/mirrorflow
 
 say() { echo "mirrorflow: $*"; }
+
+# The man page, unit and default config name /usr/bin/mirrorflow and /usr/share/doc/mirrorflow:
+# a file with those put where PREFIX puts them.
+at_prefix() { sed -e "s|/usr/share/doc/mirrorflow|$DOCDIR|g" -e "s|/usr/bin/mirrorflow|$BINDIR/mirrorflow|g" "$1"; }
 
 # systemctl only on a live host install: not into a staging root, not without systemd as init.
 systemd_live() { [[ -z $DESTDIR && -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
@@ -55,19 +65,23 @@ install_agent() {
   trap - EXIT
   rm -rf "$target.old"
 
-  install -d -m 0755 "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$DOCDIR"
+  install -d -m 0755 "$DESTDIR$BINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$DOCDIR/docs" "$DESTDIR$MANDIR" "$DESTDIR$COMPLETIONDIR"
   printf '#!/bin/sh\n# Installed by mirrorflow scripts/install.sh.\nexec %s %s/dist/agent/cli.js "$@"\n' \
     "$node" "$LIBDIR" >"$DESTDIR$BINDIR/mirrorflow.tmp"
   chmod 0755 "$DESTDIR$BINDIR/mirrorflow.tmp"
   mv "$DESTDIR$BINDIR/mirrorflow.tmp" "$DESTDIR$BINDIR/mirrorflow"
-  install -m 0644 systemd/mirrorflow.service "$DESTDIR$UNITDIR/mirrorflow.service"
-  install -m 0644 docs/operations.md "$DESTDIR$DOCDIR/operations.md"
+  at_prefix systemd/mirrorflow.service >"$DESTDIR$UNITDIR/mirrorflow.service" && chmod 0644 "$DESTDIR$UNITDIR/mirrorflow.service"
+  # Every document, so the links between them (and the config's pointer to config.md) resolve.
+  install -m 0644 README.md "$DESTDIR$DOCDIR/"
+  install -m 0644 docs/*.md "$DESTDIR$DOCDIR/docs/"
+  at_prefix docs/mirrorflow.1 >"$DESTDIR$MANDIR/mirrorflow.1" && chmod 0644 "$DESTDIR$MANDIR/mirrorflow.1"
+  install -m 0644 scripts/mirrorflow.bash-completion "$DESTDIR$COMPLETIONDIR/mirrorflow"
 
   install -d -m 0700 "$DESTDIR$CONFDIR"
   if [[ -e $DESTDIR$CONFDIR/mirrorflow.yaml ]]; then
     say "kept the existing $CONFDIR/mirrorflow.yaml"
   else
-    install -m 0600 systemd/mirrorflow.yaml "$DESTDIR$CONFDIR/mirrorflow.yaml"
+    (umask 077 && at_prefix systemd/mirrorflow.yaml >"$DESTDIR$CONFDIR/mirrorflow.yaml")
   fi
 
   if systemd_live; then
@@ -84,7 +98,8 @@ uninstall_agent() {
     systemctl disable --now mirrorflow.service 2>/dev/null || true
   fi
   rm -rf "$DESTDIR$LIBDIR" "$DESTDIR$DOCDIR"
-  rm -f "$DESTDIR$BINDIR/mirrorflow" "$DESTDIR$UNITDIR/mirrorflow.service"
+  rm -f "$DESTDIR$BINDIR/mirrorflow" "$DESTDIR$UNITDIR/mirrorflow.service" "$DESTDIR$MANDIR/mirrorflow.1" \
+    "$DESTDIR$COMPLETIONDIR/mirrorflow"
   if [[ $purge == --purge ]]; then
     rm -rf "$DESTDIR$CONFDIR" "$DESTDIR$LOGDIR" "$DESTDIR$STATEDIR"
   else

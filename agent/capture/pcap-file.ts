@@ -1,7 +1,8 @@
 // Capture files for `mirrorflow replay` and the tests: a reader for classic pcap (either
 // byte order, µs or ns timestamps) and pcapng (with per-packet direction from the EPB
 // flags and the interface name from the IDB), and a buffered classic-pcap writer.
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { fileErrorReason } from '../errors.js';
 
 /** Receives each frame; buf is a view into the file and valid only during the call. */
 export type FileFrameHandler = (
@@ -37,9 +38,41 @@ const DIRECTION_UNKNOWN = -1;
 const rd32 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
 const rd16 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt16LE(at) : buf.readUInt16BE(at));
 
+const cannotRead = (path: string, err: unknown) => new Error(`cannot read capture file ${path}: ${fileErrorReason(err)}`, { cause: err });
+
+function readCapture(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw cannotRead(path, err);
+  }
+}
+
+/** Which kind of capture file `path` is, from its first four bytes; throws when it is neither or cannot be read. */
+export function captureFormat(path: string): 'pcap' | 'pcapng' {
+  const head = Buffer.alloc(4);
+  let got: number;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      got = readSync(fd, head, 0, 4, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw cannotRead(path, err);
+  }
+  if (got < 4) throw new Error(`${path}: ${got} bytes, not a capture file`);
+  if (head.readUInt32LE(0) === NG_SHB) return 'pcapng';
+  const magic = head.readUInt32LE(0);
+  const swapped = head.readUInt32BE(0);
+  if ([PCAP_MAGIC_US, PCAP_MAGIC_NS].some((m) => m === magic || m === swapped)) return 'pcap';
+  throw new Error(`${path}: not a pcap or pcapng file (magic 0x${swapped.toString(16)})`);
+}
+
 /** Reads every frame of a pcap or pcapng file; resolves with the frame count. */
 export async function forEachFrame(path: string, onFrame: FileFrameHandler): Promise<number> {
-  const buf = readFileSync(path);
+  const buf = readCapture(path);
   if (buf.length < 4) throw new Error(`${path}: ${buf.length} bytes, not a capture file`);
   if (buf.readUInt32LE(0) === NG_SHB) return readPcapng(path, buf, onFrame);
   return readPcap(path, buf, onFrame);

@@ -7,7 +7,7 @@ import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { ConfigError, ConfigReadError, type ConfigIssue } from '../errors.js';
+import { ConfigError, ConfigReadError, fileErrorReason, type ConfigIssue } from '../errors.js';
 import { createConfigSchema, errorMap } from './schema.js';
 import type { Config } from './types.js';
 
@@ -119,12 +119,6 @@ export function parseConfig(text: string, opts: ParseOptions = {}): Config {
   return parseConfigDocument(text, opts).config;
 }
 
-const READ_REASONS: Record<string, string> = {
-  ENOENT: 'no such file',
-  EACCES: 'permission denied',
-  ELOOP: 'too many levels of symbolic links',
-};
-
 const WORLD_WRITABLE = 0o002;
 /** A real config is a few KiB; anything bigger is a mistake (a log, a disk image) and is not read. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -151,8 +145,7 @@ export async function readConfigFile(path: string): Promise<{ text: string; file
   try {
     file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    throw new ConfigReadError(path, READ_REASONS[code] ?? (err as Error).message, err);
+    throw new ConfigReadError(path, fileErrorReason(err), err);
   }
   try {
     const st = await file.stat();

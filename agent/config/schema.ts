@@ -201,31 +201,41 @@ const rule = z
     sourcePortRange: portRange.prefault(DEFAULTS.portRange),
     destinationPortRange: portRange.prefault(DEFAULTS.portRange),
   })
-  .superRefine((r, ctx) => {
-    const sourceFamily = r.sourceCidrBlock.includes(':') ? 6 : 4;
-    const destinationFamily = r.destinationCidrBlock.includes(':') ? 6 : 4;
-    if (sourceFamily !== destinationFamily) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['destinationCidrBlock'],
-        message:
-          `is IPv${destinationFamily} but sourceCidrBlock ${r.sourceCidrBlock} is IPv${sourceFamily}; ` +
-          'a rule matches one address family',
-      });
-    }
-    if (r.protocol === 'ALL' || r.protocol === 'ICMP') {
-      for (const key of ['sourcePortRange', 'destinationPortRange'] as const) {
-        const range = r[key];
-        if (range.start !== -1) {
+  // Runs even when other fields of the rule failed (an unknown action, say), so one pass
+  // reports every problem: it judges only the fields that have the right type.
+  .superRefine(
+    (value, ctx) => {
+      const r = asRecord(value);
+      const source = r.sourceCidrBlock;
+      const destination = r.destinationCidrBlock;
+      if (typeof source === 'string' && typeof destination === 'string') {
+        const sourceFamily = source.includes(':') ? 6 : 4;
+        const destinationFamily = destination.includes(':') ? 6 : 4;
+        if (sourceFamily !== destinationFamily) {
           ctx.addIssue({
             code: 'custom',
-            path: [key],
-            message: `must be "-1/-1" for protocol ${r.protocol} (it has no ports), got "${range.start}/${range.end}"`,
+            path: ['destinationCidrBlock'],
+            message:
+              `is IPv${destinationFamily} but sourceCidrBlock ${source} is IPv${sourceFamily}; ` +
+              'a rule matches one address family',
           });
         }
       }
-    }
-  });
+      if (r.protocol === 'ALL' || r.protocol === 'ICMP') {
+        for (const key of ['sourcePortRange', 'destinationPortRange'] as const) {
+          const range = asRecord(r[key]) as Partial<PortRange>;
+          if (typeof range.start === 'number' && range.start !== -1) {
+            ctx.addIssue({
+              code: 'custom',
+              path: [key],
+              message: `must be "-1/-1" for protocol ${r.protocol} (it has no ports), got "${range.start}/${range.end}"`,
+            });
+          }
+        }
+      }
+    },
+    { when: (payload) => typeof payload.value === 'object' && payload.value !== null && !Array.isArray(payload.value) },
+  );
 
 const filter = z
   .strictObject({

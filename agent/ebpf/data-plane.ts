@@ -212,8 +212,9 @@ export class EbpfDataPlane {
     for (const [port, ifindex] of this.devices) {
       if (ports.has(port)) continue;
       this.devices.delete(port);
-      await run('ip', ['link', 'del', `${VXLAN_PREFIX}${port}`]).catch(() => undefined);
-      this.log.info({ ifindex }, 'VXLAN device no longer used; removed');
+      const device = `${VXLAN_PREFIX}${port}`;
+      await run('ip', ['link', 'del', device]).catch(() => undefined);
+      this.log.info({ device, ifindex }, 'VXLAN device no longer used; removed');
     }
     return slot;
   }

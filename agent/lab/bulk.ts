@@ -4,12 +4,18 @@
 // which a cut leaves whole) covering every byte the receiver got.
 import { join } from 'node:path';
 import { run } from '../exec.js';
-import type { Topology } from './topology.js';
+import type { NsRole, Topology } from './topology.js';
 
 /** Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
 const OUTER_V4 = 50;
 const ETH = 14;
 const TIMEOUT_MS = 120_000;
+/**
+ * tcpdump's snap length at the destination: a jumbo copy fits. In immediate mode libpcap
+ * uses a TPACKET_V2 ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB
+ * buffer only ~1000 slots and drop under a bulk transfer's burst of copies.
+ */
+const CAPTURE_SNAP = 9100;
 
 export interface SeqRange {
   seq: number;
@@ -32,6 +38,15 @@ export function coveredWithoutHoles(ranges: readonly SeqRange[]): number {
   return end;
 }
 
+/**
+ * Bytes the receiving iperf3 read, from iperf3 -J. Not what the sender wrote: with -n the
+ * test ends once the sender has written its bytes, and the receiver stops reading then,
+ * so the tail of what was written may never cross the wire (a zero window holds it back).
+ */
+export function receivedBytes(iperfJson: string): number {
+  return (JSON.parse(iperfJson) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+}
+
 export interface BulkResult {
   /** What iperf3's receiver got. */
   received: number;
@@ -43,6 +58,8 @@ export interface BulkResult {
   largestFrame: number;
   /** Bytes of the stream the copies cover without a hole; -1 when there is one. */
   covered: number;
+  /** What the destination's own capture lost (tcpdump's kernel drops): copies that arrived but were not seen. */
+  captureDrops: number;
 }
 
 /**
@@ -53,15 +70,17 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
   const file = join(topo.workDir, 'bulk.pcap');
   const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
   await server.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
-  // No printing: a bulk transfer's copies outrun tcpdump's text output.
-  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  // No printing: a bulk transfer's copies outrun tcpdump's text output. Immediate mode: a
+  // ring block still waiting for its timeout when tcpdump stops would be lost (the tail).
+  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await cap.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   const cport = 42000 + Math.floor(Math.random() * 1000);
   const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
-  const received = (JSON.parse(stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+  const received = receivedBytes(stdout);
   // Copies still on their way: wait until the capture stops growing before stopping it.
-  await waitQuiet(topo, file);
+  await waitForQuietFile(topo, 'dst', file);
   await cap.stop('SIGTERM');
+  const captureDrops = Number(cap.lines.stderr.map((l) => /^(\d+) packets? dropped by kernel/.exec(l)?.[1]).find((n) => n !== undefined) ?? NaN);
   const { stdout: rows } = await run('tshark', ['-r', file, '-n', '-Y', `vxlan.vni == ${vni} && tcp.srcport == ${cport}`, '-T', 'fields',
     '-E', 'separator=/t', '-E', 'occurrence=l', '-e', 'frame.len', '-e', 'ip.len', '-e', 'ip.hdr_len', '-e', 'tcp.hdr_len', '-e', 'tcp.seq_raw'], { timeoutMs: TIMEOUT_MS });
   const ranges: SeqRange[] = [];
@@ -77,11 +96,15 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
     if (inner < ETH + ipLen) cut++;
     ranges.push({ seq, len: payload });
   }
-  return { received, dataCopies: ranges.length, cut, largestFrame, covered: coveredWithoutHoles(ranges) };
+  return { received, dataCopies: ranges.length, cut, largestFrame, covered: coveredWithoutHoles(ranges), captureDrops };
 }
 
-async function waitQuiet(topo: Topology, file: string): Promise<void> {
-  const size = async () => Number((await topo.exec('dst', 'stat', ['-c', '%s', file])).stdout.trim());
+/**
+ * Resolves once a capture file (written with tcpdump -U --immediate-mode, so each packet
+ * reaches the file as it arrives) has not grown for 300 ms: what was on its way is in.
+ */
+export async function waitForQuietFile(topo: Topology, role: NsRole, file: string): Promise<void> {
+  const size = async () => Number((await topo.exec(role, 'stat', ['-c', '%s', file])).stdout.trim());
   let last = -1;
   for (let now = await size(); now !== last; now = await size()) {
     last = now;

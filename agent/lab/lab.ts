@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { agentMetricLines, readyDataPlane } from './report.js';
 import { stringify } from 'yaml';
 import { run, type Spawned } from '../exec.js';
 import { bulkTransfer } from './bulk.js';
@@ -296,8 +297,9 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   const decap = await startCapture(topo, 'dst', vx.name, join(topo.workDir, 'decap.pcap'));
 
   const agent = topo.spawn('src', agentCmd, [...agentArgs, 'run', '--config', configFile]);
-  await agent.waitForLine(AGENT_READY, READY_TIMEOUT_MS, { stream: 'stdout' });
-  print(`lab: agent ready (pid ${agent.pid}) in ${topo.ns.src}`);
+  const ready = await agent.waitForLine(AGENT_READY, READY_TIMEOUT_MS, { stream: 'stdout' });
+  const plane = readyDataPlane(ready);
+  print(`lab: agent ready (pid ${agent.pid}) in ${topo.ns.src}, data plane ${plane} (${plane === 'ebpf' ? 'TC programs clone in the kernel' : 'libpcap capture and UDP sockets in user space'})`);
 
   const plan: TrafficPlan = {
     tcp: [
@@ -357,15 +359,20 @@ async function labSteps(topo: Topology, vni: number, agentCommand: readonly stri
   print(`  UDP dropped by rule ${counts.udpDropped} (want 0), ARP ${counts.arp} (want 0), VXLAN-in-VXLAN ${counts.vxlanInVxlan} (want 0), other ${counts.other}`);
   print(`  underlay VXLAN ${counts.underlay}, decapsulated by ${vx.name} ${counts.decapsulated}`);
 
-  print('\nlab: agent metrics');
-  print(metrics === undefined ? `  (no answer from http://${metricsListen}/metrics)` : metrics.split('\n').filter((l) => l.startsWith('mirrorflow_')).map((l) => `  ${l}`).join('\n'));
+  print(`\nlab: agent metrics (data plane ${plane})`);
+  if (metrics === undefined) {
+    print(`  (no answer from http://${metricsListen}/metrics)`);
+  } else {
+    const { shown, hidden } = agentMetricLines(metrics);
+    print(`${shown.map((l) => `  ${l}`).join('\n')}\n  (${hidden} process, Node.js and histogram bucket series not shown)`);
+  }
 
   const flowLog = await readFile(flowLogPath, 'utf8').catch(() => undefined);
   print('\nlab: flow log records');
   print(flowLog === undefined ? `  (no ${flowLogPath})` : flowLog.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
 
   print(`\nlab: bulk TCP, iperf3 -n ${BULK_BYTES} to ${topo.v4.dst} (the veths keep the kernel's TSO/GSO: the agent sees 64 KB aggregates)`);
-  print(`  receiver got ${bulk.received} bytes; dst got ${bulk.dataCopies} copies of its data segments, largest inner frame ${bulk.largestFrame} B`);
+  print(`  receiver got ${bulk.received} bytes; dst got ${bulk.dataCopies} copies of its data segments, largest inner frame ${bulk.largestFrame} B (dst's capture dropped ${bulk.captureDrops})`);
   print(`  ${bulk.cut} copies cut to path MTU − 50 (tshark marks the copy after a cut one "Previous segment not captured": a cut copy carries less payload than its headers say)`);
   print(bulk.covered >= bulk.received
     ? `  the copies' sequence ranges cover all ${bulk.received} bytes the receiver got, without a hole: the transfer arrived whole`

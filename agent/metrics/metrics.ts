@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { BUILD_INFO } from '../version.js';
+import { SKIP_REASON_CODES, matchReasonName } from '../rules/match.js';
 
 /** One sample: label values in the order of the metric's labelNames, and the value. */
 export type Sample = readonly [labels: Record<string, string>, value: number];
@@ -11,6 +13,7 @@ export interface MetricsSource {
   capturePackets(): Iterable<Sample>; // interface, direction
   captureDrops(): Iterable<Sample>; // interface
   malformedPackets(): Iterable<Sample>; // reason
+  unsegmentedPackets(): Iterable<Sample>; // interface, direction
   notMirroredPackets(): Iterable<Sample>; // interface, reason
   mirrorPackets(): Iterable<Sample>; // session
   mirrorBytes(): Iterable<Sample>; // session
@@ -70,13 +73,14 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
     });
   };
 
-  counter('capture_packets_total', 'Frames captured on source interfaces.', ['interface', 'direction'], () => source.capturePackets());
+  counter('capture_packets_total', 'Wire packets captured on source interfaces (an offloaded aggregate counts its segments).', ['interface', 'direction'], () => source.capturePackets());
   counter('capture_drops_total', 'Frames the kernel dropped before the agent could read them.', ['interface'], () => source.captureDrops());
-  counter('packets_malformed_total', 'Captured frames refused by the decoder, by reason.', ['reason'], () => source.malformedPackets());
-  counter('mirror_skipped_packets_total', 'Captured frames not mirrored, by reason (no-match, drop rule, excluded).', ['interface', 'reason'], () => source.notMirroredPackets());
-  counter('mirror_packets_total', 'VXLAN packets handed to the kernel for the target.', ['session'], () => source.mirrorPackets());
-  counter('mirror_bytes_total', 'Bytes of VXLAN payload (header and mirrored frame) sent.', ['session'], () => source.mirrorBytes());
-  counter('mirror_truncated_packets_total', 'Mirrored frames cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
+  counter('capture_unsegmented_total', 'Offloaded aggregates passed on as one packet (tunnel aggregates are not segmented).', ['interface', 'direction'], () => source.unsegmentedPackets());
+  counter('packets_malformed_total', 'Captured frames refused by the decoder or the segmenter, by reason.', ['reason'], () => source.malformedPackets());
+  counter('mirror_skipped_packets_total', `Captured wire packets not mirrored, by reason: ${SKIP_REASON_CODES.map(matchReasonName).join(', ')} (no rule matched, a drop rule, frames never mirrored, the agent's own traffic).`, ['interface', 'reason'], () => source.notMirroredPackets());
+  counter('mirror_packets_total', 'VXLAN copies handed to the kernel for the target (one per wire segment).', ['session'], () => source.mirrorPackets());
+  counter('mirror_bytes_total', 'Bytes of the mirrored inner Ethernet frames sent, after the cut (no VXLAN header).', ['session'], () => source.mirrorBytes());
+  counter('mirror_truncated_packets_total', 'Mirrored copies cut to packetLength or the path MTU.', ['session'], () => source.mirrorTruncated());
   counter('mirror_send_errors_total', 'Mirrored packets the kernel refused to send.', ['session'], () => source.mirrorSendErrors());
   counter('mirror_backpressure_drops_total', 'Mirrored packets dropped because the socket send buffer was full.', ['session'], () => source.mirrorDropped());
   counter('vxlan_device_errors_total', 'Copies the eBPF plane\'s VXLAN device could not send (no route to the target, ICMP unreachable): its tx_errors + tx_dropped.', ['device'], () => source.vxlanDeviceErrors());
@@ -105,6 +109,10 @@ export function createRegistry(source: MetricsSource): { registry: Registry; rtt
       this.set(source.sessionsActive());
     },
   });
+  new Gauge({
+    name: PREFIX + 'build_info', help: 'Always 1; the labels say which build is running (package version, git commit).',
+    labelNames: ['version', 'commit'], registers: [registry],
+  }).set({ version: BUILD_INFO.version, commit: BUILD_INFO.commit }, 1);
   const rtt = new Histogram({
     name: PREFIX + 'tcp_rtt_seconds',
     help: 'TCP handshake RTT seen from this host: server side SYN to SYN-ACK, client side SYN-ACK to ACK.',

@@ -16,6 +16,11 @@ export class Totals {
     }
   }
 
+  /** Forgets the series `keep` refuses (an interface or session no longer configured), so they leave /metrics. */
+  retain(keep: (labels: Record<string, string>) => boolean): void {
+    for (const [key, e] of this.retired) if (!keep(e.labels)) this.retired.delete(key);
+  }
+
   with(live: Iterable<Sample>): Sample[] {
     const out = new Map<string, { labels: Record<string, string>; value: number }>();
     for (const [key, e] of this.retired) out.set(key, { labels: e.labels, value: e.value });

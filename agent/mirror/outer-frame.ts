@@ -6,6 +6,7 @@ import type { PacketView } from '../packet/view.js';
 import type { MirrorOutput } from './output.js';
 import { flowSourcePort } from './flow-hash.js';
 import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
+import { checksumOf, WordSummer } from '../packet/checksum.js';
 
 const ETH_LEN = 14;
 const IPV4_LEN = 20;
@@ -32,15 +33,6 @@ export interface OuterFrameOptions {
   pathMtu: number;
 }
 
-/** Ones' complement sum of 16-bit words, folded. */
-function sum16(buf: Buffer, start: number, end: number, acc: number): number {
-  let s = acc;
-  for (let i = start; i + 1 < end; i += 2) s += (buf[i]! << 8) | buf[i + 1]!;
-  if ((end - start) & 1) s += buf[end - 1]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
 /** A MirrorOutput that writes complete outer frames into a FrameWriter. */
 export class OuterFrameOutput implements MirrorOutput {
   packets = 0;
@@ -52,6 +44,7 @@ export class OuterFrameOutput implements MirrorOutput {
   private readonly src: Buffer;
   private readonly dst: Buffer;
   private readonly frame = Buffer.alloc(65535);
+  private readonly words = new WordSummer();
 
   constructor(private readonly opts: OuterFrameOptions, private readonly writer: FrameWriter) {
     // IPv4-mapped literals go out over IPv4, as a socket would send them.
@@ -84,7 +77,7 @@ export class OuterFrameOutput implements MirrorOutput {
       f[ETH_LEN + 9] = IPPROTO_UDP;
       this.src.copy(f, ETH_LEN + 12);
       this.dst.copy(f, ETH_LEN + 16);
-      f.writeUInt16BE(~sum16(f, ETH_LEN, udp, 0) & 0xffff, ETH_LEN + 10);
+      f.writeUInt16BE(checksumOf(this.words.sum(f, ETH_LEN, udp, 0)), ETH_LEN + 10);
     } else {
       f.writeUInt16BE(ETHERTYPE_IPV6, 12);
       f.writeUInt32BE(0x60000000, ETH_LEN);
@@ -102,15 +95,14 @@ export class OuterFrameOutput implements MirrorOutput {
     view.buf.copy(f, udp + UDP_LEN + VXLAN_HEADER_LEN, 0, len);
     if (this.family === 6) {
       // IPv6 requires the UDP checksum: pseudo-header (addresses, length, next header) + datagram.
-      let s = sum16(f, ETH_LEN + 8, ETH_LEN + 40, 0);
-      s = sum16(f, udp, udp + udpLength, s + udpLength + IPPROTO_UDP);
-      while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-      f.writeUInt16BE(~s & 0xffff || 0xffff, udp + 6);
+      const s = this.words.sum(f, ETH_LEN + 8, ETH_LEN + 40, udpLength + IPPROTO_UDP);
+      f.writeUInt16BE(checksumOf(this.words.sum(f, udp, udp + udpLength, s)) || 0xffff, udp + 6);
     }
     const total = udp + udpLength;
     this.writer.write(f, total, total, view.tsUs);
     this.packets++;
-    this.bytes += VXLAN_HEADER_LEN + len;
+    // SPEC §5: the inner Ethernet frame after the cut, as the live sender counts it.
+    this.bytes += len;
     return true;
   }
 

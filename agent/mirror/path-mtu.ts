@@ -26,6 +26,10 @@ export async function pathMtu(address: string): Promise<PathMtu> {
     const { stdout } = await run('ip', ['-j', 'route', 'get', address]);
     route = (JSON.parse(stdout) as RouteEntry[])[0];
   } catch (err) {
+    // Without iproute2 there is no way to ask; say so rather than blame the route.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return { mtu: DEFAULT_PATH_MTU, reason: 'default: the ip command (iproute2) is not installed' };
+    }
     return { mtu: DEFAULT_PATH_MTU, reason: `default: no route to ${address} (${(err as Error).message.split('\n')[0]})` };
   }
   const routeMtu = route?.metrics?.find((m) => m.mtu !== undefined)?.mtu;

@@ -49,6 +49,8 @@ export class VxlanSender implements MirrorOutput {
   private readonly socketOf = new Uint8Array(BATCH_MESSAGES);
   private readonly offsetOf = new Uint32Array(BATCH_MESSAGES);
   private readonly lengthOf = new Uint32Array(BATCH_MESSAGES);
+  /** During a flush: the length of each vector entry (socket order), so a send counts its bytes. */
+  private readonly vectorLength = new Uint32Array(BATCH_MESSAGES);
   /** Copies per socket, then (during a flush) each socket's next vector entry. */
   private readonly perSocket: Uint32Array;
   private count = 0;
@@ -138,6 +140,7 @@ export class VxlanSender implements MirrorOutput {
     for (let i = 0; i < n; i++) {
       const k = perSocket[this.socketOf[i]!]!++;
       this.vector.set(k, this.arena.address + this.offsetOf[i]!, this.lengthOf[i]!);
+      this.vectorLength[k] = this.lengthOf[i]!;
     }
     // perSocket[s] is now the end of socket s's run; its start is the previous socket's end.
     let start = 0;
@@ -163,14 +166,9 @@ export class VxlanSender implements MirrorOutput {
     let retried = -1;
     while (k < end) {
       const r = socket.sendBatch(this.vector, k, end - k);
-      if (r === end - k) {
-        this.packets += r;
-        return;
-      }
-      if (r > 0) {
-        this.packets += r;
-        k += r;
-      }
+      if (r > 0) this.countSent(k, r);
+      if (r === end - k) return;
+      if (r > 0) k += r;
       const queued = socket.drainErrorQueue();
       if (queued > 0) this.failed(errnoText(socket.queuedErrno), queued);
       if (r > 0 || r === -EINTR) continue;
@@ -186,6 +184,14 @@ export class VxlanSender implements MirrorOutput {
       if (queued === 0) this.failed(errnoText(-r));
       k++;
     }
+  }
+
+  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the VXLAN header). */
+  private countSent(first: number, n: number): void {
+    let bytes = 0;
+    for (let k = first; k < first + n; k++) bytes += this.vectorLength[k]!;
+    this.packets += n;
+    this.bytes += bytes - n * VXLAN_HEADER_LEN;
   }
 
   /** Copies from now on are cut to fit `mtu` (the route to the target changed). */

@@ -6,31 +6,24 @@
 // one cannot wake anything; the sender drains that queue when a send reports an error.
 // Constants are Linux's (identical on x86-64 and aarch64), structs the LP64 layout.
 import { constants } from 'node:os';
-import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
-import { NativeMemory } from '../native-memory.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
+import { NativeMemory } from '../native-memory.js';
+import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, errnoText, int32, libc, socketCalls } from '../libc.js';
 
-const libc = koffi.load('libc.so.6');
+export { errnoText };
 
 const sys = {
-  socket: libc.func('int socket(int domain, int type, int protocol)'),
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
-  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  ...socketCalls,
   connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
   sendmmsg: libc.func('int sendmmsg(int fd, uint64_t msgvec, unsigned int vlen, int flags)'),
   recvmsg: libc.func('int64_t recvmsg(int fd, uint64_t msg, int flags)'),
-  close: libc.func('int close(int fd)'),
   inetPton: libc.func('int inet_pton(int af, const char *src, void *dst)'),
-  strerror: libc.func('const char *strerror(int errnum)'),
 };
 
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_DGRAM = 2;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
 const SOL_IP = 0;
@@ -61,11 +54,6 @@ const ERR_CONTROL_LEN = 128;
 /** The receive buffer bounds the ICMP error queue; nothing else is ever received. */
 const RECEIVE_BUFFER_BYTES = 4096;
 const ERROR_QUEUE_READS = 64;
-
-/** "ECONNREFUSED (Connection refused)": the name operators grep for, and libc's text. */
-export function errnoText(errno: number): string {
-  return `${getSystemErrorName(-errno)} (${sys.strerror(errno) as string})`;
-}
 
 /** A sockaddr_in/sockaddr_in6 for an IP literal. */
 export function socketAddress(family: 4 | 6, address: string, port: number): Buffer {
@@ -190,11 +178,6 @@ export class UdpSocket {
   }
 }
 
-function int32(value: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(value, 0);
-  return b;
-}
 
 function setOption(fd: number, level: number, name: number, value: Buffer, what: string): void {
   if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `setsockopt ${what}: ${errnoText(koffi.errno())}`);

@@ -22,9 +22,11 @@ export const IPV4_TOTAL_LENGTH = 2;
 export const IPV4_ID = 4;
 export const IPV4_FLAGS_FRAG = 6;
 export const IPV4_PROTOCOL = 9;
+export const IPV4_CHECKSUM = 10;
 export const IPV4_SRC = 12;
 export const IPV4_DST = 16;
 export const IPV4_FLAG_MF = 0x2000;
+export const IPV4_MAX_TOTAL_LENGTH = 0xffff;
 export const IPV4_FRAG_OFFSET_MASK = 0x1fff;
 
 export const IPV6_HEADER_LEN = 40;
@@ -42,11 +44,18 @@ export const IPV6_FRAG_OFFSET_FIELD = 2;
 export const IPV6_FRAG_ID = 4;
 export const IPV6_FRAG_OFFSET_MASK = 0xfff8;
 export const IPV6_FRAG_FLAG_M = 0x0001;
+/** Hop-by-hop option carrying a jumbogram's length (RFC 2675), as BIG TCP inserts it. */
+export const IPV6_TLV_JUMBO = 0xc2;
+/** The whole jumbo hop-by-hop header: next header, length 0, option type, option length 4, 32-bit length. */
+export const IPV6_JUMBO_HEADER_LEN = 8;
+export const IPV6_MAX_PAYLOAD_LENGTH = 0xffff;
 
 export const IPPROTO_HOPOPTS = 0;
 export const IPPROTO_ICMP = 1;
+export const IPPROTO_IPIP = 4;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_IPV6 = 41;
 export const IPPROTO_ROUTING = 43;
 export const IPPROTO_FRAGMENT = 44;
 export const IPPROTO_GRE = 47;
@@ -63,8 +72,14 @@ export const TCP_ACK = 8;
 export const TCP_DATA_OFFSET = 12;
 export const TCP_FLAGS = 13;
 export const TCP_WINDOW = 14;
+export const TCP_CHECKSUM = 16;
+export const TCP_FLAG_FIN = 0x01;
+export const TCP_FLAG_PSH = 0x08;
+export const TCP_FLAG_CWR = 0x80;
 
 export const UDP_HEADER_LEN = 8;
+export const UDP_LENGTH = 4;
+export const UDP_CHECKSUM = 6;
 /** SCTP common header: ports at the same place as TCP/UDP. */
 export const SCTP_HEADER_LEN = 12;
 /** ICMP and ICMPv6: type, code, checksum. */

@@ -26,6 +26,9 @@ export const DROPPED_BY_RULE = -6;
 /** decode() reported the frame malformed. */
 export const EXCLUDED_MALFORMED = -7;
 
+/** The `reason` values of mirror_skipped_packets_total: every outcome that does not mirror (malformed frames are counted apart). */
+export const SKIP_REASON_CODES = [NO_MATCH, DROPPED_BY_RULE, EXCLUDED_ARP, EXCLUDED_NON_IP, EXCLUDED_DHCP, EXCLUDED_OWN] as const;
+
 /** Label for a matchPacket() result, for metrics (`reason`) and test vectors. */
 export function matchReasonName(code: number): string {
   if (code >= 0) return 'accept';

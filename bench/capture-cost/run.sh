@@ -3,11 +3,12 @@
 # frames paced at 200k pps (its ceiling on the 2-core lab) from one namespace to another
 # over veth, with each setup in turn, ROUNDS times interleaved; prints the pps reached.
 # Setups: none, reject (a packet socket whose filter rejects every frame: tcpdump on an
-# unused port), tcpdump (-w /dev/null), ringbuf (a TC eBPF program copying 96 bytes per
-# frame into a ring buffer, read every ms). Run as root: bash bench/capture-cost/run.sh
+# unused port), tcpdump (-w /dev/null), ring (the agent's AF_PACKET ring, dist/ built, with
+# an empty callback), ringbuf (a TC eBPF program copying 96 bytes per frame into a ring
+# buffer, read every ms). Run as root: bash bench/capture-cost/run.sh
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
-SETUPS=${SETUPS:-none reject tcpdump ringbuf}
+SETUPS=${SETUPS:-none reject tcpdump ring ringbuf}
 FRAMES=2000000
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -38,6 +39,9 @@ for round in $(seq "$ROUNDS"); do
       none) ;;
       reject) ip netns exec "$a" tcpdump -i va -w /dev/null -B 65536 udp port 9999 2>/dev/null & pid=$! ;;
       tcpdump) ip netns exec "$a" tcpdump -i va -w /dev/null -B 65536 2>/dev/null & pid=$! ;;
+      ring) ip netns exec "$a" node -e "import('$here/../../dist/agent/capture/packet-ring.js').then(({ PacketRing }) => new PacketRing({
+          interfaceName: 'va', filterIn: '', filterOut: '', snapLength: 65600, bufferBytes: 32 << 20, bufferTimeoutMs: 10,
+          onFrame: () => {}, onWarning: (m) => console.error(m) }))" & pid=$! ;;
       ringbuf) ip netns exec "$a" "$work/ringbuf" va "$work/ringbuf.bpf.o" & pid=$! ;;
     esac
     [ -n "$pid" ] && sleep 1

@@ -121,8 +121,10 @@ describe('control socket, reload and shutdown under traffic (root, veth, real ag
       await writeFile(file, stringify(doc), { mode: 0o600 });
       const validated = await validateFile(file);
       expect(validated.code).toBe(1);
-      expect(issueLines(validated.err).length).toBeGreaterThan(0);
-      expect(issueLines(refused.err)).toEqual(issueLines(validated.err));
+      // validate names the file on each line; the control socket's refusal is about the running config.
+      const validatedIssues = issueLines(validated.err.replaceAll(`${file}: `, ''));
+      expect(validatedIssues.length).toBeGreaterThan(0);
+      expect(issueLines(refused.err)).toEqual(validatedIssues);
     }
 
     expect(await readFile(agent.configFile, 'utf8')).toBe(before);

@@ -28,7 +28,7 @@ import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { flowSourcePort } from '../../agent/mirror/flow-hash.js';
-import { coveredWithoutHoles } from '../../agent/lab/bulk.js';
+import { coveredWithoutHoles, receivedBytes, waitForQuietFile } from '../../agent/lab/bulk.js';
 
 const PLANES = ['ebpf', 'pcap'] as const;
 const VNI = 4242;
@@ -43,6 +43,12 @@ const CLAMPED_MSS = 1400;
 const OUTER_V4 = 50;
 const ETH = 14;
 const TIMEOUT_MS = 120_000;
+/**
+ * tcpdump's snap length at the destination: a jumbo copy fits. In immediate mode libpcap
+ * uses a TPACKET_V2 ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB
+ * buffer only ~1000 slots and drop under a bulk transfer's burst of copies.
+ */
+const CAPTURE_SNAP = 9100;
 /** tshark's checksum status values (-T fields prints the number). */
 const CHECKSUM_GOOD = '1';
 const CHECKSUM_BAD = '0';
@@ -131,7 +137,7 @@ async function udpCounters(file: string, tag: number): Promise<number[]> {
 
 /** tcpdump -w on dst's underlay, without printing (which cannot keep up with a bulk transfer's copies). */
 async function startWriter(topo: Topology, file: string): Promise<{ file: string; stop: () => Promise<void> }> {
-  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-B', '262144', '-s', '0', '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await proc.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   return {
     file,
@@ -156,7 +162,10 @@ async function outerPorts(file: string): Promise<Array<{ outer: number; formula:
   const view = new PacketView();
   return (await readPcap(file)).map(({ data }) => {
     const inner = data.subarray(OUTER_V4);
-    decode(view, inner, inner.length, inner.length);
+    // A cut copy is a capture shorter than its frame: give decode() the frame's own length.
+    const v6 = inner.readUInt16BE(12) === 0x86dd;
+    const wireLen = ETH + (v6 ? 40 + inner.readUInt16BE(ETH + 4) : inner.readUInt16BE(ETH + 2));
+    decode(view, inner, inner.length, Math.max(wireLen, inner.length));
     const a = `${view.src.join('.')}:${view.srcPort}`;
     const b = `${view.dst.join('.')}:${view.dstPort}`;
     return { outer: data.readUInt16BE(34), formula: flowSourcePort(view), connection: [view.protocol, ...[a, b].sort()].join(' ') };
@@ -208,7 +217,7 @@ for (const plane of PLANES) {
             if (variant.mss !== undefined) args.push('-M', String(variant.mss));
             if (dir === 'in') args.push('-R');
             const { stdout } = await t.exec('src', 'iperf3', args, { timeoutMs: TIMEOUT_MS });
-            const received = (JSON.parse(stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
+            const received = receivedBytes(stdout);
             tcpCases.push({ family, dir, cport, received });
           }
         }
@@ -239,6 +248,7 @@ for (const plane of PLANES) {
         // Every copy counted has been handed to the kernel; wait until the destination has them all.
         const deadline = Date.now() + 30_000;
         while ((rx = await vxlanRx(t)).packets < metrics.packets && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        await waitForQuietFile(t, 'dst', capture.file);
         await capture.stop();
         const st = await agent.proc.stop('SIGTERM', 20_000);
         expect(st.code).toBe(0);

@@ -2,11 +2,13 @@
 // monotonic across reloads, the RTT histogram covers 10 µs..10 s, and health/readiness answer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createRegistry, RTT_BUCKETS_SECONDS, type MetricsSource, type RttRecorder, type Sample } from '../../agent/metrics/metrics.js';
 import { serveMetrics } from '../../agent/metrics/http.js';
 import { Totals } from '../../agent/metrics/totals.js';
+import { matchReasonName } from '../../agent/rules/match.js';
 
 function promtool(text: string): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
@@ -25,6 +27,7 @@ const source: MetricsSource = {
   capturePackets: () => capture.with(live),
   captureDrops: () => [[{ interface: 'eth0' }, 3]],
   malformedPackets: () => [[{ reason: 'ipv4-bad-ihl' }, 2]],
+  unsegmentedPackets: () => [[{ interface: 'eth0', direction: 'out' }, 0]],
   notMirroredPackets: () => [[{ interface: 'eth0', reason: 'no-match' }, 7]],
   mirrorPackets: () => [[{ session: 'ts-1' }, 10]],
   mirrorBytes: () => [[{ session: 'ts-1' }, 1000]],
@@ -83,6 +86,21 @@ describe('metrics endpoint', () => {
     ]) {
       expect(text, name).toContain(`# TYPE mirrorflow_${name} `);
     }
+  });
+
+  it('reports the running build: mirrorflow_build_info{version} 1, version from package.json', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const line = (await scrape()).split('\n').find((l) => l.startsWith('mirrorflow_build_info{'));
+    expect(line).toMatch(new RegExp(`^mirrorflow_build_info\\{version="${version.replaceAll('.', '\\.')}",commit="[^"]+"\\} 1$`));
+  });
+
+  it('names in the skipped-packets HELP exactly the reason label values the matcher produces', async () => {
+    const help = (await scrape()).split('\n').find((l) => l.startsWith('# HELP mirrorflow_mirror_skipped_packets_total '));
+    // Every negative matchPacket() code but malformed (counted by mirrorflow_packets_malformed_total).
+    const produced = [-1, -2, -3, -4, -5, -6].map(matchReasonName);
+    expect(produced).not.toContain('unknown');
+    const listed = /by reason: ([^(]+) \(/.exec(help ?? '')?.[1]?.split(', ');
+    expect(listed?.sort()).toEqual([...produced].sort());
   });
 
   it('has RTT buckets from 10 µs to 10 s and puts each sample in its bucket', async () => {

@@ -166,7 +166,7 @@ describe('mirrorflow replay', () => {
   it('refuses a classic pcap without --local-mac, and an interface no session uses', async () => {
     const input = join(dir, 'nodir.pcap');
     await writeFile(input, pcapFile([outTcp]));
-    await expect(replay({ config: configFile, pcap: input, logger })).rejects.toThrow(/--local-mac/);
+    await expect(replay({ config: configFile, pcap: input, logger })).rejects.toThrow(/pass --interface NAME .* or --local-mac MAC/);
     await expect(replay({ config: configFile, pcap: input, localMac: DEFAULT_SRC_MAC, interfaceName: 'eth9', logger })).rejects.toThrow(/eth9 is not a source/);
   });
 });

@@ -65,6 +65,8 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     expect(sender.dropped).toBe(0);
     expect(sender.packets).toBe(COPIES);
     expect(got.length).toBe(COPIES);
+    // SPEC §5: mirror_bytes_total counts the inner frames as sent, without the VXLAN header.
+    expect(sender.bytes).toBe(got.reduce((sum, g) => sum + g.inner, 0));
     expect(got.every((g) => g.flags === 0x08 && g.vni === VNI && g.inner === frames[0]!.length)).toBe(true);
     const portOfFlow = new Map<number, number>();
     const lastSeq = new Map<number, number>();

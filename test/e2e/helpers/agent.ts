@@ -42,7 +42,7 @@ export interface LabAgent {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** Polls the metric until `ok(value)` holds; resolves with that value, rejects after timeoutMs. */
   waitForMetric(name: string, labels: Record<string, string>, ok: (value: number) => boolean, timeoutMs?: number): Promise<number>;
-  /** Log lines (pino JSON on stdout) matching `re` so far. */
+  /** Log lines (pino JSON: errors on stderr, the rest on stdout) matching `re` so far. */
   logCount(re: RegExp): number;
   /** Waits for the `count`-th log line matching `re` (default: one more than now). */
   waitForLog(re: RegExp, count?: number, timeoutMs?: number): Promise<string>;
@@ -116,9 +116,9 @@ export async function startLabAgent(topo: Topology, config: AgentConfig, role: N
         await new Promise((resolve) => setTimeout(resolve, METRIC_POLL_MS));
       }
     },
-    logCount: (re) => agent.proc.countLines(re, 'stdout'),
+    logCount: (re) => agent.proc.countLines(re),
     waitForLog: (re, count, timeoutMs = AGENT_TIMEOUT_MS) =>
-      agent.proc.waitForLine(re, timeoutMs, { stream: 'stdout', count: count ?? agent.logCount(re) + 1 }),
+      agent.proc.waitForLine(re, timeoutMs, { count: count ?? agent.logCount(re) + 1 }),
     cli: (args, opts = {}) => {
       const cmd = [process.execPath, AGENT_CLI, ...args, '--socket', sock];
       const argv = opts.uid === undefined ? cmd : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', ...cmd];
