@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { Agent } from './agent.js';
 import { loadConfig } from './config/load.js';
 import { missingSources } from './config/host-check.js';
-import { ConfigError, ConfigReadError } from './errors.js';
+import { ConfigError, ConfigReadError, describeError } from './errors.js';
 import { createLogger } from './log.js';
 import { flowsCommand } from './analysis/flows-command.js';
 import { runLab } from './lab/lab.js';
@@ -90,9 +90,9 @@ function reportFailure(command: string, err: unknown): void {
   if (err instanceof ConfigError) {
     for (const issue of err.issues) process.stderr.write(`${err.source ?? 'config'}: ${issue.path}: ${issue.message}\n`);
   } else if (err instanceof ConfigReadError) {
-    process.stderr.write(`${err.message}\n`);
+    process.stderr.write(`${describeError(err)}\n`);
   } else {
-    process.stderr.write(`${command}: ${(err as Error).message}\n`);
+    process.stderr.write(`${command}: ${describeError(err)}\n`);
   }
   process.exitCode = 1;
 }

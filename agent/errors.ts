@@ -1,11 +1,34 @@
-// The catalogue of coded errors (fastify style): every error the agent raises on purpose
-// carries a stable `code` a user can grep for in logs and docs.
+// The catalogue of coded errors (fastify style): every error a user can meet (config, CLI,
+// control socket, sinks, data plane start) carries a stable `code` to grep for in logs and
+// in docs/errors.md, which lists each with its cause and remedy. The control protocol's
+// own codes are ControlErrorCode (agent/control/protocol.ts). Internal assertions (a
+// state validation should have made impossible) stay plain Errors.
 
 export const ErrorCode = {
   /** The configuration text parsed but failed validation; see `ConfigError.issues`. */
   CONFIG_INVALID: 'MF_CONFIG_INVALID',
   /** The configuration file could not be read (missing, permissions, a directory...). */
   CONFIG_READ: 'MF_CONFIG_READ',
+  /** The metrics endpoint's address is malformed or cannot be bound (in use, not local). */
+  METRICS_LISTEN: 'MF_METRICS_LISTEN',
+  /** The control socket path is taken: not a socket, or another agent listens on it. */
+  CONTROL_SOCKET: 'MF_CONTROL_SOCKET',
+  /** A flow log sink cannot be built from its settings (IPFIX collector, message size). */
+  SINK_INVALID: 'MF_SINK_INVALID',
+  /** The pcap plane could not open its UDP sockets to a mirror target. */
+  MIRROR_SOCKET: 'MF_MIRROR_SOCKET',
+  /** bpf/mirror.bpf.o is missing, lacks a program or map, or does not match agent/ebpf/layout.ts. */
+  EBPF_OBJECT: 'MF_EBPF_OBJECT',
+  /** The config is valid but exceeds what the eBPF plane's maps hold (agent/limits.ts). */
+  EBPF_LIMIT: 'MF_EBPF_LIMIT',
+  /** libbpf refused a call: loading (verifier, permissions), attaching, a map update. */
+  LIBBPF: 'MF_LIBBPF',
+  /** The eBPF plane's segmenting veth could not be set up (offloads stay on, ip/ethtool failed). */
+  EBPF_SETUP: 'MF_EBPF_SETUP',
+  /** A command the agent runs (tc, ip, ethtool) failed; the message has its argv, exit code and stderr. */
+  COMMAND_FAILED: 'MF_COMMAND_FAILED',
+  /** `mirrorflow replay` cannot use its input as given (MAC, interface, directions). */
+  REPLAY_INPUT: 'MF_REPLAY_INPUT',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -18,6 +41,13 @@ export class MirrorflowError extends Error {
     this.code = code;
     this.name = new.target.name;
   }
+}
+
+/** `message [code]` for a coded error, the message alone otherwise: what the CLI prints. */
+export function describeError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('MF_') ? `${message} [${code}]` : message;
 }
 
 /** One validation problem: `path` is JS style (`sessions[0].vni`), `message` says what was expected and got. */

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { loadConfig } from './config/load.js';
+import { ErrorCode, MirrorflowError } from './errors.js';
 import type { Config } from './config/types.js';
 import { compileRules } from './rules/compile.js';
 import { MirrorPipeline } from './pipeline.js';
@@ -74,7 +75,7 @@ function hostInterfaceMac(name: string): string | undefined {
 
 function parseMac(text: string, what: string): Buffer {
   const mac = Buffer.from(text.replaceAll(':', ''), 'hex');
-  if (mac.length !== 6 || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) throw new Error(`${what}: not a MAC address: ${text}`);
+  if (mac.length !== 6 || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `${what}: not a MAC address: ${text}`);
   return mac;
 }
 
@@ -133,21 +134,21 @@ export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
   const resolveInterface = (fileName: string | undefined): void => {
     const wanted = opts.interfaceName ?? fileName ?? (rules.interfaces.length === 1 ? rules.interfaces[0] : undefined);
     if (wanted === undefined) {
-      throw new Error(`the file does not name its interface and the config has several (${rules.interfaces.join(', ')}): pass --interface`);
+      throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `the file does not name its interface and the config has several (${rules.interfaces.join(', ')}): pass --interface`);
     }
     ifIndex = rules.interfaces.indexOf(wanted);
-    if (ifIndex < 0) throw new Error(`interface ${wanted} is not a source of any enabled session (${rules.interfaces.join(', ') || 'none'})`);
+    if (ifIndex < 0) throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `interface ${wanted} is not a source of any enabled session (${rules.interfaces.join(', ') || 'none'})`);
     ifName = wanted;
   };
   /** No directions in the file and no --local-mac: the MAC of --interface on this host, or a message saying what to pass. */
   const directionMac = (): Buffer => {
     const what = format === 'pcap' ? 'a classic pcap file (tcpdump -w) records no packet directions' : 'its packets carry no direction flags (pcapng epb_flags)';
     if (opts.interfaceName === undefined) {
-      throw new Error(`${opts.pcap}: ${what}: pass --interface NAME (the interface it was captured on, if it exists on this host its MAC tells outbound from inbound) or --local-mac MAC`);
+      throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `${opts.pcap}: ${what}: pass --interface NAME (the interface it was captured on, if it exists on this host its MAC tells outbound from inbound) or --local-mac MAC`);
     }
     const found = hostInterfaceMac(opts.interfaceName);
     if (found === undefined) {
-      throw new Error(`${opts.pcap}: ${what}, and ${opts.interfaceName} does not exist on this host: pass --local-mac with the MAC it had where the file was captured`);
+      throw new MirrorflowError(ErrorCode.REPLAY_INPUT, `${opts.pcap}: ${what}, and ${opts.interfaceName} does not exist on this host: pass --local-mac with the MAC it had where the file was captured`);
     }
     directions = `MAC ${found} of ${opts.interfaceName} on this host`;
     return parseMac(found, opts.interfaceName);

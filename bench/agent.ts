@@ -2,7 +2,7 @@
 // plane where its programs do not load) is recorded as unavailable, not a failed run.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Spawned } from '../agent/lab/exec.js';
+import type { Spawned } from '../agent/exec.js';
 import type { Topology } from '../agent/lab/topology.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));

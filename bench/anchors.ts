@@ -5,7 +5,7 @@
 // machine allows).
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { run } from '../agent/lab/exec.js';
+import { run } from '../agent/exec.js';
 import type { Topology } from '../agent/lab/topology.js';
 import { OVERHEAD_IPV4 } from '../agent/mirror/vxlan.js';
 

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../agent/config/load.js';
 import { MirrorMaps } from '../agent/ebpf/mirror-maps.js';
-import { buildPacket } from '../agent/packet/build.js';
+import { buildPacket } from '../test/helpers/build-packet.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../agent/packet/view.js';
 import { compileRules } from '../agent/rules/compile.js';
 

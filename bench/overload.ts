@@ -10,7 +10,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { Spawned } from '../agent/lab/exec.js';
+import type { Spawned } from '../agent/exec.js';
 import type { Topology } from '../agent/lab/topology.js';
 import { hostMirrorBudget } from '../agent/config/host-budget.js';
 import { PlaneUnavailable, type StartAgent } from './agent.js';

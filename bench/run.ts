@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { createLabTopology, type Topology } from '../agent/lab/topology.js';
-import { CommandError, run, type Spawned } from '../agent/lab/exec.js';
+import { CommandError, run, type Spawned } from '../agent/exec.js';
 import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';

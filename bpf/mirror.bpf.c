@@ -52,10 +52,14 @@ static __always_inline void mf_count(struct __sk_buff *skb, __u32 dir, int decis
 		if (!st)
 			return;
 	}
-	st->packets++;
+	/* Wire packets, as the pcap plane counts them: a GSO/GRO aggregate is gso_segs of them
+	 * (0 on an skb that was never aggregated). Bytes are the skb's, one set of headers. */
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+	st->packets += segs;
 	st->bytes += skb->len;
 	if (idx < MF_REASONS)
-		st->decisions[idx]++;
+		st->decisions[idx] += segs;
 }
 
 static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 session)

@@ -1,7 +1,10 @@
-/* Structures shared by the eBPF programs and the TypeScript loader
- * (agent/ebpf/layout.ts writes and reads these byte for byte). Plain C with fixed-width
- * types and explicit padding so both sides agree on every offset; the loader also checks
- * each map's key and value size against its own layout when it loads the object. */
+/* The one contract between the eBPF programs and the TypeScript loader: structs, limits
+ * and decision codes. agent/ebpf/layout.ts writes and reads these structs byte for byte
+ * from its KERNEL_STRUCTS table, agent/limits.ts and agent/rules/match.ts carry the same
+ * numbers; test/unit/kernel-contract.test.ts compares every struct member (offset, size)
+ * with the compiled object's BTF and every #define below with the TypeScript constant.
+ * Plain C with fixed-width types and explicit padding; the loader also checks each map's
+ * key and value size when it loads the object. */
 #ifndef MIRRORFLOW_H
 #define MIRRORFLOW_H
 
@@ -27,7 +30,7 @@
 #define MF_DIR_OUT 1
 
 /* Decision codes: a session index (>= 0) or one of these; same values as
- * agent/rules/match.ts so test vectors compare directly. */
+ * agent/rules/match.ts (checked by the contract test) so test vectors compare directly. */
 #define MF_NO_MATCH (-1)
 #define MF_EXCLUDED_ARP (-2)
 #define MF_EXCLUDED_NON_IP (-3)
@@ -166,9 +169,9 @@ struct mf_iface_key {
 };
 
 struct mf_iface_stats {
-	__u64 packets;
-	__u64 bytes;
-	__u64 decisions[MF_REASONS];
+	__u64 packets;       /* wire packets: a GSO/GRO aggregate counts its gso_segs */
+	__u64 bytes;         /* skb->len: one set of headers per aggregate */
+	__u64 decisions[MF_REASONS]; /* wire packets per decision; they sum to packets */
 };
 
 /* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */

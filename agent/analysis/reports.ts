@@ -1,7 +1,7 @@
 // The ready reports: questions an operator asks of flow logs, each one SQL statement
 // over the `flows` table that `--show-sql` prints as it runs (filters filled in), so any
 // of them can be copied into `mirrorflow flows query` and changed.
-import { isIP, SocketAddress } from 'node:net';
+import { formatIp, parseIp } from '../packet/address.js';
 import { literal } from './columns.js';
 
 export interface ReportFilters {
@@ -137,11 +137,11 @@ export function parseTime(option: string, text: string, nowMs = Date.now()): num
   return Math.floor(ms / 1000);
 }
 
-/** --addr: one IPv4 or IPv6 address, in the form the records write it (RFC 5952 for IPv6). */
+/** --addr: one IPv4 or IPv6 address, in the form the records write it (agent/packet/address.ts, RFC 5952). */
 export function parseAddress(text: string): string {
-  const family = isIP(text);
-  if (family === 0) throw new ReportFilterError(`--addr ${text}: not an IPv4 or IPv6 address`);
-  return new SocketAddress({ address: text, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
+  const ip = parseIp(text);
+  if (ip === undefined) throw new ReportFilterError(`--addr ${text}: not an IPv4 or IPv6 address`);
+  return formatIp(ip);
 }
 
 /** --eni: an interface name (no quoting games: letters, digits and . _ - : @). */

@@ -3,11 +3,13 @@
 // what was expected and what was found; load.ts adds the path of the field.
 
 import os from 'node:os';
-import { isIPv4, isIPv6, SocketAddress } from 'node:net';
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import type { Config, PortRange } from './types.js';
 import { deriveVni, VNI_MAX } from './vni.js';
 import { hostMirrorBudget } from './host-budget.js';
+import { LIMITS } from '../limits.js';
+import { formatIp, parseIp, unmapIp, type IpAddress } from '../packet/address.js';
 
 export interface SchemaEnv {
   /** Addresses of this host: a session target among them would mirror into itself. */
@@ -33,15 +35,6 @@ export const DEFAULTS = {
 export const BUDGET_LIMITS = {
   pps: { min: 1, max: 1_000_000_000 },
   bps: { min: 100_000, max: 1_000_000_000_000 },
-} as const;
-
-export const LIMITS = {
-  rulesPerDirection: 10,
-  sourcesPerSession: 10,
-  sessionsPerInterface: 3,
-  /** Sensors in one `targets.pool` (bpf/mirrorflow.h MF_MAX_POOL is the upper one). */
-  poolMin: 2,
-  poolMax: 16,
 } as const;
 
 // Longest unix socket path: sizeof(sockaddr_un.sun_path) - 1 on Linux.
@@ -73,57 +66,8 @@ export function describeValue(value: unknown): string {
 
 // ---- addresses ---------------------------------------------------------------------
 
-export interface IpAddress {
-  family: 4 | 6;
-  /** 4 or 16 bytes, network order. */
-  bytes: Uint8Array;
-}
-
-/** Parses an IPv4 or IPv6 literal (no zone index); undefined when it is not one. */
-export function parseIp(text: string): IpAddress | undefined {
-  if (isIPv4(text)) return { family: 4, bytes: Uint8Array.from(text.split('.'), Number) };
-  if (!isIPv6(text) || text.includes('%')) return undefined;
-  let s = text;
-  const tailStart = s.lastIndexOf(':') + 1;
-  const tail = s.slice(tailStart);
-  if (tail.includes('.')) {
-    // Embedded IPv4 (::ffff:1.2.3.4): rewrite as the two hex groups it stands for.
-    const [a = 0, b = 0, c = 0, d = 0] = tail.split('.').map(Number);
-    s = `${s.slice(0, tailStart)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [left = '', right] = s.split('::');
-  const head = left === '' ? [] : left.split(':');
-  const rest = right === undefined || right === '' ? [] : right.split(':');
-  const groups =
-    right === undefined ? head : [...head, ...Array<string>(8 - head.length - rest.length).fill('0'), ...rest];
-  const bytes = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    const v = parseInt(g, 16);
-    bytes[2 * i] = v >> 8;
-    bytes[2 * i + 1] = v & 0xff;
-  });
-  return { family: 6, bytes };
-}
-
-/** The canonical text of an address (RFC 5952 compression for IPv6). */
-export function formatIp(ip: IpAddress): string {
-  if (ip.family === 4) return ip.bytes.join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((((ip.bytes[i] ?? 0) << 8) | (ip.bytes[i + 1] ?? 0)).toString(16));
-  return new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
-}
-
-/** IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) compare as the IPv4 address they carry. */
-function unmapped(ip: IpAddress): IpAddress {
-  const b = ip.bytes;
-  if (ip.family === 6 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
-    return { family: 4, bytes: b.slice(12) };
-  }
-  return ip;
-}
-
 function ipKey(ip: IpAddress): string {
-  return formatIp(unmapped(ip));
+  return formatIp(unmapIp(ip));
 }
 
 export interface Cidr {
@@ -331,7 +275,7 @@ function targetSchema(env: SchemaEnv) {
       ctx.addIssue({ code: 'custom', message: `expected an IPv4 or IPv6 address, got ${JSON.stringify(value)}` });
       return;
     }
-    const ip = unmapped(parsedIp);
+    const ip = unmapIp(parsedIp);
     if (ip.bytes.every((b) => b === 0)) {
       ctx.addIssue({ code: 'custom', message: `${value} is the unspecified address; name the destination host` });
     } else if (ip.family === 4 ? ip.bytes[0] === 127 : ipKey(ip) === '::1') {
@@ -388,8 +332,8 @@ function poolSchema(env: SchemaEnv) {
             ctx.addIssue({ code: 'custom', path: [i, 'port'], message: `pool members share one port: member 0 has ${list[0]!.port}, this one ${m.port}` });
           }
           const first4 = parseIp(list[0]!.address);
-          if (i > 0 && first4 !== undefined && unmapped(first4).family !== unmapped(ip).family) {
-            ctx.addIssue({ code: 'custom', path: [i, 'address'], message: `pool members are one address family: member 0 is IPv${unmapped(first4).family}, ${m.address} is not` });
+          if (i > 0 && first4 !== undefined && unmapIp(first4).family !== unmapIp(ip).family) {
+            ctx.addIssue({ code: 'custom', path: [i, 'address'], message: `pool members are one address family: member 0 is IPv${unmapIp(first4).family}, ${m.address} is not` });
           }
         });
       }),

@@ -20,6 +20,7 @@ import {
   type ControlResponse,
   type RequestId,
 } from './protocol.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** What the agent provides to the control socket. */
 export interface ControlHandler {
@@ -106,9 +107,9 @@ async function prepareSocketPath(socketPath: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (!stat.isSocket()) throw new Error(`control socket path ${socketPath} exists and is not a socket`);
+  if (!stat.isSocket()) throw new MirrorflowError(ErrorCode.CONTROL_SOCKET, `control socket path ${socketPath} exists and is not a socket`);
   if (await isListening(socketPath)) {
-    throw new Error(`another process is listening on the control socket ${socketPath} (is mirrorflow already running?)`);
+    throw new MirrorflowError(ErrorCode.CONTROL_SOCKET, `another process is listening on the control socket ${socketPath} (is mirrorflow already running?)`);
   }
   await unlink(socketPath);
 }

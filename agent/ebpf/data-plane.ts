@@ -6,16 +6,18 @@
 import { statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { run } from '../lab/exec.js';
+import { run } from '../exec.js';
 import type { Logger } from '../log.js';
 import { pathMtu } from '../mirror/path-mtu.js';
 import { allHealthy } from '../mirror/pool.js';
 import { frameLimit } from '../mirror/vxlan.js';
-import { parseAddress, type RuleSet } from '../rules/compile.js';
+import { parseAddress } from '../packet/address.js';
+import type { RuleSet } from '../rules/compile.js';
 import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
 import { MirrorMaps } from './mirror-maps.js';
 import type { IfaceStats, RejectedFlow, SlotSession } from './layout.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
 export const TC_HANDLE = 0x4d46;
@@ -314,7 +316,7 @@ export class EbpfDataPlane {
       // veth re-merges only with GRO on, which it has off unless asked: make sure.
       await run('ethtool', ['-K', SEG_RX, 'gro', 'off']);
       const features = await segmentationFeaturesOn(SEG_TX);
-      if (features.length > 0) throw new Error(`offloads still on: ${features.join(', ')}`);
+      if (features.length > 0) throw new MirrorflowError(ErrorCode.EBPF_SETUP, `offloads still on: ${features.join(', ')}`);
       await run('ip', ['link', 'set', SEG_RX, 'up']);
       await run('ip', ['link', 'set', SEG_TX, 'up']);
       const rx = (await ifindexOf(SEG_RX))!;
@@ -322,7 +324,7 @@ export class EbpfDataPlane {
       tcAttach(rx, TC_INGRESS, this.maps.tunnelFd, TC_HANDLE, TC_PRIORITY);
     } catch (err) {
       await run('ip', ['link', 'del', SEG_TX]).catch(() => undefined);
-      throw new Error(`cannot set up the segmenting veth ${SEG_TX}: ${(err as Error).message}`, { cause: err });
+      throw new MirrorflowError(ErrorCode.EBPF_SETUP, `cannot set up the segmenting veth ${SEG_TX}: ${(err as Error).message}`, { cause: err });
     }
     this.log.info({ device: SEG_TX, peer: SEG_RX }, 'segmenting veth pair created (segmentation and checksum offloads off)');
     return (await ifindexOf(SEG_TX))!;

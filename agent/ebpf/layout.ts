@@ -1,71 +1,160 @@
 // Byte layout of the structs in bpf/mirrorflow.h, written little-endian (host order of
 // the x86-64/aarch64 kernels we load into) except address words, which stay in network
-// order exactly like the packet bytes the programs compare them with. The loader checks
-// these sizes against the map definitions of the compiled object.
+// order exactly like the packet bytes the programs compare them with. KERNEL_STRUCTS is
+// the one table of offsets the encoders below use; test/unit/kernel-contract.test.ts
+// compares it member by member with the BTF of the compiled object, and the loader checks
+// each map's key and value size against it.
 
+import { LIMITS } from '../limits.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules/compile.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 import type { BudgetRate } from '../config/types.js';
 import { budgetCosts } from '../mirror/budget.js';
 
-export const MF_MAX_SESSIONS = 64;
-export const MF_MAX_CHAIN = 3;
-export const MF_MAX_RULES = 10;
-export const MF_MAX_OWN = 16;
-export const MF_MAX_IFACES = 256;
+export const MF_MAX_SESSIONS = LIMITS.enabledSessions;
+export const MF_MAX_CHAIN = LIMITS.sessionsPerInterface;
+export const MF_MAX_RULES = LIMITS.rulesPerDirection;
+export const MF_MAX_OWN = LIMITS.ownOutputs;
+export const MF_MAX_IFACES = LIMITS.sourceInterfaces;
 export const MF_SLOTS = 2;
+/** mf_iface_stats.decisions entries: index 0 accepted, index -code for each rules/match.ts code. */
 export const MF_REASONS = 8;
 export const MF_MARK_MAGIC = 0x4d460000;
-export const MF_MAX_POOL = 16;
+export const MF_MAX_POOL = LIMITS.poolMax;
 
-export const RULE_SIZE = 80;
-const CHAIN_RULES_OFFSET = 28;
-export const CHAIN_SIZE = CHAIN_RULES_OFFSET + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE;
-export const CHAIN_KEY_SIZE = 8;
+/** One struct member: byte offset and byte size (an array member: the whole array). */
+export interface Member {
+  offset: number;
+  size: number;
+}
+
+export interface StructLayout {
+  size: number;
+  members: Readonly<Record<string, Member>>;
+}
+
+const m = (offset: number, size: number): Member => ({ offset, size });
+
+const RULE_SIZE = 80;
 /** struct mf_budget: four u64. */
 const BUDGET_SIZE = 32;
-const SESSION_BUDGET_OFFSET = 32;
-const SESSION_SIZE = SESSION_BUDGET_OFFSET + BUDGET_SIZE;
+const SESSION_SIZE = 32 + BUDGET_SIZE;
 const OWN_SIZE = 20;
-const SLOT_OWN_OFFSET = 16;
-const SLOT_SESSIONS_OFFSET = SLOT_OWN_OFFSET + MF_MAX_OWN * OWN_SIZE;
-const SLOT_AGENT_BUDGET_OFFSET = SLOT_SESSIONS_OFFSET + MF_MAX_SESSIONS * SESSION_SIZE;
-export const SLOT_SIZE = SLOT_AGENT_BUDGET_OFFSET + BUDGET_SIZE;
+
+/** Every struct of bpf/mirrorflow.h, in bytes, as the x86-64/aarch64 BPF target lays them out. */
+export const KERNEL_STRUCTS = {
+  mf_rule: {
+    size: RULE_SIZE,
+    members: {
+      src_net: m(0, 16), src_mask: m(16, 16), dst_net: m(32, 16), dst_mask: m(48, 16),
+      protocol: m(64, 4), sport_lo: m(68, 2), sport_hi: m(70, 2), dport_lo: m(72, 2), dport_hi: m(74, 2),
+      family: m(76, 1), accept: m(77, 1), sport_any: m(78, 1), dport_any: m(79, 1),
+    },
+  },
+  mf_chain: {
+    size: 28 + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE,
+    members: {
+      n_sessions: m(0, 4), session: m(4, 4 * MF_MAX_CHAIN), n_rules: m(16, 4 * MF_MAX_CHAIN),
+      rules: m(28, MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE),
+    },
+  },
+  mf_chain_key: { size: 8, members: { ifindex: m(0, 4), dir_slot: m(4, 4) } },
+  mf_budget: {
+    size: BUDGET_SIZE,
+    members: { packet_cost: m(0, 8), byte_cost: m(8, 8), packet_depth: m(16, 8), byte_depth: m(24, 8) },
+  },
+  mf_bucket: { size: 16, members: { packet_tat: m(0, 8), byte_tat: m(8, 8) } },
+  mf_session: {
+    size: SESSION_SIZE,
+    members: { vni: m(0, 4), trunc_len: m(4, 4), vxlan_ifindex: m(8, 4), family: m(12, 4), remote: m(16, 16), budget: m(32, BUDGET_SIZE) },
+  },
+  mf_own: { size: OWN_SIZE, members: { addr: m(0, 16), port: m(16, 2), family: m(18, 1), pad: m(19, 1) } },
+  mf_slot: {
+    size: 16 + MF_MAX_OWN * OWN_SIZE + MF_MAX_SESSIONS * SESSION_SIZE + BUDGET_SIZE,
+    members: {
+      epoch: m(0, 4), n_sessions: m(4, 4), n_own: m(8, 4), seg_ifindex: m(12, 4),
+      own: m(16, MF_MAX_OWN * OWN_SIZE), sessions: m(16 + MF_MAX_OWN * OWN_SIZE, MF_MAX_SESSIONS * SESSION_SIZE),
+      agent_budget: m(16 + MF_MAX_OWN * OWN_SIZE + MF_MAX_SESSIONS * SESSION_SIZE, BUDGET_SIZE),
+    },
+  },
+  mf_state: { size: 8, members: { active_slot: m(0, 4), reject_slot: m(4, 4) } },
+  mf_frag_key: {
+    size: 48,
+    members: {
+      src: m(0, 16), dst: m(16, 16), id: m(32, 4), ifindex: m(36, 4), epoch: m(40, 4),
+      protocol: m(44, 1), dir: m(45, 1), pad: m(46, 2),
+    },
+  },
+  mf_frag_val: { size: 16, members: { decision: m(0, 4), pad: m(4, 4), expires_ns: m(8, 8) } },
+  mf_iface_key: { size: 8, members: { ifindex: m(0, 4), dir: m(4, 4) } },
+  mf_iface_stats: {
+    size: 16 + 8 * MF_REASONS,
+    members: { packets: m(0, 8), bytes: m(8, 8), decisions: m(16, 8 * MF_REASONS) },
+  },
+  mf_session_stats: { size: 40, members: { packets: m(0, 8), bytes: m(8, 8), truncated: m(16, 8), errors: m(24, 8), shed: m(32, 8) } },
+  mf_reject_key: {
+    size: 44,
+    members: {
+      src: m(0, 16), dst: m(16, 16), ifindex: m(32, 4), sport: m(36, 2), dport: m(38, 2),
+      protocol: m(40, 1), family: m(41, 1), dir: m(42, 1), slot: m(43, 1),
+    },
+  },
+  mf_reject_val: { size: 32, members: { packets: m(0, 8), bytes: m(8, 8), first_ns: m(16, 8), last_ns: m(24, 8) } },
+  mf_reject_iface: { size: 8, members: { netns: m(0, 4), ifindex: m(4, 4) } },
+  mf_pool: { size: 8 + MF_MAX_POOL * 16, members: { n_members: m(0, 4), healthy: m(4, 4), remote: m(8, MF_MAX_POOL * 16) } },
+  mf_member_stats: { size: 16, members: { packets: m(0, 8), bytes: m(8, 8) } },
+} as const satisfies Record<string, StructLayout>;
+
+const RULE = KERNEL_STRUCTS.mf_rule.members;
+const CHAIN = KERNEL_STRUCTS.mf_chain.members;
+const SESSION = KERNEL_STRUCTS.mf_session.members;
+const OWN = KERNEL_STRUCTS.mf_own.members;
+const SLOT = KERNEL_STRUCTS.mf_slot.members;
+const REJECT_KEY = KERNEL_STRUCTS.mf_reject_key.members;
+const REJECT_VAL = KERNEL_STRUCTS.mf_reject_val.members;
+const SESSION_STATS = KERNEL_STRUCTS.mf_session_stats.members;
+const BUDGET = KERNEL_STRUCTS.mf_budget.members;
+const IFACE_STATS = KERNEL_STRUCTS.mf_iface_stats.members;
+
+export const CHAIN_SIZE = KERNEL_STRUCTS.mf_chain.size;
+export const CHAIN_KEY_SIZE = KERNEL_STRUCTS.mf_chain_key.size;
+export const SLOT_SIZE = KERNEL_STRUCTS.mf_slot.size;
 /** struct mf_bucket, and the index of the agent-wide one in mf_buckets (MF_AGENT_BUCKET). */
-export const BUCKET_SIZE = 16;
+export const BUCKET_SIZE = KERNEL_STRUCTS.mf_bucket.size;
 export const MF_AGENT_BUCKET = MF_SLOTS * MF_MAX_SESSIONS;
-export const STATE_SIZE = 8;
-export const FRAG_KEY_SIZE = 48;
-export const FRAG_VAL_SIZE = 16;
-export const SESSION_STATS_SIZE = 40;
-export const IFACE_KEY_SIZE = 8;
-export const IFACE_STATS_SIZE = 16 + 8 * 8;
-export const REJECT_KEY_SIZE = 44;
-export const REJECT_VAL_SIZE = 32;
-export const REJECT_IFACE_SIZE = 8;
-export const POOL_SIZE = 8 + MF_MAX_POOL * 16;
-export const MEMBER_STATS_SIZE = 16;
+export const STATE_SIZE = KERNEL_STRUCTS.mf_state.size;
+export const FRAG_KEY_SIZE = KERNEL_STRUCTS.mf_frag_key.size;
+export const FRAG_VAL_SIZE = KERNEL_STRUCTS.mf_frag_val.size;
+export const SESSION_STATS_SIZE = KERNEL_STRUCTS.mf_session_stats.size;
+export const IFACE_KEY_SIZE = KERNEL_STRUCTS.mf_iface_key.size;
+export const IFACE_STATS_SIZE = KERNEL_STRUCTS.mf_iface_stats.size;
+export const REJECT_KEY_SIZE = KERNEL_STRUCTS.mf_reject_key.size;
+export const REJECT_VAL_SIZE = KERNEL_STRUCTS.mf_reject_val.size;
+export const REJECT_IFACE_SIZE = KERNEL_STRUCTS.mf_reject_iface.size;
+export const POOL_SIZE = KERNEL_STRUCTS.mf_pool.size;
+export const MEMBER_STATS_SIZE = KERNEL_STRUCTS.mf_member_stats.size;
 
 function writeWords(buf: Buffer, offset: number, words: ArrayLike<number>): void {
   for (let i = 0; i < 4; i++) buf.writeUInt32BE(words[i]! >>> 0, offset + 4 * i);
 }
 
 function writeRule(buf: Buffer, offset: number, rule: CompiledRule): void {
-  writeWords(buf, offset, rule.srcNet);
-  writeWords(buf, offset + 16, rule.srcMask);
-  writeWords(buf, offset + 32, rule.dstNet);
-  writeWords(buf, offset + 48, rule.dstMask);
-  buf.writeInt32LE(rule.protocol === PROTO_ANY ? -1 : rule.protocol, offset + 64);
+  writeWords(buf, offset + RULE.src_net.offset, rule.srcNet);
+  writeWords(buf, offset + RULE.src_mask.offset, rule.srcMask);
+  writeWords(buf, offset + RULE.dst_net.offset, rule.dstNet);
+  writeWords(buf, offset + RULE.dst_mask.offset, rule.dstMask);
+  buf.writeInt32LE(rule.protocol === PROTO_ANY ? -1 : rule.protocol, offset + RULE.protocol.offset);
   const sportAny = rule.srcPortStart === PORT_ANY;
   const dportAny = rule.dstPortStart === PORT_ANY;
-  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortStart, offset + 68);
-  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortEnd, offset + 70);
-  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortStart, offset + 72);
-  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortEnd, offset + 74);
-  buf.writeUInt8(rule.family, offset + 76);
-  buf.writeUInt8(rule.accept ? 1 : 0, offset + 77);
-  buf.writeUInt8(sportAny ? 1 : 0, offset + 78);
-  buf.writeUInt8(dportAny ? 1 : 0, offset + 79);
+  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortStart, offset + RULE.sport_lo.offset);
+  buf.writeUInt16LE(sportAny ? 0 : rule.srcPortEnd, offset + RULE.sport_hi.offset);
+  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortStart, offset + RULE.dport_lo.offset);
+  buf.writeUInt16LE(dportAny ? 0 : rule.dstPortEnd, offset + RULE.dport_hi.offset);
+  buf.writeUInt8(rule.family, offset + RULE.family.offset);
+  buf.writeUInt8(rule.accept ? 1 : 0, offset + RULE.accept.offset);
+  buf.writeUInt8(sportAny ? 1 : 0, offset + RULE.sport_any.offset);
+  buf.writeUInt8(dportAny ? 1 : 0, offset + RULE.dport_any.offset);
 }
 
 export interface ChainEntry {
@@ -75,14 +164,14 @@ export interface ChainEntry {
 
 /** struct mf_chain for one interface and direction. */
 export function encodeChain(entries: readonly ChainEntry[]): Buffer {
-  if (entries.length > MF_MAX_CHAIN) throw new Error(`more than ${MF_MAX_CHAIN} sessions on one interface`);
+  if (entries.length > MF_MAX_CHAIN) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_CHAIN} sessions on one interface`);
   const buf = Buffer.alloc(CHAIN_SIZE);
-  buf.writeUInt32LE(entries.length, 0);
+  buf.writeUInt32LE(entries.length, CHAIN.n_sessions.offset);
   entries.forEach((entry, s) => {
-    if (entry.rules.length > MF_MAX_RULES) throw new Error(`more than ${MF_MAX_RULES} rules in one direction`);
-    buf.writeUInt32LE(entry.session, 4 + 4 * s);
-    buf.writeUInt32LE(entry.rules.length, 16 + 4 * s);
-    entry.rules.forEach((rule, r) => writeRule(buf, CHAIN_RULES_OFFSET + (s * MF_MAX_RULES + r) * RULE_SIZE, rule));
+    if (entry.rules.length > MF_MAX_RULES) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_RULES} rules in one direction`);
+    buf.writeUInt32LE(entry.session, CHAIN.session.offset + 4 * s);
+    buf.writeUInt32LE(entry.rules.length, CHAIN.n_rules.offset + 4 * s);
+    entry.rules.forEach((rule, r) => writeRule(buf, CHAIN.rules.offset + (s * MF_MAX_RULES + r) * RULE_SIZE, rule));
   });
   return buf;
 }
@@ -118,7 +207,10 @@ const NO_BUDGET: BudgetRate = { pps: 0, bps: 0 };
 /** struct mf_budget: the rate as the kernel's GCRA costs (agent/mirror/budget.ts). */
 function writeBudget(buf: Buffer, offset: number, rate: BudgetRate): void {
   const c = budgetCosts(rate);
-  [c.packetCost, c.byteCost, c.packetDepth, c.byteDepth].forEach((v, i) => buf.writeBigUInt64LE(BigInt(v), offset + 8 * i));
+  buf.writeBigUInt64LE(BigInt(c.packetCost), offset + BUDGET.packet_cost.offset);
+  buf.writeBigUInt64LE(BigInt(c.byteCost), offset + BUDGET.byte_cost.offset);
+  buf.writeBigUInt64LE(BigInt(c.packetDepth), offset + BUDGET.packet_depth.offset);
+  buf.writeBigUInt64LE(BigInt(c.byteDepth), offset + BUDGET.byte_depth.offset);
 }
 
 /**
@@ -128,29 +220,29 @@ function writeBudget(buf: Buffer, offset: number, rate: BudgetRate): void {
 export function encodeSlot(
   epoch: number, own: readonly OwnOutput[], sessions: readonly SlotSession[], segIfindex: number, agentBudget: BudgetRate = NO_BUDGET,
 ): Buffer {
-  if (own.length > MF_MAX_OWN) throw new Error(`more than ${MF_MAX_OWN} mirror targets and collectors`);
-  if (sessions.length > MF_MAX_SESSIONS) throw new Error(`more than ${MF_MAX_SESSIONS} enabled sessions`);
+  if (own.length > MF_MAX_OWN) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_OWN} mirror targets and IPFIX collectors (the eBPF plane's limit)`);
+  if (sessions.length > MF_MAX_SESSIONS) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_SESSIONS} enabled sessions (the eBPF plane's limit)`);
   const buf = Buffer.alloc(SLOT_SIZE);
-  buf.writeUInt32LE(epoch >>> 0, 0);
-  buf.writeUInt32LE(sessions.length, 4);
-  buf.writeUInt32LE(own.length, 8);
-  buf.writeUInt32LE(segIfindex, 12);
+  buf.writeUInt32LE(epoch >>> 0, SLOT.epoch.offset);
+  buf.writeUInt32LE(sessions.length, SLOT.n_sessions.offset);
+  buf.writeUInt32LE(own.length, SLOT.n_own.offset);
+  buf.writeUInt32LE(segIfindex, SLOT.seg_ifindex.offset);
   own.forEach((o, i) => {
-    const off = SLOT_OWN_OFFSET + i * OWN_SIZE;
-    writeWords(buf, off, o.words);
-    buf.writeUInt16LE(o.port, off + 16);
-    buf.writeUInt8(o.family, off + 18);
+    const off = SLOT.own.offset + i * OWN_SIZE;
+    writeWords(buf, off + OWN.addr.offset, o.words);
+    buf.writeUInt16LE(o.port, off + OWN.port.offset);
+    buf.writeUInt8(o.family, off + OWN.family.offset);
   });
   sessions.forEach((s, i) => {
-    const off = SLOT_SESSIONS_OFFSET + i * SESSION_SIZE;
-    buf.writeUInt32LE(s.vni, off);
-    buf.writeUInt32LE(s.truncLen, off + 4);
-    buf.writeUInt32LE(s.vxlanIfindex, off + 8);
-    buf.writeUInt32LE(s.family, off + 12);
-    writeWords(buf, off + 16, s.remote);
-    writeBudget(buf, off + SESSION_BUDGET_OFFSET, s.budget ?? NO_BUDGET);
+    const off = SLOT.sessions.offset + i * SESSION_SIZE;
+    buf.writeUInt32LE(s.vni, off + SESSION.vni.offset);
+    buf.writeUInt32LE(s.truncLen, off + SESSION.trunc_len.offset);
+    buf.writeUInt32LE(s.vxlanIfindex, off + SESSION.vxlan_ifindex.offset);
+    buf.writeUInt32LE(s.family, off + SESSION.family.offset);
+    writeWords(buf, off + SESSION.remote.offset, s.remote);
+    writeBudget(buf, off + SESSION.budget.offset, s.budget ?? NO_BUDGET);
   });
-  writeBudget(buf, SLOT_AGENT_BUDGET_OFFSET, agentBudget);
+  writeBudget(buf, SLOT.agent_budget.offset, agentBudget);
   return buf;
 }
 
@@ -158,14 +250,14 @@ export function encodeSlot(
 export function encodePool(members: readonly ArrayLike<number>[], healthy: number): Buffer {
   if (members.length > MF_MAX_POOL) throw new Error(`more than ${MF_MAX_POOL} pool members`);
   const buf = Buffer.alloc(POOL_SIZE);
-  buf.writeUInt32LE(members.length, 0);
-  buf.writeUInt32LE(healthy >>> 0, 4);
-  members.forEach((words, i) => writeWords(buf, 8 + 16 * i, words));
+  buf.writeUInt32LE(members.length, KERNEL_STRUCTS.mf_pool.members.n_members.offset);
+  buf.writeUInt32LE(healthy >>> 0, POOL_HEALTHY_OFFSET);
+  members.forEach((words, i) => writeWords(buf, KERNEL_STRUCTS.mf_pool.members.remote.offset + 16 * i, words));
   return buf;
 }
 
 /** Offset of struct mf_pool.healthy. */
-export const POOL_HEALTHY_OFFSET = 4;
+export const POOL_HEALTHY_OFFSET = KERNEL_STRUCTS.mf_pool.members.healthy.offset;
 
 /** mf_pools index of a session of a slot (also mf_session_stats'). */
 export const sessionIndex = (slot: number, session: number): number => slot * MF_MAX_SESSIONS + session;
@@ -184,7 +276,7 @@ export function sumMemberStats(perCpu: Buffer, cpus: number): { packets: number;
 }
 
 /** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */
-export const sessionTruncLenOffset = (session: number): number => SLOT_SESSIONS_OFFSET + session * SESSION_SIZE + 4;
+export const sessionTruncLenOffset = (session: number): number => SLOT.sessions.offset + session * SESSION_SIZE + SESSION.trunc_len.offset;
 
 export const encodeState = (activeSlot: number, rejectSlot: number): Buffer => u32Pair(activeSlot, rejectSlot);
 
@@ -207,22 +299,22 @@ export interface RejectedFlow {
   lastNs: bigint;
 }
 
-export const rejectSlotOf = (key: Buffer): number => key.readUInt8(43);
+export const rejectSlotOf = (key: Buffer): number => key.readUInt8(REJECT_KEY.slot.offset);
 
 export function decodeReject(key: Buffer, value: Buffer): RejectedFlow {
   const words = (off: number) => [0, 1, 2, 3].map((i) => key.readUInt32BE(off + 4 * i));
   return {
-    src: words(0),
-    dst: words(16),
-    ifindex: key.readUInt32LE(32),
-    srcPort: key.readUInt16LE(36),
-    dstPort: key.readUInt16LE(38),
-    protocol: key.readUInt8(40),
-    family: key.readUInt8(41) === 6 ? 6 : 4,
-    dir: key.readUInt8(42) === 1 ? DIR_OUT : DIR_IN,
-    packets: Number(value.readBigUInt64LE(0)),
-    bytes: Number(value.readBigUInt64LE(8)),
-    lastNs: value.readBigUInt64LE(24),
+    src: words(REJECT_KEY.src.offset),
+    dst: words(REJECT_KEY.dst.offset),
+    ifindex: key.readUInt32LE(REJECT_KEY.ifindex.offset),
+    srcPort: key.readUInt16LE(REJECT_KEY.sport.offset),
+    dstPort: key.readUInt16LE(REJECT_KEY.dport.offset),
+    protocol: key.readUInt8(REJECT_KEY.protocol.offset),
+    family: key.readUInt8(REJECT_KEY.family.offset) === 6 ? 6 : 4,
+    dir: key.readUInt8(REJECT_KEY.dir.offset) === 1 ? DIR_OUT : DIR_IN,
+    packets: Number(value.readBigUInt64LE(REJECT_VAL.packets.offset)),
+    bytes: Number(value.readBigUInt64LE(REJECT_VAL.bytes.offset)),
+    lastNs: value.readBigUInt64LE(REJECT_VAL.last_ns.offset),
   };
 }
 
@@ -246,11 +338,11 @@ export function sumSessionStats(perCpu: Buffer, cpus: number): SessionStats {
   const out = { packets: 0, bytes: 0, truncated: 0, errors: 0, shed: 0 };
   for (let c = 0; c < cpus; c++) {
     const off = c * SESSION_STATS_SIZE;
-    out.packets += Number(perCpu.readBigUInt64LE(off));
-    out.bytes += Number(perCpu.readBigUInt64LE(off + 8));
-    out.truncated += Number(perCpu.readBigUInt64LE(off + 16));
-    out.errors += Number(perCpu.readBigUInt64LE(off + 24));
-    out.shed += Number(perCpu.readBigUInt64LE(off + 32));
+    out.packets += Number(perCpu.readBigUInt64LE(off + SESSION_STATS.packets.offset));
+    out.bytes += Number(perCpu.readBigUInt64LE(off + SESSION_STATS.bytes.offset));
+    out.truncated += Number(perCpu.readBigUInt64LE(off + SESSION_STATS.truncated.offset));
+    out.errors += Number(perCpu.readBigUInt64LE(off + SESSION_STATS.errors.offset));
+    out.shed += Number(perCpu.readBigUInt64LE(off + SESSION_STATS.shed.offset));
   }
   return out;
 }
@@ -269,9 +361,11 @@ export function sumIfaceStats(perCpu: Buffer, cpus: number): IfaceStats {
   const out: IfaceStats = { packets: 0, bytes: 0, decisions: new Array<number>(MF_REASONS).fill(0) };
   for (let c = 0; c < cpus; c++) {
     const off = c * IFACE_STATS_SIZE;
-    out.packets += Number(perCpu.readBigUInt64LE(off));
-    out.bytes += Number(perCpu.readBigUInt64LE(off + 8));
-    for (let i = 0; i < MF_REASONS; i++) out.decisions[i]! += Number(perCpu.readBigUInt64LE(off + 16 + 8 * i));
+    out.packets += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.packets.offset));
+    out.bytes += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.bytes.offset));
+    for (let i = 0; i < MF_REASONS; i++) {
+      out.decisions[i]! += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.decisions.offset + 8 * i));
+    }
   }
   return out;
 }

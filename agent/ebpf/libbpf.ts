@@ -5,6 +5,7 @@
 
 import koffi from 'koffi';
 import { NativeMemory } from '../native-memory.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -48,9 +49,9 @@ const TEST_RUN_OPTS_SIZE = 80;
 const EEXIST = 17;
 const ENOENT = 2;
 
-export class LibbpfError extends Error {
+export class LibbpfError extends MirrorflowError {
   constructor(what: string, readonly errno: number) {
-    super(`${what}: ${errnoText(errno)}`);
+    super(ErrorCode.LIBBPF, `${what}: ${errnoText(errno)}`);
   }
 }
 
@@ -111,7 +112,7 @@ export class BpfObject {
   /** Attaches a tracing program where its section says (tp_btf/...); returns the link. */
   attach(name: string): BpfLink {
     const prog = fn.findProgram(this.obj, name);
-    if (!prog) throw new Error(`BPF object has no program ${name}`);
+    if (!prog) throw new MirrorflowError(ErrorCode.EBPF_OBJECT, `BPF object has no program ${name}`);
     const link = fn.attachProgram(prog);
     if (!link) throw new LibbpfError(`attach ${name}`, koffi.errno());
     return new BpfLink(link);
@@ -119,13 +120,13 @@ export class BpfObject {
 
   programFd(name: string): number {
     const prog = fn.findProgram(this.obj, name);
-    if (!prog) throw new Error(`BPF object has no program ${name}`);
+    if (!prog) throw new MirrorflowError(ErrorCode.EBPF_OBJECT, `BPF object has no program ${name}`);
     return check(`fd of program ${name}`, fn.programFd(prog) as number);
   }
 
   map(name: string): MapHandle {
     const map = fn.findMap(this.obj, name);
-    if (!map) throw new Error(`BPF object has no map ${name}`);
+    if (!map) throw new MirrorflowError(ErrorCode.EBPF_OBJECT, `BPF object has no map ${name}`);
     return {
       name,
       fd: check(`fd of map ${name}`, fn.mapFd(map) as number),
@@ -268,7 +269,10 @@ export interface TestRunResult {
   dataOut: Buffer;
 }
 
-/** __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is zero. */
+/**
+ * __sk_buff: big enough for every field up to the kernel's last; the kernel checks the tail is
+ * zero. Offsets are the UAPI's (stable); test/unit/kernel-contract.test.ts checks them against BTF.
+ */
 export const SKB_CTX_SIZE = 192;
 export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;

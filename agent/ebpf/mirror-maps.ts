@@ -18,6 +18,7 @@ import {
   encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
   sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** The tracing program behind REJECT records; the mirror works without it. */
 const REJECT_PROGRAM = 'mf_kfree_skb';
@@ -29,7 +30,7 @@ export function mirrorObjectPath(): string {
     const path = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(path)) return path;
   }
-  throw new Error('bpf/mirror.bpf.o not found: run `make build` (needs clang and libbpf-dev)');
+  throw new MirrorflowError(ErrorCode.EBPF_OBJECT, 'bpf/mirror.bpf.o not found: run `make build` (needs clang and libbpf-dev)');
 }
 
 export interface InstallPlan {
@@ -106,7 +107,7 @@ export class MirrorMaps {
   private checked(name: string, keySize: number, valueSize: number): MapHandle {
     const map = this.obj.map(name);
     if (map.keySize !== keySize || map.valueSize !== valueSize) {
-      throw new Error(`map ${name}: object has key/value ${map.keySize}/${map.valueSize} bytes, agent expects ${keySize}/${valueSize} (bpf/mirrorflow.h and agent/ebpf/layout.ts disagree)`);
+      throw new MirrorflowError(ErrorCode.EBPF_OBJECT, `map ${name}: object has key/value ${map.keySize}/${map.valueSize} bytes, agent expects ${keySize}/${valueSize} (bpf/mirrorflow.h and agent/ebpf/layout.ts disagree)`);
     }
     return map;
   }

@@ -4,6 +4,7 @@
 // multiples of `window` seconds and follow packet time, so replaying a file gives the
 // same records as the live capture did.
 import type { AgentSettings, FlowLog } from '../config/types.js';
+import { formatAddress } from '../packet/address.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../packet/offsets.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
 import { EMPTY, FlowHashTable, hashKey, KEY_WORDS } from './flow-hash-table.js';
@@ -252,9 +253,9 @@ export class FlowLogAggregator {
       'vpc-id': a.vpcId ?? null,
       'account-id': a.accountId ?? null,
       'eni-id': this.opts.interfaces[k[b]!]!,
-      srcaddr: formatAddress(k, b + 2, v6),
+      srcaddr: formatAddress(v6 ? 6 : 4, k, b + 2),
       srcport: (ports >>> 16) & 0xffff,
-      dstaddr: formatAddress(k, b + 6, v6),
+      dstaddr: formatAddress(v6 ? 6 : 4, k, b + 6),
       dstport: ports & 0xffff,
       protocol: proto,
       direction: (k[b + 1]! & 1) === DIR_OUT ? 'out' : 'in',
@@ -289,29 +290,3 @@ export class FlowLogAggregator {
   }
 }
 
-/** Key words back to text: IPv4 in word 0, IPv6 in all four (RFC 5952 form). */
-function formatAddress(k: Int32Array, at: number, v6: boolean): string {
-  if (!v6) {
-    const w = k[at]! >>> 0;
-    return `${w >>> 24}.${(w >>> 16) & 0xff}.${(w >>> 8) & 0xff}.${w & 0xff}`;
-  }
-  const groups: string[] = [];
-  for (let i = 0; i < 4; i++) {
-    const w = k[at + i]! >>> 0;
-    groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
-  }
-  // Compress the longest run of zero groups (RFC 5952).
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j === i ? i + 1 : j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-}

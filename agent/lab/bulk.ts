@@ -3,7 +3,7 @@
 // one copy per wire segment, and the copies' sequence ranges (from their TCP headers,
 // which a cut leaves whole) covering every byte the receiver got.
 import { join } from 'node:path';
-import { run } from './exec.js';
+import { run } from '../exec.js';
 import type { NsRole, Topology } from './topology.js';
 
 /** Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */

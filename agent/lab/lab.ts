@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { agentMetricLines, readyDataPlane } from './report.js';
 import { stringify } from 'yaml';
-import { run, type Spawned } from './exec.js';
+import { run, type Spawned } from '../exec.js';
 import { bulkTransfer } from './bulk.js';
 import { LAB_PORTS, LAB_VNI, labConfig } from './sample-config.js';
 import { createLabTopology, type NsRole, type Topology } from './topology.js';

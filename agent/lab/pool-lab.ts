@@ -8,7 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { run, type Spawned } from './exec.js';
+import { run, type Spawned } from '../exec.js';
 import { startCapture, tsharkFields, type Capture } from './lab.js';
 import { createLabTopology, type Topology } from './topology.js';
 

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, runInNetns, spawnProcess, type RunOptions, type RunResult, type SpawnOptions, type Spawned } from './exec.js';
+import { run, runInNetns, spawnProcess, type RunOptions, type RunResult, type SpawnOptions, type Spawned } from '../exec.js';
 
 /** Where each lab records its owner pid, so sweepStale() can tell abandoned labs apart. */
 const STATE_DIR = '/run/mirrorflow-lab';

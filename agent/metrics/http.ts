@@ -1,11 +1,12 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** Parses "host:port" or "[v6]:port"; throws with the offending text. */
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`metrics.listen: expected host:port, got "${listen}"`);
+  if (!m || port > 65535) throw new MirrorflowError(ErrorCode.METRICS_LISTEN, `metrics.listen: expected host:port, got "${listen}"`);
   return { host: (m[1] ?? m[2])!, port };
 }
 

@@ -1,7 +1,7 @@
 // Whole outer frames (Ethernet / IPv4 or IPv6 / UDP / VXLAN / inner frame) for `mirrorflow
 // replay`, which writes what the live sender would put on the wire into a pcap file. The
 // live path never builds these: the kernel adds the outer headers to the UDP payload.
-import { isIPv4 } from 'node:net';
+import { wireAddress } from '../packet/address.js';
 import type { PacketView } from '../packet/view.js';
 import type { MirrorOutput } from './output.js';
 import { flowHash, flowSourcePort } from './flow-hash.js';
@@ -37,18 +37,6 @@ export interface OuterFrameOptions {
   members?: readonly string[];
 }
 
-function addressBytes(address: string): Buffer {
-  if (isIPv4(address)) return Buffer.from(address.split('.').map(Number));
-  // Expand "::" and write the eight 16-bit groups.
-  const [head = '', tail] = address.split('::');
-  const left = head === '' ? [] : head.split(':');
-  const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = [...left, ...new Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
-}
-
 /** A MirrorOutput that writes complete outer frames into a FrameWriter. */
 export class OuterFrameOutput implements MirrorOutput {
   packets = 0;
@@ -66,12 +54,15 @@ export class OuterFrameOutput implements MirrorOutput {
   private readonly words = new WordSummer();
 
   constructor(private readonly opts: OuterFrameOptions, private readonly writer: FrameWriter) {
-    this.family = isIPv4(opts.targetAddress) ? 4 : 6;
-    if (isIPv4(opts.sourceAddress) !== (this.family === 4)) {
+    // IPv4-mapped literals go out over IPv4, as a socket would send them.
+    const src = wireAddress(opts.sourceAddress);
+    const dst = wireAddress(opts.targetAddress);
+    if (src.family !== dst.family) {
       throw new Error(`outer source ${opts.sourceAddress} and target ${opts.targetAddress} are not the same IP version`);
     }
-    this.src = addressBytes(opts.sourceAddress);
-    this.dst = (opts.members ?? [opts.targetAddress]).map(addressBytes);
+    this.family = dst.family;
+    this.src = Buffer.from(src.bytes);
+    this.dst = (opts.members ?? [opts.targetAddress]).map((a) => Buffer.from(wireAddress(a).bytes));
   }
 
   send(view: PacketView, vni: number, packetLength: number): boolean {

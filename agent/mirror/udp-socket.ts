@@ -7,6 +7,7 @@
 // Constants are Linux's (identical on x86-64 and aarch64), structs the LP64 layout.
 import { constants } from 'node:os';
 import koffi from 'koffi';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 import { NativeMemory } from '../native-memory.js';
 import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, errnoText, int32, libc, socketCalls } from '../libc.js';
 
@@ -121,7 +122,7 @@ export class UdpSocket {
   /** Binds to the first free port in [first, first + count). */
   static bindInRange(family: 4 | 6, first: number, count: number, sendBufferBytes: number): UdpSocket {
     const fd = sys.socket(family === 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
-    if (fd < 0) throw new Error(`UDP socket: ${errnoText(koffi.errno())}`);
+    if (fd < 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `UDP socket: ${errnoText(koffi.errno())}`);
     try {
       const on = int32(1);
       if (family === 6) setOption(fd, SOL_IPV6, IPV6_V6ONLY, on, 'IPV6_V6ONLY');
@@ -136,7 +137,7 @@ export class UdpSocket {
         lastErrno = koffi.errno();
         if (lastErrno !== EADDRINUSE) break;
       }
-      throw new Error(`no free UDP source port in ${first}..${first + count - 1}: ${errnoText(lastErrno)}`);
+      throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `no free UDP source port in ${first}..${first + count - 1}: ${errnoText(lastErrno)}`);
     } catch (err) {
       sys.close(fd);
       throw err;
@@ -179,5 +180,5 @@ export class UdpSocket {
 
 
 function setOption(fd: number, level: number, name: number, value: Buffer, what: string): void {
-  if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new Error(`setsockopt ${what}: ${errnoText(koffi.errno())}`);
+  if (sys.setsockopt(fd, level, name, value, value.length) !== 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `setsockopt ${what}: ${errnoText(koffi.errno())}`);
 }

@@ -3,7 +3,8 @@
 // that direction's rules in priority order, addresses as masked 32-bit words.
 
 import { isIP } from 'node:net';
-import { parseCidr as parseCidrText, parseHostPort, parseIp } from '../config/schema.js';
+import { parseCidr as parseCidrText, parseHostPort } from '../config/schema.js';
+import { formatAddress, formatIp, wireAddress, wordsOf } from '../packet/address.js';
 import { sessionTargets, type BudgetRate, type Config, type HealthCheck, type Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
@@ -86,22 +87,6 @@ export interface RuleSet {
   readonly agentBudget: BudgetRate;
 }
 
-/** An address's bytes as 4 network-order words (IPv4 in word 0, the others 0). */
-function wordsOf(bytes: Uint8Array): Uint32Array {
-  const words = new Uint32Array(4);
-  for (let i = 0; i < bytes.length; i += 4) {
-    words[i / 4] = ((bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!) >>> 0;
-  }
-  return words;
-}
-
-/** Parses an IPv4 or IPv6 literal (config/schema's parser) into 4 network-order words. */
-export function parseAddress(text: string): { family: 4 | 6; words: Uint32Array } {
-  const ip = parseIp(text);
-  if (ip === undefined) throw new Error(`not an IP address: ${text}`);
-  return { family: ip.family, words: wordsOf(ip.bytes) };
-}
-
 interface ParsedCidr {
   family: 4 | 6;
   net: Int32Array;
@@ -121,20 +106,6 @@ export function parseCidr(text: string): ParsedCidr {
     mask[i] = wordBits === 0 ? 0 : (0xffffffff << (32 - wordBits)) | 0;
   }
   return { family, net, mask, prefix };
-}
-
-/** Formats network words back to text (for prefilter expressions and logs). */
-export function formatAddress(family: 4 | 6, words: ArrayLike<number>): string {
-  if (family === 4) {
-    const w = words[0]! >>> 0;
-    return [w >>> 24, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff].join('.');
-  }
-  const groups: string[] = [];
-  for (let i = 0; i < 4; i++) {
-    const w = words[i]! >>> 0;
-    groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
-  }
-  return groups.join(':');
 }
 
 function protocolNumber(protocol: Rule['protocol'], family: 4 | 6): number {
@@ -174,9 +145,10 @@ function compileRule(rule: Rule): CompiledRule {
   };
 }
 
+/** An output's address as its packets carry it (IPv4-mapped literals leave over IPv4). */
 function ownOutput(address: string, port: number): OwnOutput {
-  const { family, words } = parseAddress(address);
-  return { family, address, words: new Int32Array(words), port };
+  const { family, bytes } = wireAddress(address);
+  return { family, address, words: new Int32Array(wordsOf(bytes)), port };
 }
 
 /** Builds the RuleSet from a validated config. Throws on references validation should have caught. */
@@ -197,16 +169,17 @@ export function compileRules(config: Config): RuleSet {
 
   const enabled = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority);
   const sessions: CompiledSession[] = enabled.map((s, index) => {
-    const targets = sessionTargets(s);
+    // Both planes send to the wire form: a V6ONLY socket or an IPv6 tunnel key cannot reach ::ffff:a.b.c.d.
+    const targets = sessionTargets(s).map((t) => ({ address: wireAddress(t.address), port: t.port }));
     return {
       index,
       id: s.id,
       vni: s.vni,
       packetLength: s.packetLength,
-      targetAddress: targets[0]!.address,
+      targetAddress: formatIp(targets[0]!.address),
       targetPort: targets[0]!.port,
-      targetFamily: parseAddress(targets[0]!.address).family,
-      members: targets.map((t) => t.address),
+      targetFamily: targets[0]!.address.family,
+      members: targets.map((t) => formatIp(t.address)),
       healthCheck: s.targets?.healthCheck ?? NO_CHECK,
       budget: s.budget,
     };

@@ -15,7 +15,8 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
 } from '../packet/offsets.js';
-import { PORT_ANY, PROTO_ANY, formatAddress, type CompiledRule, type RuleSet } from './compile.js';
+import { formatAddress } from '../packet/address.js';
+import { PORT_ANY, PROTO_ANY, type CompiledRule, type RuleSet } from './compile.js';
 
 /** Matches (almost) nothing: frames of at most 1 byte. */
 export const PREFILTER_NOTHING = 'less 1';

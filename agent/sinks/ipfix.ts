@@ -16,7 +16,8 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Sink } from '../config/types.js';
 import type { FlowRecord } from '../flow/record.js';
-import { interfaceNameProblem, parseHostPort, parseIp } from '../config/schema.js';
+import { interfaceNameProblem, parseHostPort } from '../config/schema.js';
+import { parseIp } from '../packet/address.js';
 import type { SinkOptions } from './sink.js';
 import { BackOff, QueuedSink } from './queue.js';
 import {
@@ -33,6 +34,7 @@ import {
   type ExportRecord,
   type Template,
 } from './ipfix-template.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 /** Fits a 1500-byte MTU under IPv6 + UDP headers with room for tunnels. */
 const DEFAULT_MAX_MESSAGE_BYTES = 1400;
@@ -88,7 +90,7 @@ export class IpfixSink extends QueuedSink {
     super('ipfix', opts);
     this.deliveryConfirms = false;
     const hp = parseHostPort(setting.collector);
-    if (typeof hp === 'string') throw new Error(`flow log ${opts.flowLogId}: ipfix collector: ${hp}`);
+    if (typeof hp === 'string') throw new MirrorflowError(ErrorCode.SINK_INVALID, `flow log ${opts.flowLogId}: ipfix collector: ${hp}`);
     this.host = hp.host;
     this.port = hp.port;
     this.domain = observationDomain(opts.flowLogId);
@@ -97,7 +99,7 @@ export class IpfixSink extends QueuedSink {
     this.errorWaitMs = opts.errorWaitMs ?? DEFAULT_ERROR_WAIT_MS;
     const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     if (maxBytes < MESSAGE_HEADER_LEN + this.templates.length + SET_HEADER_LEN + LARGEST_RECORD) {
-      throw new Error(`maxMessageBytes ${maxBytes} cannot hold the templates and one IPv6 record`);
+      throw new MirrorflowError(ErrorCode.SINK_INVALID, `maxMessageBytes ${maxBytes} cannot hold the templates and one IPv6 record`);
     }
     this.buf = Buffer.alloc(maxBytes);
   }

@@ -1,7 +1,7 @@
 // Per-packet costs of the hot paths (vitest bench): decode, rule match with 10 rules × 3
 // sessions, VXLAN framing of a copy, and the flow stage (TCP analysis + flow table).
 import { bench, describe } from 'vitest';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../../test/helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { parseConfig } from '../../agent/config/load.js';

@@ -5,7 +5,7 @@
 import { bench, describe } from 'vitest';
 import { checksumOf, WordSummer } from '../../agent/packet/checksum.js';
 import { Segmenter } from '../../agent/packet/segment.js';
-import { ethernet, ipv4, tcp } from '../../agent/packet/build.js';
+import { ethernet, ipv4, tcp } from '../../test/helpers/build-packet.js';
 import { GSO_TCPV4, OffloadInfo } from '../../agent/packet/offload.js';
 import { ETHERTYPE_IPV4, IPPROTO_TCP } from '../../agent/packet/offsets.js';
 import { DIR_OUT, type PacketView } from '../../agent/packet/view.js';

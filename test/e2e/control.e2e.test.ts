@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import type { Spawned } from '../../agent/lab/exec.js';
+import type { Spawned } from '../../agent/exec.js';
 import { startCapture, type Capture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { ensureBuilt } from './helpers/build.js';

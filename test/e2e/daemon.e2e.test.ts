@@ -9,7 +9,7 @@ import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { run, spawnProcess } from '../../agent/lab/exec.js';
+import { run, spawnProcess } from '../../agent/exec.js';
 import { startCapture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { run, type Spawned } from '../../agent/lab/exec.js';
+import { run, type Spawned } from '../../agent/exec.js';
 import { startCapture, type Capture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { ensureBuilt } from './helpers/build.js';

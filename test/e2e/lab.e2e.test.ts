@@ -4,7 +4,7 @@
 // says which data plane the agent used and shows the agent's own metrics without the ~120
 // process and Node.js series.
 import { describe, expect, it } from 'vitest';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { agentMetricLines, readyDataPlane } from '../../agent/lab/report.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';
 

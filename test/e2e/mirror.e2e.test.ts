@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { Spawned, ExitStatus } from '../../agent/lab/exec.js';
+import type { Spawned, ExitStatus } from '../../agent/exec.js';
 import { driveTraffic, startCapture, startTrafficServer, tsharkFields, type Capture } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { createLabTopology, type NsRole, type Topology } from '../../agent/lab/topology.js';
 import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing, type PacketRingOptions } from '../../agent/capture/packet-ring.js';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 } from '../../agent/packet/offload.js';

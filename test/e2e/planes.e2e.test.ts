@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { Spawned } from '../../agent/lab/exec.js';
+import type { Spawned } from '../../agent/exec.js';
 import { driveTraffic, startTrafficServer } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import type { FlowRecord } from '../../agent/flow/record.js';

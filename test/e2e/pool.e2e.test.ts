@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { startCapture } from '../../agent/lab/lab.js';
 import { drivePoolTraffic, markTraffic, placeFlows, poolCopies, poolSession, startPoolServers, type FlowPlacement } from '../../agent/lab/pool-lab.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { ensureBuilt } from './helpers/build.js';
 import { startLabAgent, sumMetric, type LabAgent } from './helpers/agent.js';
 

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ExitStatus } from '../../agent/lab/exec.js';
+import type { ExitStatus } from '../../agent/exec.js';
 import { createLabTopology, type NsRole, type Topology } from '../../agent/lab/topology.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { ensureBuilt } from './helpers/build.js';

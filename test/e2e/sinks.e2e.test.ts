@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { run, spawnProcess } from '../../agent/lab/exec.js';
+import { run, spawnProcess } from '../../agent/exec.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { createSink, type SinkStats } from '../../agent/sinks/sink.js';
 import { ensureBuilt, REPO_ROOT } from './helpers/build.js';

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { DIR_IN } from '../../agent/packet/view.js';
 import { compileRules } from '../../agent/rules/compile.js';
 import type { BudgetRate } from '../../agent/config/types.js';

@@ -11,9 +11,9 @@ import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
 import { SKB_CB_OFFSET } from '../../agent/ebpf/libbpf.js';
 import { flowHash } from '../../agent/mirror/flow-hash.js';
 import { allHealthy, NO_MEMBER, pickMember } from '../../agent/mirror/pool.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
-import { parseAddress } from '../../agent/rules/compile.js';
+import { parseAddress } from '../../agent/packet/address.js';
 import { compileRules } from '../../agent/rules/compile.js';
 import { PacketView } from '../../agent/packet/view.js';
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { MF_MARK_MAGIC } from '../../agent/ebpf/layout.js';
 import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { flowHash, flowSourcePort, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
@@ -135,5 +135,22 @@ describe('mf_tunnel and the counter maps (BPF_PROG_TEST_RUN)', () => {
     expect(inAfter.decisions[1]! - inBefore.decisions[1]!).toBe(1);
     expect(outAfter.packets - outBefore.packets).toBe(1);
     expect(outAfter.decisions[1]! - outBefore.decisions[1]!).toBe(1);
+  });
+
+  it('a GSO aggregate counts as its wire segments (capture_packets_total in both planes), its bytes once', () => {
+    const segs = 7;
+    const aggregate = buildPacket({ src: '10.1.0.1', dst: '10.1.0.2', proto: 'udp', srcPort: 1000, dstPort: 2000, payload: 1400 });
+    const tcp = buildPacket({ src: '10.1.0.1', dst: '10.1.0.2', proto: 'tcp', srcPort: 1000, dstPort: 2000, payload: 1400 });
+    const before = maps.ifaceStats(ifindex, DIR_IN);
+    expect(maps.decide(aggregate, ifindex, DIR_IN, 1, segs).decision).toBe(0);
+    expect(maps.decide(tcp, ifindex, DIR_IN, 1, segs).decision).toBe(-1);
+    // gso_segs 1 (a TCP skb within one MSS) is one packet, like 0.
+    expect(maps.decide(tcp, ifindex, DIR_IN, 1, 1).decision).toBe(-1);
+    const after = maps.ifaceStats(ifindex, DIR_IN);
+    expect(after.packets - before.packets).toBe(2 * segs + 1);
+    expect(after.bytes - before.bytes).toBe(aggregate.length + 2 * tcp.length);
+    expect(after.decisions[0]! - before.decisions[0]!).toBe(segs);
+    expect(after.decisions[1]! - before.decisions[1]!).toBe(segs + 1);
+    expect(after.decisions.reduce((a, b) => a + b, 0) - before.decisions.reduce((a, b) => a + b, 0)).toBe(after.packets - before.packets);
   });
 });

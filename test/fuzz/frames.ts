@@ -1,10 +1,10 @@
-// Valid frames built with agent/packet/build.ts and a seeded mutator that breaks them the
+// Valid frames built with test/helpers/build-packet.ts and a seeded mutator that breaks them the
 // ways real traffic and attackers do: noise, bit flips, truncation anywhere and at every
 // header boundary, wrong IPv4 IHL / total length and IPv6 payload length, bogus IPv6 next
 // headers and extension-header lengths, VLAN stacks up to 5, wrong checksums. Where a
 // mutation has a known right answer the mutator says so (expectReason / expectSeed), so the
 // fuzz test checks verdicts, not only the absence of exceptions.
-import { arpRequest, buildPacket } from '../../agent/packet/build.js';
+import { arpRequest, buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DECODE_MALFORMED, PacketView } from '../../agent/packet/view.js';
 import {

@@ -3,7 +3,7 @@
 // for the segmenter's and the pipeline's tests.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { ethernet, ipv4, ipv6, pcapFile, tcp, udp } from '../../agent/packet/build.js';
+import { ethernet, ipv4, ipv6, pcapFile, tcp, udp } from './build-packet.js';
 import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, OffloadInfo } from '../../agent/packet/offload.js';
 import { ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP } from '../../agent/packet/offsets.js';
 import { GSO_ACCECN } from '../../agent/packet/segment.js';

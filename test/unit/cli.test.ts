@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CommandError, run } from '../../agent/lab/exec.js';
+import { CommandError, run } from '../../agent/exec.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
 export interface Outcome {

@@ -13,7 +13,7 @@ import {
   tcp,
   udp,
   type PacketSpec,
-} from '../../agent/packet/build.js';
+} from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import {
   ETHERTYPE_IPV4,

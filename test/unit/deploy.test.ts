@@ -436,7 +436,7 @@ async function scrapeLiveAgent(): Promise<string> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const config = path.join(dir, 'agent.yaml');
   await writeFile(config, `agent: { dataPlane: pcap, metrics: { listen: "127.0.0.1:${port}" }, control: { socket: ${path.join(dir, 'control.sock')} } }\n`, { mode: 0o600 });
-  const { spawnProcess } = await import('../../agent/lab/exec.js');
+  const { spawnProcess } = await import('../../agent/exec.js');
   const agent = spawnProcess(process.execPath, [path.join(ROOT, 'dist/agent/cli.js'), 'run', '--config', config]);
   try {
     await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });

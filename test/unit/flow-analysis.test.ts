@@ -17,7 +17,7 @@ import { terminalProgress } from '../../agent/analysis/progress.js';
 import { runOverview, runReport } from '../../agent/analysis/report-runner.js';
 import { parseAddress, parseTime, reportNamed, type ReportFilters } from '../../agent/analysis/reports.js';
 import { parseConfig } from '../../agent/config/load.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { AGENT_CLI, ensureBuilt } from '../e2e/helpers/build.js';
 import { T0, WINDOW, writeFixture, type Fixture } from '../helpers/flow-fixture.js';
 

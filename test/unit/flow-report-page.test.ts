@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { PALETTE } from '../../agent/analysis/svg-charts.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { AGENT_CLI, ensureBuilt, REPO_ROOT } from '../e2e/helpers/build.js';
 import { writeFixture, type Fixture } from '../helpers/flow-fixture.js';
 import { countColour, countNonWhite, decodePng } from '../helpers/png.js';

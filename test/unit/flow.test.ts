@@ -3,7 +3,7 @@
 // and table overflow (evicted flows still reported), trafficType, and the TCP tracker's
 // handshake RTT and retransmission bits.
 import { describe, expect, it } from 'vitest';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView, type Direction } from '../../agent/packet/view.js';
 import { ACTION_ACCEPT, ACTION_REJECT, FlowLogAggregator } from '../../agent/flow/aggregator.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfigDocument, MAX_CONFIG_BYTES, parseConfig } from '../../agent/config/load.js';
 import { ConfigError, ConfigReadError } from '../../agent/errors.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
 const MINIMAL = fileURLToPath(new URL('../fixtures/configs/good/minimal.yaml', import.meta.url));
@@ -77,7 +77,7 @@ describe('hostile configuration', () => {
     await chmod(file, 0o600);
     const refused = await validate(file, NOBODY);
     expect(refused.code).toBe(1);
-    expect(refused.err.trim()).toBe(`cannot read config ${file}: permission denied`);
+    expect(refused.err.trim()).toBe(`cannot read config ${file}: permission denied [MF_CONFIG_READ]`);
     // Same file, same user, readable: the refusal came from the mode, not from the setup.
     await chmod(file, 0o644);
     const ok = await validate(file, NOBODY);
@@ -146,7 +146,7 @@ describe('hostile configuration', () => {
     expect((err as Error).message).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
     const cli = await validate(fifo);
     expect(cli.code).toBe(1);
-    expect(cli.err.trim()).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file`);
+    expect(cli.err.trim()).toBe(`cannot read config ${fifo}: it is a FIFO (named pipe), not a regular file [MF_CONFIG_READ]`);
   });
 
   it.each(['/dev/zero', '/dev/urandom', '/dev/null'])('refuses the device %s without reading it', async (device) => {

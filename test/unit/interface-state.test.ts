@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { interfaceState, MISSING, sameLife } from '../../agent/interface-state.js';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
 describe('interface state', () => {

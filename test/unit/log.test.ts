@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { DestinationStream } from 'pino';
 import { createLogger } from '../../agent/log.js';
 import { ConfigError } from '../../agent/errors.js';
-import { CommandError, run } from '../../agent/lab/exec.js';
+import { CommandError, run } from '../../agent/exec.js';
 import { AGENT_CLI, ensureBuilt } from '../e2e/helpers/build.js';
 
 function collector(): DestinationStream & { lines: string[] } {

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { tsharkFields } from '../../agent/lab/lab.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { pcapngBlock, pcapngOption, pcapngSectionHeader } from '../helpers/pcapng.js';
 
 const run = promisify(execFile);

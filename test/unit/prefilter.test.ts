@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
-import { buildPacket, pcapFile, type PacketSpec } from '../../agent/packet/build.js';
+import { buildPacket, pcapFile, type PacketSpec } from '../helpers/build-packet.js';
 import { DIR_IN, DIR_OUT } from '../../agent/packet/view.js';
 import { compileRules, type RuleSet } from '../../agent/rules/compile.js';
 import { PREFILTER_NOTHING, prefilterExpression } from '../../agent/rules/prefilter.js';

@@ -9,8 +9,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
-import { CommandError, run } from '../../agent/lab/exec.js';
-import { buildPacket, pcapFile } from '../../agent/packet/build.js';
+import { CommandError, run } from '../../agent/exec.js';
+import { buildPacket, pcapFile } from '../helpers/build-packet.js';
 import { AGENT_CLI, ensureBuilt } from '../e2e/helpers/build.js';
 import { pcapngBlock, pcapngOption, pcapngSectionHeader } from '../helpers/pcapng.js';
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } from '../../agent/packet/build.js';
+import { buildPacket, DEFAULT_DST_MAC, DEFAULT_SRC_MAC, pcapFile, arpRequest } from '../helpers/build-packet.js';
 import { forEachFrame, PcapWriter } from '../../agent/capture/pcap-file.js';
 import { replay } from '../../agent/replay.js';
 import { createLogger } from '../../agent/log.js';
@@ -146,6 +146,21 @@ describe('mirrorflow replay', () => {
     const written: number[] = [];
     await forEachFrame(out, (_b, _c, _w, tsUs) => written.push(tsUs));
     expect(written).toEqual([1_700_000_000_000_001]);
+  });
+
+  it('sends to an IPv4-mapped target (::ffff:a.b.c.d) over IPv4, as a socket would', async () => {
+    const mappedFile = join(dir, 'mapped.yaml');
+    const mapped = { ...config, sessions: [{ ...config.sessions[0]!, target: { address: '::ffff:10.9.9.8' } }] };
+    await writeFile(mappedFile, stringify(mapped));
+    const input = join(dir, 'mapped-in.pcap');
+    const out = join(dir, 'mapped-out.pcap');
+    await writeFile(input, pcapFile([outTcp]));
+    const summary = await replay({ config: mappedFile, pcap: input, out, localMac: DEFAULT_SRC_MAC, pathMtu: MTU, logger });
+    expect(summary).toMatchObject({ mirrored: { 'ts-v4': 1 }, written: 1 });
+    const rows = await tsharkFields(out, ['vxlan.vni', 'ip.dst', 'ipv6.dst', 'ip.checksum.status'], ['-o', 'ip.check_checksum:TRUE']);
+    // tshark lists outer then inner for repeated fields: the outer header comes first.
+    expect(rows.map((r) => r.map((f) => f.split(',')[0]))).toEqual([[String(VNI_V4), '10.9.9.8', '', '1']]);
+    expect((await frames(out))[0]!.subarray(OUTER_V4)).toEqual(outTcp);
   });
 
   it('refuses a classic pcap without --local-mac, and an interface no session uses', async () => {

@@ -2,10 +2,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
-import { buildPacket, type PacketSpec } from '../../agent/packet/build.js';
+import { buildPacket, type PacketSpec } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
-import { compileRules, parseAddress, parseCidr, formatAddress } from '../../agent/rules/compile.js';
+import { compileRules, parseCidr } from '../../agent/rules/compile.js';
+import { formatAddress, parseAddress } from '../../agent/packet/address.js';
 import { FRAG_SLOTS, FRAG_TTL_US } from '../../agent/rules/fragments.js';
 import {
   DROPPED_BY_RULE,
@@ -101,10 +102,10 @@ flowLogs:
 
   it('collects every target (enabled or not) and IPFIX collector as own outputs', () => {
     expect(rules.ownOutputs.map((o) => `${o.family} ${formatAddress(o.family, o.words)} ${o.port}`)).toEqual([
-      '6 2001:db8:0:0:0:0:0:9 4789',
+      '6 2001:db8::9 4789',
       '4 192.0.2.1 8472',
       '4 192.0.2.2 4789',
-      '6 2001:db8:0:0:0:0:0:7 4739',
+      '6 2001:db8::7 4739',
     ]);
   });
 });

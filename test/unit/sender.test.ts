@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { VxlanSender } from '../../agent/mirror/sender.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PcapWriter } from '../../agent/capture/pcap-file.js';
 import { tsharkFields } from '../../agent/lab/lab.js';
-import { buildPacket } from '../../agent/packet/build.js';
+import { buildPacket } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DECODE_OK, PacketView } from '../../agent/packet/view.js';
 import {

@@ -2,7 +2,7 @@
 // device that decapsulates what arrives with its VNI, and a complete cleanup.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { run } from '../../agent/lab/exec.js';
+import { run } from '../../agent/exec.js';
 import { driveTraffic, startCapture, startTrafficServer, tsharkFields } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 

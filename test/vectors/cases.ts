@@ -3,7 +3,7 @@
 //   UPDATE_VECTORS=1 npx vitest run test/unit/rules.test.ts
 // (the test fails when the committed JSON differs from what this file produces).
 
-import { arpRequest, buildPacket, ethernet, type PacketSpec } from '../../agent/packet/build.js';
+import { arpRequest, buildPacket, ethernet, type PacketSpec } from '../helpers/build-packet.js';
 
 export type Reason = 'accept' | 'no-match' | 'drop' | 'arp' | 'dhcp' | 'own' | 'non-ip' | 'malformed';
 

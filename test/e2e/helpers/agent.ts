@@ -5,7 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { run, type Spawned } from '../../../agent/lab/exec.js';
+import { run, type Spawned } from '../../../agent/exec.js';
 import type { NsRole, Topology } from '../../../agent/lab/topology.js';
 import { AGENT_CLI, REPO_ROOT } from './build.js';
 

@@ -3,7 +3,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from '../../../agent/lab/exec.js';
+import { run } from '../../../agent/exec.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const AGENT_CLI = join(REPO_ROOT, 'dist/agent/cli.js');

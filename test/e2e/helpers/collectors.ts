@@ -6,7 +6,7 @@ import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promi
 import { createServer } from 'node:net';
 import dgram from 'node:dgram';
 import { join } from 'node:path';
-import { run, spawnProcess, type Spawned } from '../../../agent/lab/exec.js';
+import { run, spawnProcess, type Spawned } from '../../../agent/exec.js';
 import { REPO_ROOT } from './build.js';
 
 const READY_TIMEOUT_MS = 15_000;

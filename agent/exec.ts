@@ -1,14 +1,15 @@
-// Process helpers for the lab and the e2e tests: run a command (never through a shell,
+// Process helpers for the agent (tc, ip), the lab and the e2e tests: run a command (never through a shell,
 // arguments as arrays), run it inside a network namespace, and spawn long-running
 // processes whose output lines can be awaited (tcpdump's "listening on", "agent ready").
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { ErrorCode, MirrorflowError } from './errors.js';
 
 const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 const STDERR_TAIL_CHARS = 2000;
 
 /** A command that could not run or exited non-zero; the message names the command, the code and stderr. */
-export class CommandError extends Error {
+export class CommandError extends MirrorflowError {
   constructor(
     readonly argv: readonly string[],
     readonly exitCode: number | null,
@@ -20,8 +21,7 @@ export class CommandError extends Error {
     const how = exitCode !== null ? `exited ${exitCode}` : signal !== null ? `killed by ${signal}` : 'failed to start';
     // Some tools (tsc) report on stdout.
     const detail = stderr.trim() || stdout.trim() || (cause instanceof Error ? cause.message : '');
-    super(`\`${argv.join(' ')}\` ${how}${detail ? `: ${detail.slice(-STDERR_TAIL_CHARS)}` : ''}`, { cause });
-    this.name = 'CommandError';
+    super(ErrorCode.COMMAND_FAILED, `\`${argv.join(' ')}\` ${how}${detail ? `: ${detail.slice(-STDERR_TAIL_CHARS)}` : ''}`, { cause });
   }
 }
 

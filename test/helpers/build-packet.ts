@@ -1,7 +1,7 @@
-// Builds Ethernet frames for tests, test vectors and the lab. Not used on the hot path:
-// clarity over speed, allocation is fine here.
+// Builds Ethernet frames for tests, test vectors and the bench. Not product code: clarity
+// over speed, allocation is fine here.
 
-import { parseAddress } from '../rules/compile.js';
+import { parseAddress } from '../../agent/packet/address.js';
 import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
@@ -20,7 +20,7 @@ import {
   IPV6_HEADER_LEN,
   TCP_MIN_HEADER_LEN,
   UDP_HEADER_LEN,
-} from './offsets.js';
+} from '../../agent/packet/offsets.js';
 
 export const DEFAULT_SRC_MAC = '02:00:00:00:00:01';
 export const DEFAULT_DST_MAC = '02:00:00:00:00:02';
