@@ -55,7 +55,11 @@ export class FlowLogAggregator {
   private windowStart = -1;
   private pending: FlowRecord[] = [];
 
+  /** Mirror session ids by session index; replaced (after a flush) when the sessions change. */
+  sessionIds: readonly string[];
+
   constructor(private readonly opts: AggregatorOptions) {
+    this.sessionIds = opts.sessionIds;
     this.id = opts.flowLog.id;
     this.windowSec = opts.flowLog.window;
     const all = opts.flowLog.sources.includes('*');
@@ -272,7 +276,7 @@ export class FlowLogAggregator {
       'zero-win': tcp ? this.zeroWin[slot]! : null,
       'rtt-us': tcp && rtt >= 0 ? Math.round(rtt) : null,
       'mirrored-packets': this.mirrored[slot]!,
-      'mirror-session': session >= 0 ? this.opts.sessionIds[session] ?? null : null,
+      'mirror-session': session >= 0 ? this.sessionIds[session] ?? null : null,
     };
   }
 

@@ -8,7 +8,7 @@ import type { RttRecorder, Sample } from '../metrics/metrics.js';
 import { Totals } from '../metrics/totals.js';
 import { createSink, type FlowSink } from '../sinks/sink.js';
 import type { FlowRecord } from './record.js';
-import { FlowStage } from './stage.js';
+import { enabledSessionIds, FlowStage } from './stage.js';
 
 interface SinkEntry {
   key: string;
@@ -28,6 +28,9 @@ export class FlowLogs {
   /** The sinks stop() is closing: their undelivered records still count as pending. */
   private stoppingSinks: FlowSink[] = [];
   private pendingKey = '';
+  /** The running stage's session ids, and those of the config being built. */
+  private sessionIds: readonly string[] = [];
+  private pendingSessionIds: readonly string[] | undefined;
   private readonly totals = new Map<FlowMetric, Totals>();
 
   constructor(private readonly log: Logger, private readonly rtt?: RttRecorder) {}
@@ -42,11 +45,15 @@ export class FlowLogs {
    */
   prepare(config: Config, interfaces: readonly string[]): FlowStage | undefined {
     if (!config.flowLogs.some((f) => f.enabled)) return undefined;
-    const key = JSON.stringify({
-      flowLogs: config.flowLogs, agent: config.agent, interfaces,
-      sessions: config.sessions.filter((s) => s.enabled).map((s) => [s.id, s.priority]),
-    });
-    if (this.stage !== undefined && key === this.stageKey) return this.stage;
+    // Sessions are not part of the key: a session started or stopped (a control edit) keeps
+    // the stage, its TCP state and its tables (no 100k-flow tables thrown away per edit);
+    // commit() writes what was counted and renames the sessions.
+    const key = JSON.stringify({ flowLogs: config.flowLogs, agent: config.agent, interfaces });
+    const sessionIds = enabledSessionIds(config);
+    if (this.stage !== undefined && key === this.stageKey) {
+      this.pendingSessionIds = sessionIds;
+      return this.stage;
+    }
     const sinks = new Map<string, SinkEntry>();
     for (const f of config.flowLogs.filter((x) => x.enabled)) {
       const sinkKey = JSON.stringify(f.sink);
@@ -55,6 +62,7 @@ export class FlowLogs {
     }
     this.pendingSinks = sinks;
     this.pendingKey = key;
+    this.pendingSessionIds = sessionIds;
     return new FlowStage({
       config, interfaces, rtt: this.rtt,
       emit: (id: string, records: FlowRecord[]) => sinks.get(id)?.sink.write(records),
@@ -63,7 +71,12 @@ export class FlowLogs {
 
   /** Makes `next` current: the replaced stage writes its open windows; unused sinks close. */
   async commit(next: FlowStage | undefined): Promise<void> {
-    if (next === this.stage) return;
+    if (next === this.stage) {
+      const ids = this.pendingSessionIds;
+      if (next !== undefined && ids !== undefined && ids.join('\n') !== this.sessionIds.join('\n')) next.setSessionIds(ids);
+      if (ids !== undefined) this.sessionIds = ids;
+      return;
+    }
     const old = this.stage;
     if (old) {
       old.flushAll();
@@ -74,6 +87,7 @@ export class FlowLogs {
     this.sinks = keep;
     this.stage = next;
     this.stageKey = next ? this.pendingKey : '';
+    this.sessionIds = this.pendingSessionIds ?? [];
     await Promise.all(closing.map(([, e]) => e.sink.close()));
     // A sink's counters are its own (a kept sink counts on across reloads); a closed sink's
     // final counts, including what close() gave up on, join the totals.

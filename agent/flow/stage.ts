@@ -32,6 +32,11 @@ export interface TcpCounters {
   outOfOrder: Float64Array;
 }
 
+/** The ids of the enabled sessions by the index the pipeline reports (priority ascending). */
+export function enabledSessionIds(config: Config): string[] {
+  return config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority).map((s) => s.id);
+}
+
 export class FlowStage {
   readonly tcp: TcpTracker;
   readonly aggregators: FlowLogAggregator[];
@@ -43,7 +48,7 @@ export class FlowStage {
   constructor(readonly opts: FlowStageOptions) {
     const { config, interfaces } = opts;
     this.tcp = new TcpTracker(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
-    const sessionIds = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority).map((s) => s.id);
+    const sessionIds = enabledSessionIds(config);
     this.aggregators = config.flowLogs
       .filter((f) => f.enabled)
       .map(
@@ -58,6 +63,15 @@ export class FlowStage {
     const perIf = () => new Float64Array(interfaces.length);
     this.counters = { retransmissions: perIf(), synRetransmissions: perIf(), zeroWindows: perIf(), resets: perIf(), outOfOrder: perIf() };
     this.rtt = opts.rtt;
+  }
+
+  /**
+   * The enabled sessions changed (ids by index, priority ascending): everything counted so
+   * far is written first, since the counted flows name sessions by their old index.
+   */
+  setSessionIds(ids: readonly string[]): void {
+    this.flushAll();
+    for (const a of this.aggregators) a.sessionIds = ids;
   }
 
   /** True when some flow log covers the interface: its capture must then see all IP traffic. */

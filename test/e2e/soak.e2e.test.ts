@@ -54,6 +54,11 @@ async function footprint(pid: number): Promise<Footprint> {
   return { rssKib, fds, packetSockets };
 }
 
+/** Frames the source interface dropped on transmit (veth: handed over while it was down). */
+async function txDropped(t: Topology): Promise<number> {
+  return Number((await t.exec('src', 'cat', [`/sys/class/net/${t.srcIf}/statistics/tx_dropped`])).stdout.trim());
+}
+
 /** Frames of the stream's flow in a capture (the marker included): what crossed the wire. */
 async function streamFrames(file: string): Promise<number> {
   let n = 0;
@@ -100,6 +105,7 @@ describe(`soak: ${RELOADS} reloads, ${FLAPS} link flaps, ${EDITS} control edits 
   it('costs nothing that stays and loses or repeats nothing', async () => {
     const pid = agent.proc.pid!;
     const atStart = await footprint(pid);
+    const dropsBefore = await txDropped(topo);
     sender = topo.spawn('src', process.execPath, ['-e', sequencedSender(topo.v4.dst, UDP_PORT)]);
     await decap.waitFor(100, TIMEOUT_MS);
     const reloaded = /"msg":"config reloaded"/;
@@ -143,6 +149,7 @@ describe(`soak: ${RELOADS} reloads, ${FLAPS} link flaps, ${EDITS} control edits 
     if (edits % 2 === 1) await edit();
     await decap.waitFor(decap.count() + 50, TIMEOUT_MS);
     const after = await footprint(pid);
+    const sendErrors = await agent.metric('mirrorflow_mirror_send_errors_total', { session: SESSION });
     console.log(`soak footprint: start ${JSON.stringify(atStart)}, baseline ${JSON.stringify(baseline)}, after ${JSON.stringify(after)}`);
 
     await sender.stop('SIGUSR2');
@@ -162,7 +169,15 @@ describe(`soak: ${RELOADS} reloads, ${FLAPS} link flaps, ${EDITS} control edits 
     const invented = mirrored.filter((s) => !crossedSet.has(s));
     console.log(`soak: crossed ${crossed.length}, mirrored ${mirrored.length}, lost ${lost.length} in runs starting at ${lost.filter((s, i) => lost[i - 1] !== s - 1).join(" ")}`);
     // Soft: every one of these is reported, so one run shows all that is wrong.
-    expect.soft({ lost: lost.slice(0, 20), repeated, invented: invented.slice(0, 20) }).toEqual({ lost: [], repeated: 0, invented: [] });
+    expect.soft({ repeated, invented: invented.slice(0, 20) }).toEqual({ repeated: 0, invented: [] });
+    // A copy can be lost only when it cannot be sent: frames that crossed the link just
+    // before it went down are read a few ms later, when the one NIC to the target is down.
+    // Each such copy is counted: by the agent as a send error (ENETUNREACH), or by the
+    // kernel as a drop on the down link (a copy handed over as it went down). Without flaps
+    // none is lost.
+    const linkDrops = (await txDropped(topo)) - dropsBefore;
+    expect.soft(lost.length, 'copies lost, at most those counted as send errors or link drops').toBeLessThanOrEqual(sendErrors + linkDrops);
+    if (FLAPS === 0) expect.soft(lost.slice(0, 20), 'copies lost without link flaps').toEqual([]);
     // Every frame that crossed counted once in the flow logs (windows flushed at SIGTERM).
     const records = (await readFile(flowFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     const counted = records
@@ -175,7 +190,8 @@ describe(`soak: ${RELOADS} reloads, ${FLAPS} link flaps, ${EDITS} control edits 
 
     // Nothing that stays: descriptors, packet sockets, memory.
     expect.soft(after.packetSockets, 'packet sockets').toBe(baseline.packetSockets);
-    expect.soft(after.fds, 'descriptors').toBe(baseline.fds);
+    // Not more than after one round of each (a control client's socket may be open at either reading).
+    expect.soft(after.fds, 'descriptors').toBeLessThanOrEqual(baseline.fds);
     expect.soft(after.rssKib - baseline.rssKib, 'RSS growth (KiB)').toBeLessThan(RSS_GROWTH_LIMIT_KIB);
   }, 30 * 60_000);
 });
