@@ -143,8 +143,10 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
 
   const base = BENCH_BASE + (parseInt(suffix, 16) % BENCH_BLOCKS) * BLOCK_SIZE;
   const addr4 = { src: v4(base + 1), peerSrc: v4(base + 2), peerDst: v4(base + 5), dst: v4(base + 6), prefixLen: 30 };
-  const labPrefix = `${ULA_PREFIX}:${suffix}::/48`;
-  const p6 = `${ULA_PREFIX}:${suffix}`;
+  // The group without leading zeros (RFC 5952), as tshark and the agent print addresses: a
+  // suffix like 0f3a otherwise gave 1 run in 16 addresses no capture field ever equals.
+  const p6 = `${ULA_PREFIX}:${parseInt(suffix, 16).toString(16)}`;
+  const labPrefix = `${p6}::/48`;
   const addr6 = { src: `${p6}:1::1`, peerSrc: `${p6}:1::2`, peerDst: `${p6}:2::2`, dst: `${p6}:2::1`, prefixLen: 64, labPrefix };
   const nSensors = opts.sensors ?? 0;
   if (!Number.isInteger(nSensors) || nSensors < 0 || nSensors > MAX_SENSORS) throw new Error(`sensors: 0..${MAX_SENSORS}, got ${nSensors}`);
