@@ -70,17 +70,11 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
   const file = join(topo.workDir, 'bulk.pcap');
   const server = topo.spawn('dst', 'iperf3', ['-s', '-1', '--forceflush', '-p', String(port)]);
   await server.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
-  // No printing: a bulk transfer's copies outrun tcpdump's text output. Immediate mode: a
-  // ring block still waiting for its timeout when tcpdump stops would be lost (the tail).
-  const cap = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
-  await cap.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
+  const cap = await startCopyCapture(topo, file);
   const cport = 42000 + Math.floor(Math.random() * 1000);
   const { stdout } = await topo.exec('src', 'iperf3', ['-c', topo.v4.dst, '-p', String(port), '-n', String(bytes), '-b', pace, '--cport', String(cport), '-J'], { timeoutMs: TIMEOUT_MS });
   const received = receivedBytes(stdout);
-  // Copies still on their way: wait until the capture stops growing before stopping it.
-  await waitForQuietFile(topo, 'dst', file);
-  await cap.stop('SIGTERM');
-  const captureDrops = Number(cap.lines.stderr.map((l) => /^(\d+) packets? dropped by kernel/.exec(l)?.[1]).find((n) => n !== undefined) ?? NaN);
+  const captureDrops = await cap.stop();
   const { stdout: rows } = await run('tshark', ['-r', file, '-n', '-Y', `vxlan.vni == ${vni} && tcp.srcport == ${cport}`, '-T', 'fields',
     '-E', 'separator=/t', '-E', 'occurrence=l', '-e', 'frame.len', '-e', 'ip.len', '-e', 'ip.hdr_len', '-e', 'tcp.hdr_len', '-e', 'tcp.seq_raw'], { timeoutMs: TIMEOUT_MS });
   const ranges: SeqRange[] = [];
@@ -99,11 +93,40 @@ export async function bulkTransfer(topo: Topology, vni: number, port: number, by
   return { received, dataCopies: ranges.length, cut, largestFrame, covered: coveredWithoutHoles(ranges), captureDrops };
 }
 
+export interface CopyCapture {
+  file: string;
+  /**
+   * Waits until what was on its way is in the file, stops tcpdump and resolves with its
+   * kernel drop count (copies that arrived but were not seen; NaN when tcpdump failed or
+   * did not say).
+   */
+  stop(): Promise<number>;
+}
+
+/**
+ * tcpdump -w of the VXLAN copies on dst's underlay. No printing: a bulk transfer's copies
+ * outrun tcpdump's text output. Immediate mode: a ring block still waiting for its timeout
+ * when tcpdump stops would be lost (the tail).
+ */
+export async function startCopyCapture(topo: Topology, file: string): Promise<CopyCapture> {
+  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  await proc.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
+  return {
+    file,
+    stop: async () => {
+      await waitForQuietFile(topo, 'dst', file);
+      // A tcpdump that failed says nothing trustworthy about what it saw.
+      if ((await proc.stop('SIGTERM')).code !== 0) return NaN;
+      return Number(proc.lines.stderr.map((l) => /^(\d+) packets? dropped by kernel/.exec(l)?.[1]).find((n) => n !== undefined) ?? NaN);
+    },
+  };
+}
+
 /**
  * Resolves once a capture file (written with tcpdump -U --immediate-mode, so each packet
  * reaches the file as it arrives) has not grown for 300 ms: what was on its way is in.
  */
-export async function waitForQuietFile(topo: Topology, role: NsRole, file: string): Promise<void> {
+async function waitForQuietFile(topo: Topology, role: NsRole, file: string): Promise<void> {
   const size = async () => Number((await topo.exec(role, 'stat', ['-c', '%s', file])).stdout.trim());
   let last = -1;
   for (let now = await size(); now !== last; now = await size()) {

@@ -28,7 +28,7 @@ import { sendUdpGso, startUdpReceiver } from './helpers/udp-gso.js';
 import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { flowSourcePort } from '../../agent/mirror/flow-hash.js';
-import { coveredWithoutHoles, receivedBytes, waitForQuietFile } from '../../agent/lab/bulk.js';
+import { coveredWithoutHoles, receivedBytes, startCopyCapture, type CopyCapture } from '../../agent/lab/bulk.js';
 
 const PLANES = ['ebpf', 'pcap'] as const;
 const VNI = 4242;
@@ -50,12 +50,6 @@ const TIMEOUT_MS = 120_000;
  * transfers are paced below that capacity; the eBPF plane's run at full speed.
  */
 const PCAP_PACE = '400M';
-/**
- * tcpdump's snap length at the destination: a jumbo copy fits. In immediate mode libpcap
- * uses a TPACKET_V2 ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB
- * buffer only ~1000 slots and drop under a bulk transfer's burst of copies.
- */
-const CAPTURE_SNAP = 9100;
 /** tshark's checksum status values (-T fields prints the number). */
 const CHECKSUM_GOOD = '1';
 const CHECKSUM_BAD = '0';
@@ -142,22 +136,6 @@ async function udpCounters(file: string, tag: number): Promise<number[]> {
   return out;
 }
 
-/** tcpdump -w on dst's underlay, without printing (which cannot keep up with a bulk transfer's copies). */
-async function startWriter(topo: Topology, file: string): Promise<{ file: string; stop: () => Promise<void> }> {
-  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
-  await proc.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
-  return {
-    file,
-    stop: async () => {
-      const st = await proc.stop('SIGTERM');
-      expect(st.code).toBe(0);
-      // A reference capture that lost frames would make every comparison below wrong.
-      const dropped = proc.lines.stderr.map((l) => /^(\d+) packets? dropped by kernel/.exec(l)?.[1]).find((n) => n !== undefined);
-      expect(dropped).toBe('0');
-    },
-  };
-}
-
 async function tcpCounters(t: Topology): Promise<{ retrans: number; outSegs: number }> {
   const { stdout } = await t.exec('src', 'nstat', ['-az', '--json', 'TcpRetransSegs', 'TcpOutSegs']);
   const k = (JSON.parse(stdout) as { kernel: { TcpRetransSegs: number; TcpOutSegs: number } }).kernel;
@@ -190,7 +168,7 @@ for (const plane of PLANES) {
     describe(`${plane} plane, ${variant.name} path, offloads on: one copy per wire segment`, () => {
       let topo: Topology;
       let agent: LabAgent;
-      let capture: { file: string; stop: () => Promise<void> };
+      let capture: CopyCapture;
       let copies: Copy[];
       let records: FlowRecord[];
       let metrics: { packets: number; bytes: number; truncated: number };
@@ -215,7 +193,7 @@ for (const plane of PLANES) {
           sessions: [{ id: 'ts', priority: 1, vni: VNI, packetLength: 8500, filterId: 'tf', sources: [t.srcIf], target: { address: t.v4.dst } }],
           flowLogs: [{ id: 'fl', sources: [t.srcIf], window: 600, sink: { type: 'file', path: join(t.workDir, 'flows.jsonl') } }],
         });
-        capture = await startWriter(t, join(t.workDir, 'dst.pcap'));
+        capture = await startCopyCapture(t, join(t.workDir, 'dst.pcap'));
         const iperf = t.spawn('peer', 'iperf3', ['-s', '--forceflush', '-p', String(IPERF_PORT)]);
         await iperf.waitForLine(/Server listening/, 10_000, { stream: 'stdout' });
         let cport = 41000;
@@ -259,8 +237,8 @@ for (const plane of PLANES) {
         // Every copy counted has been handed to the kernel; wait until the destination has them all.
         const deadline = Date.now() + 30_000;
         while ((rx = await vxlanRx(t)).packets < metrics.packets && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-        await waitForQuietFile(t, 'dst', capture.file);
-        await capture.stop();
+        // A reference capture that lost frames would make every comparison below wrong.
+        expect(await capture.stop()).toBe(0);
         const st = await agent.proc.stop('SIGTERM', 20_000);
         expect(st.code).toBe(0);
         records = (await readFile(join(t.workDir, 'flows.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as FlowRecord);
