@@ -6,17 +6,16 @@
 // and the wire segments the sender's kernel sent (TcpOutSegs). The cost per copy is the
 // host CPU above the same transfer with no agent, divided by the copies; rounds are
 // interleaved (none, each plane) and the median counts.
-import { readFile } from 'node:fs/promises';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLabTopology, type Topology } from '../agent/lab/topology.js';
 import { agentStarter, PlaneUnavailable } from './agent.js';
+import { hostBusySeconds, processCpuSeconds } from './cpu-time.js';
 
 const IPERF_PORT = 5201;
 const BYTES = process.env.BENCH_QUICK === '1' ? '50M' : '200M';
 const ROUNDS = 3;
 const VNI = 4242;
-const CLOCK_TICKS = 100;
 
 export interface OffloadCost {
   offloads: 'on' | 'off';
@@ -32,19 +31,6 @@ export interface OffloadCost {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-
-/** Busy jiffies of every CPU (user, nice, system, irq, softirq, steal) in seconds. */
-async function hostBusySeconds(): Promise<number> {
-  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = cpu;
-  return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS;
-}
-
-async function processCpuSeconds(pid: number | undefined): Promise<number> {
-  if (pid === undefined) return 0;
-  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  return (Number(stat[11]) + Number(stat[12])) / CLOCK_TICKS;
-}
 
 async function outSegs(t: Topology): Promise<number> {
   const { stdout } = await t.exec('src', 'nstat', ['-az', '--json', 'TcpOutSegs']);

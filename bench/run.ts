@@ -18,6 +18,7 @@ import { agentStarter, PlaneUnavailable } from './agent.js';
 import { attachMinimalMirror, detachMinimalMirror, tcpdumpRun } from './anchors.js';
 import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } from './host-cost.js';
 import { formatOffloadCost, offloadCost, type OffloadCost } from './offload-cost.js';
+import { processCpuSeconds } from './cpu-time.js';
 import { formatOverload, overloadKept, type OverloadRow } from './overload.js';
 import {
   ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
@@ -49,7 +50,6 @@ const PLANES = ([
 ] as const).filter((p) => process.env.BENCH_PLANES?.split(',').includes(p.plane + (p.flowLogs ? '+flow' : '')) ?? true);
 const VNI = 4242;
 const UDP_PORT = 9;
-const CLOCK_TICKS = 100;
 
 
 async function counter(t: Topology, role: 'src' | 'dst', dev: string, field: 'rx_packets' | 'tx_packets'): Promise<number> {
@@ -57,12 +57,6 @@ async function counter(t: Topology, role: 'src' | 'dst', dev: string, field: 'rx
   return Number(stdout.trim());
 }
 
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  if (pid === undefined) return 0;
-  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  // utime and stime (fields 14 and 15 of /proc/PID/stat) in clock ticks of 1/100 s.
-  return (Number(stat[11]) + Number(stat[12])) / CLOCK_TICKS;
-}
 
 /** A trafgen config: one UDP/IPv4 frame of `size` bytes (without FCS) from src to dst. */
 function trafgenConfig(t: Topology, peerMac: string, size: number): string {
@@ -103,11 +97,11 @@ async function search(
   let cpuPerMpkt: number | null = null;
   for (const rate of RATES) {
     const before = await delivered();
-    const cpuBefore = await cpuSeconds(pid());
+    const cpuBefore = await processCpuSeconds(pid());
     const { count: offered, pps } = await offer(t, conf, rate);
     await settle();
     const got = (await delivered()) - before;
-    const cpu = (await cpuSeconds(pid())) - cpuBefore;
+    const cpu = (await processCpuSeconds(pid())) - cpuBefore;
     steps.push({ rate, offered, achievedPps: pps, delivered: got, cpuSeconds: cpu });
     process.stderr.write(`  ${plane} ${size}B ${rate} pps (sent at ${pps}): ${got}/${offered}\n`);
     if (got < offered) break;
