@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
+import { forEachFrame } from '../../agent/capture/pcap-file.js';
 import { run, spawnProcess } from '../../agent/exec.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { createSink, type SinkStats } from '../../agent/sinks/sink.js';
@@ -169,6 +170,13 @@ function expectedFields(r: FlowRecord): Record<string, unknown> {
   };
 }
 
+/** Whole frames in a capture file tcpdump is still writing (a record cut short is not yet one). */
+async function framesIn(file: string): Promise<number> {
+  let frames = 0;
+  await forEachFrame(file, () => frames++).catch(() => undefined);
+  return frames;
+}
+
 describe('IPFIX sink, decoded by tshark', () => {
   it('every data record tshark decodes equals its JSON record; messages < 1400 bytes; RFC 7011 sequence numbers', async () => {
     const collector = dgram.createSocket('udp4');
@@ -193,6 +201,12 @@ describe('IPFIX sink, decoded by tshark', () => {
       const until = Date.now() + ARRIVAL_TIMEOUT_MS;
       while (received < sink.stats.bytes) {
         if (Date.now() > until) throw new Error(`only ${datagrams} datagrams arrived`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // tcpdump writes each packet as it reads it, but on a loaded host it reads late: a
+      // SIGTERM now would lose the datagrams still in its socket (seen in CI: 24 of 26).
+      while ((await framesIn(file)) < datagrams) {
+        if (Date.now() > until) throw new Error(`tcpdump wrote ${await framesIn(file)} of ${datagrams} datagrams`);
         await new Promise((r) => setTimeout(r, 10));
       }
     } finally {
