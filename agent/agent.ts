@@ -29,6 +29,7 @@ import { fillRejectView } from './ebpf/reject-view.js';
 import { interfaceState, MISSING, sameLife } from './interface-state.js';
 import type { RejectedFlow } from './ebpf/layout.js';
 import { BUILD_INFO } from './version.js';
+import { hostInterfaces } from './config/host-check.js';
 
 /** Capture ring per interface: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps (docs/capture.md). */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
@@ -405,7 +406,8 @@ export class Agent {
   }
 
   private async build(config: Config, previous: Generation | undefined): Promise<Generation> {
-    const rules = compileRules(config);
+    // Patterns and `*` cover the interfaces present now (docs/config.md).
+    const rules = compileRules(config, hostInterfaces());
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }

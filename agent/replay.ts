@@ -101,7 +101,8 @@ function withFlowLogOut(config: Config, out: string): Config {
 export async function replay(opts: ReplayOptions): Promise<ReplaySummary> {
   const loaded = await loadConfig(opts.config);
   const config = opts.flowLogOut === undefined ? loaded : withFlowLogOut(loaded, opts.flowLogOut);
-  const rules = compileRules(config);
+  // Patterns in sources can only match the interface named with --interface.
+  const rules = compileRules(config, opts.interfaceName === undefined ? [] : [opts.interfaceName]);
   let mac = opts.localMac === undefined ? undefined : parseMac(opts.localMac, '--local-mac');
   let directions = mac === undefined ? 'file' : `--local-mac ${opts.localMac}`;
   // Fails here, before anything is created, when the input cannot be read or is no capture file.

@@ -4,6 +4,7 @@
 import { readdirSync } from 'node:fs';
 import type { Config } from './types.js';
 import type { ConfigIssue } from '../errors.js';
+import { isPattern } from './sources.js';
 
 /** How many of the host's interface names a warning lists (a node may have hundreds of veths). */
 const SHOWN = 10;
@@ -17,7 +18,7 @@ export function hostInterfaces(): Set<string> {
   }
 }
 
-/** One warning per session or flow log source that names no interface of this host. */
+/** One warning per session or flow log source that names no interface of this host (patterns wait for matches by design). */
 export function missingSources(config: Config, present: ReadonlySet<string> = hostInterfaces()): ConfigIssue[] {
   const names = [...present].sort();
   const known = names.length > SHOWN ? `${names.slice(0, SHOWN).join(', ')}, … (${names.length})` : names.join(', ');
@@ -28,12 +29,12 @@ export function missingSources(config: Config, present: ReadonlySet<string> = ho
   const out: ConfigIssue[] = [];
   config.sessions.forEach((s, i) =>
     s.sources.forEach((name, j) => {
-      if (!present.has(name)) out.push(warn(`sessions[${i}].sources[${j}]`, name));
+      if (!isPattern(name) && !present.has(name)) out.push(warn(`sessions[${i}].sources[${j}]`, name));
     }),
   );
   config.flowLogs.forEach((f, i) =>
     f.sources.forEach((name, j) => {
-      if (name !== '*' && !present.has(name)) out.push(warn(`flowLogs[${i}].sources[${j}]`, name));
+      if (!isPattern(name) && !present.has(name)) out.push(warn(`flowLogs[${i}].sources[${j}]`, name));
     }),
   );
   return out;

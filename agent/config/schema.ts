@@ -10,6 +10,7 @@ import { deriveVni, VNI_MAX } from './vni.js';
 import { hostMirrorBudget } from './host-budget.js';
 import { LIMITS } from '../limits.js';
 import { formatIp, parseIp, unmapIp, type IpAddress } from '../packet/address.js';
+import { ALL_INTERFACES, IFNAME_MAX, isPattern, patternMatcher, patternProblem } from './sources.js';
 
 export interface SchemaEnv {
   /** Addresses of this host: a session target among them would mirror into itself. */
@@ -39,8 +40,6 @@ export const BUDGET_LIMITS = {
 
 // Longest unix socket path: sizeof(sockaddr_un.sun_path) - 1 on Linux.
 const SOCKET_PATH_MAX = 107;
-// Linux IFNAMSIZ (16) minus the terminating NUL.
-const IFNAME_MAX = 15;
 const IFNAME_CHARS = /^[A-Za-z0-9_.:@-]+$/;
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
 const HOSTNAME =
@@ -190,7 +189,24 @@ const cidr = checkedString((value) => reasonOf(parseCidr(value)));
 
 const portRange = parsed(parsePortRange);
 
-const interfaceName = checkedString(interfaceNameProblem);
+/**
+ * A session or flow log source: an interface name or a pattern (agent/config/sources.ts).
+ * `*` stands for every interface, so it must be the only source.
+ */
+const sources = z
+  .array(z.string())
+  .min(1)
+  .superRefine((list, ctx) => {
+    if (list.includes(ALL_INTERFACES) && list.length > 1) {
+      ctx.addIssue({ code: 'custom', message: `"*" (every interface) must be the only source` });
+      return;
+    }
+    list.forEach((source, i) => {
+      const problem = isPattern(source) ? patternProblem(source) : interfaceNameProblem(source);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: [i], message: problem });
+    });
+    noDuplicates(list, ctx);
+  });
 
 function noDuplicates(list: readonly string[], ctx: z.RefinementCtx) {
   list.forEach((name, i) => {
@@ -351,7 +367,7 @@ function sessionSchema(env: SchemaEnv) {
       vni: intIn(0, VNI_MAX).optional(),
       packetLength: intIn(64, 8500).default(DEFAULTS.packetLength),
       filterId: id,
-      sources: z.array(interfaceName).min(1).superRefine(noDuplicates),
+      sources,
       target: targetSchema(env).optional(),
       targets: poolSchema(env).optional(),
       budget: z.strictObject({ pps: budgetRate('pps').default(0), bps: budgetRate('bps').default(0) }).prefault({}),
@@ -372,21 +388,6 @@ function sessionSchema(env: SchemaEnv) {
       vniDerived: vni === undefined,
     }));
 }
-
-const flowLogSources = z
-  .array(z.string())
-  .min(1)
-  .superRefine((list, ctx) => {
-    if (list.includes('*')) {
-      if (list.length > 1) ctx.addIssue({ code: 'custom', message: `"*" (every interface) must be the only source` });
-      return;
-    }
-    list.forEach((name, i) => {
-      const problem = interfaceNameProblem(name);
-      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: [i], message: problem });
-    });
-    noDuplicates(list, ctx);
-  });
 
 const sink = z.discriminatedUnion('type', [
   z.strictObject({
@@ -409,7 +410,7 @@ const flowLog = z
     id,
     name: text.optional(),
     enabled: z.boolean().default(true),
-    sources: flowLogSources,
+    sources,
     trafficType: z.enum(['All', 'Allow', 'Drop']).default('All'),
     window: intIn(1, 600).default(DEFAULTS.window),
     sink,
@@ -517,7 +518,7 @@ function crossCheck(config: unknown, ctx: z.RefinementCtx) {
       report(['sessions', i, 'sources'], `at most ${LIMITS.sourcesPerSession} sources per session, got ${sources.length}`);
     }
     new Set(sources).forEach((name) => {
-      if (typeof name !== 'string') return;
+      if (typeof name !== 'string' || isPattern(name)) return;
       const count = (perInterface.get(name) ?? 0) + 1;
       perInterface.set(name, count);
       if (count > LIMITS.sessionsPerInterface) {
@@ -528,8 +529,39 @@ function crossCheck(config: unknown, ctx: z.RefinementCtx) {
       }
     });
   });
+  checkPatternQuota(sessions, perInterface, report);
 
   unique(asList(root.flowLogs), 'flowLogs', 'id', 'flow log id');
+}
+
+/**
+ * How patterns count towards "at most 3 sessions per interface": an interface that appears
+ * later can match every session's patterns, so at most 3 sessions may have pattern sources
+ * at all; and an explicitly named interface counts the sessions whose patterns match it on
+ * top of those naming it. (Sound without deciding whether two globs overlap.)
+ */
+function checkPatternQuota(
+  sessions: unknown[], explicit: ReadonlyMap<string, number>, report: (path: (string | number)[], message: string) => void,
+): void {
+  const max = LIMITS.sessionsPerInterface;
+  const withPatterns: Array<{ i: number; j: number; patterns: string[] }> = [];
+  sessions.forEach((entry, i) => {
+    const list = asList(asRecord(entry).sources).filter((x): x is string => typeof x === 'string');
+    const patterns = list.filter((x) => isPattern(x) && patternProblem(x) === undefined);
+    if (patterns.length > 0) withPatterns.push({ i, j: list.indexOf(patterns[0]!), patterns });
+  });
+  withPatterns.forEach(({ i, j }, n) => {
+    if (n === max) {
+      report(['sessions', i, 'sources', j], `a 4th session with pattern sources: a new interface could match all of them; at most ${max} sessions per interface`);
+    }
+  });
+  for (const [name, count] of explicit) {
+    const matching = withPatterns.filter(({ patterns }) => patterns.some((p) => patternMatcher(p)(name)));
+    if (matching.length > 0 && count + matching.length > max) {
+      const { i, j } = matching[matching.length - 1]!;
+      report(['sessions', i, 'sources', j], `matches ${JSON.stringify(name)}, which ${count} other session(s) name: ${count + matching.length} sessions on one interface; at most ${max}`);
+    }
+  }
 }
 
 // ---- the configuration -------------------------------------------------------------

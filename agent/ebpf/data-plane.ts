@@ -18,21 +18,13 @@ import { MirrorMaps } from './mirror-maps.js';
 import type { IfaceStats, RejectedFlow, SlotSession } from './layout.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
+import { SEG_RX, SEG_TX, VXLAN_PREFIX } from './device-names.js';
+
+export { SEG_RX, SEG_TX, VXLAN_PREFIX };
 
 /** Our filters on clsact: handle "MF", priority 1 so the mirror sees packets before other filters act. */
 export const TC_HANDLE = 0x4d46;
 export const TC_PRIORITY = 1;
-/** Our VXLAN devices are mf-vxlan-<port>; nothing else on the host may use the prefix. */
-export const VXLAN_PREFIX = 'mf-vxlan-';
-/**
- * The segmenting veth pair: clones go out of SEG_TX, whose segmentation and checksum
- * offloads are off, so the kernel's GSO code turns an aggregate into the wire segments it
- * stands for (complete checksums included); each arrives on SEG_RX, where mf_tunnel cuts,
- * counts and sends it to the VXLAN device. Only these two devices have their offloads
- * changed, and they are ours.
- */
-export const SEG_TX = 'mf-seg';
-export const SEG_RX = 'mf-seg-rx';
 /** Every offload ethtool lets us turn off on veth that could let an aggregate through whole. */
 const SEG_FEATURES_OFF = [
   'tx', 'tso', 'gso', 'tx-udp-segmentation', 'tx-gso-list', 'tx-sctp-segmentation', 'tx-gre-segmentation',

@@ -4,6 +4,8 @@
 // multiples of `window` seconds and follow packet time, so replaying a file gives the
 // same records as the live capture did.
 import type { AgentSettings, FlowLog } from '../config/types.js';
+import { sourcesCover } from '../config/sources.js';
+import { isOwnDevice } from '../ebpf/device-names.js';
 import { formatAddress } from '../packet/address.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../packet/offsets.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
@@ -62,8 +64,7 @@ export class FlowLogAggregator {
     this.sessionIds = opts.sessionIds;
     this.id = opts.flowLog.id;
     this.windowSec = opts.flowLog.window;
-    const all = opts.flowLog.sources.includes('*');
-    this.covered = Uint8Array.from(opts.interfaces, (name) => (all || opts.flowLog.sources.includes(name) ? 1 : 0));
+    this.covered = Uint8Array.from(opts.interfaces, (name) => (sourcesCover(opts.flowLog.sources, name, isOwnDevice) ? 1 : 0));
     this.table = new FlowHashTable(opts.maxFlows);
     const cap = this.table.capacity;
     this.packets = new Float64Array(cap);

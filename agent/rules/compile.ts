@@ -9,6 +9,8 @@ import { sessionTargets, type BudgetRate, type Config, type HealthCheck, type Ru
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
 import { FragmentTable } from './fragments.js';
+import { resolveSources } from '../config/sources.js';
+import { isOwnDevice } from '../ebpf/device-names.js';
 
 export interface CompiledSession {
   /** Position in RuleSet.sessions. */
@@ -71,7 +73,7 @@ export interface OwnOutput {
 }
 
 export interface RuleSet {
-  /** Every source interface of any session (enabled or not) and of any enabled flow log. */
+  /** Every source interface of any session (enabled or not) and of any enabled flow log: named ones, and present ones a pattern covers. */
   readonly interfaces: readonly string[];
   /** Position of `name` in `interfaces`, -1 when unknown. */
   interfaceIndex(name: string): number;
@@ -151,14 +153,21 @@ function ownOutput(address: string, port: number): OwnOutput {
   return { family, address, words: new Int32Array(wordsOf(bytes)), port };
 }
 
-/** Builds the RuleSet from a validated config. Throws on references validation should have caught. */
-export function compileRules(config: Config): RuleSet {
+/**
+ * Builds the RuleSet from a validated config, its patterns and `*` resolved against the
+ * interfaces `present` now (agent/config/sources.ts; a link event builds it again).
+ * Throws on references validation should have caught.
+ */
+export function compileRules(config: Config, present: Iterable<string> = []): RuleSet {
   const interfaces: string[] = [];
   const ifIndexByName = new Map<string, number>();
-  // Flow logs capture too: their named sources join the list ("*" means these same ones).
+  const host = [...present];
+  const resolved = (sources: readonly string[]) => resolveSources(sources, host, isOwnDevice);
+  const sessionSources = new Map(config.sessions.map((s) => [s, resolved(s.sources)]));
+  // Flow logs capture too: their sources join the list.
   const named = [
-    ...config.sessions.flatMap((s) => s.sources),
-    ...config.flowLogs.filter((f) => f.enabled).flatMap((f) => f.sources.filter((n) => n !== '*')),
+    ...config.sessions.flatMap((s) => sessionSources.get(s)!),
+    ...config.flowLogs.filter((f) => f.enabled).flatMap((f) => resolved(f.sources)),
   ];
   for (const name of named) {
     if (!ifIndexByName.has(name)) {
@@ -198,7 +207,7 @@ export function compileRules(config: Config): RuleSet {
   enabled.forEach((session, index) => {
     const rules = filterRules.get(session.filterId);
     if (!rules) throw new Error(`session ${session.id}: unknown filter ${session.filterId}`);
-    for (const name of new Set(session.sources)) {
+    for (const name of sessionSources.get(session)!) {
       const ifIndex = ifIndexByName.get(name)!;
       for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
         chains[ifIndex * 2 + dir]!.push({ session: index, rules: rules[dir] });
