@@ -63,6 +63,7 @@ const BPF_JMP_JEQ_K = 0x15;
 const BPF_RET_K = 0x06;
 const SKF_AD_OFF = -0x1000;
 const SKF_AD_PKTTYPE = 4;
+const SKF_AD_IFINDEX = 8;
 const SKF_AD_VLAN_TAG_PRESENT = 48;
 const PACKET_OUTGOING = 4;
 /** The kernel's limit on a classic BPF program (BPF_MAXINSNS). */
@@ -105,4 +106,48 @@ export function directionalProgram(filterIn: string, filterOut: string, snapLeng
     throw new Error(`capture filter: ${program.length / BPF_INSN_LEN} BPF instructions, the kernel takes at most ${MAX_INSNS}`);
   }
   return program;
+}
+
+/** One interface of a capture bound to every interface, and the program its frames run. */
+export interface InterfaceFilter {
+  ifindex: number;
+  /** A directionalProgram; interfaces sharing one Buffer share its code in the kernel. */
+  program: Buffer;
+}
+
+/**
+ * The filter of one socket for many interfaces: the frame's interface index (ancillary load
+ * SKF_AD_IFINDEX, which libpcap's compiler never emits) selects the program of that
+ * interface; frames of any other interface are refused (return 0, nothing copied). Each
+ * program returns its own snap length, so mirrored interfaces get whole aggregates and
+ * flow-log-only ones their headers from one ring. Interfaces with the same program share it
+ * (by Buffer identity): 2 instructions per interface plus each distinct program once. The
+ * test is a linear chain, so a frame of the last of 200 interfaces runs 400 compares and
+ * jumps before its program — cBPF is JIT-compiled; measured in docs/capture.md.
+ */
+export function interfaceDispatch(interfaces: readonly InterfaceFilter[]): Buffer {
+  const blocks = new Map<Buffer, number>();
+  let blockInsns = 0;
+  for (const { program } of interfaces) {
+    if (!blocks.has(program)) {
+      blocks.set(program, blockInsns);
+      blockInsns += program.length / BPF_INSN_LEN;
+    }
+  }
+  const count = 2 + 2 * interfaces.length + blockInsns;
+  if (count > MAX_INSNS) {
+    throw new Error(`capture filter: ${interfaces.length} interfaces need ${count} BPF instructions, the kernel takes at most ${MAX_INSNS}`);
+  }
+  // Programs start after the load, the chain and the final refusal.
+  const firstBlock = 2 + 2 * interfaces.length;
+  const chain = interfaces.flatMap(({ ifindex, program }, k) => {
+    const ja = 2 + 2 * k;
+    return [insn(BPF_JMP_JEQ_K, 0, 1, ifindex), insn(BPF_JMP_JA, 0, 0, firstBlock + blocks.get(program)! - ja - 1)];
+  });
+  return Buffer.concat([
+    insn(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF + SKF_AD_IFINDEX),
+    ...chain,
+    insn(BPF_RET_K, 0, 0, 0),
+    ...blocks.keys(),
+  ]);
 }

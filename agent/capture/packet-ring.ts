@@ -123,11 +123,24 @@ export type FrameHandler = (
   buf: Buffer, caplen: number, wireLen: number, tsUs: number, direction: Direction, offload: OffloadInfo,
 ) => void;
 
-export interface PacketRingOptions {
+/** One interface, with libpcap filter expressions for what may be mirrored or logged in each direction ('' = all). */
+interface OneInterface {
   interfaceName: string;
-  /** libpcap filter expressions for what may be mirrored or logged in each direction ('' = all). */
   filterIn: string;
   filterOut: string;
+}
+
+/**
+ * Every interface of the namespace (bound to ifindex 0): `filter` is a whole classic BPF
+ * program, which picks the interfaces (SKF_AD_IFINDEX, bpf-filter.ts interfaceDispatch) and
+ * can be replaced while the ring runs (setFilter); frameIfIndex tells each frame's interface.
+ */
+interface AllInterfaces {
+  interfaceName?: undefined;
+  filter: Buffer;
+}
+
+export type PacketRingOptions = (OneInterface | AllInterfaces) & {
   /** Bytes of each frame the kernel copies (MIRROR_SNAP_LENGTH or HEADER_SNAP_LENGTH). */
   snapLength: number;
   /** Ring size; rounded down to whole blocks. */
@@ -142,7 +155,10 @@ export interface PacketRingOptions {
    * one's last timestamp, so no frame is lost or seen twice.
    */
   paused?: boolean;
-}
+};
+
+/** PacketRing.interfaceName of a ring bound to every interface. */
+export const ALL_INTERFACES_LABEL = '*';
 
 export interface CaptureStats {
   /** Frames the filter accepted, including those dropped (the kernel's tp_packets). */
@@ -188,7 +204,7 @@ function stopPolling(ring: PacketRing): void {
 /** Captures one interface (both directions) into a TPACKET_V3 ring with vnet headers. */
 export class PacketRing implements Wakeable {
   readonly interfaceName: string;
-  /** The kernel's index of the interface, as the ring reports it per frame. */
+  /** The kernel's index of the interface, as the ring reports it per frame (0: every interface). */
   readonly ifIndex: number;
   readonly blockBytes: number;
   readonly blockCount: number;
@@ -221,12 +237,13 @@ export class PacketRing implements Wakeable {
   private closed = false;
 
   constructor(opts: PacketRingOptions) {
-    this.interfaceName = opts.interfaceName;
+    this.interfaceName = opts.interfaceName ?? ALL_INTERFACES_LABEL;
     this.onFrame = opts.onFrame;
     this.onWarning = opts.onWarning;
     this.blockTimeoutMs = opts.bufferTimeoutMs;
-    const ifIndex = sys.ifNameToIndex(opts.interfaceName) as number;
-    if (ifIndex === 0) throw new Error(`capture ${opts.interfaceName}: no such interface (${errnoText(koffi.errno())})`);
+    // ifindex 0 in bind(): frames of every interface, each with its sll_ifindex.
+    const ifIndex = opts.interfaceName === undefined ? 0 : (sys.ifNameToIndex(opts.interfaceName) as number);
+    if (ifIndex === 0 && opts.interfaceName !== undefined) throw new Error(`capture ${opts.interfaceName}: no such interface (${errnoText(koffi.errno())})`);
     this.ifIndex = ifIndex;
     this.blockBytes = ringBlockBytes(opts.snapLength);
     this.blockCount = Math.max(MIN_BLOCKS, Math.floor(opts.bufferBytes / this.blockBytes));
@@ -240,7 +257,7 @@ export class PacketRing implements Wakeable {
       // The vnet header and the version must be set before the ring exists (EBUSY after).
       this.setOption(SOL_PACKET, PACKET_VNET_HDR, int32(1), 'PACKET_VNET_HDR');
       this.setOption(SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3), 'PACKET_VERSION');
-      this.attachFilter(directionalProgram(opts.filterIn, opts.filterOut, opts.snapLength));
+      this.setFilter(opts.interfaceName === undefined ? opts.filter : directionalProgram(opts.filterIn, opts.filterOut, opts.snapLength));
       const req = Buffer.alloc(TPACKET_REQ3_LEN);
       req.writeUInt32LE(this.blockBytes, 0);
       req.writeUInt32LE(this.blockCount, 4);
@@ -280,7 +297,7 @@ export class PacketRing implements Wakeable {
     return this.lastTs;
   }
 
-  /** Kernel index of the interface of the frame being delivered (one socket per interface today). */
+  /** Kernel index of the interface of the frame being delivered (read it in onFrame). */
   get frameIfIndex(): number {
     return this.frameIf;
   }
@@ -440,7 +457,12 @@ export class PacketRing implements Wakeable {
     this.onFrame(frame, caplen, wireLen, tsUs, direction, offload);
   }
 
-  private attachFilter(insns: Buffer): void {
+  /**
+   * Attaches a classic BPF program (replacing the one before: the kernel swaps filters
+   * atomically, so no frame passes unfiltered). Its accept value is the snap length.
+   */
+  setFilter(insns: Buffer): void {
+    if (this.closed) return;
     const code = new NativeMemory(insns.length);
     try {
       insns.copy(code.view);
