@@ -26,6 +26,8 @@ export interface AggregatorOptions {
   agent: AgentSettings;
   /** Interface names by the index observe() is called with. */
   interfaces: readonly string[];
+  /** By index: 0 for a slot whose interface is gone (kept only until its flows are written); default all live. */
+  live?: Uint8Array;
   /** Mirror session ids by session index. */
   sessionIds: readonly string[];
   maxFlows: number;
@@ -38,7 +40,9 @@ export class FlowLogAggregator {
   /** Records emitted, by log-status. */
   readonly recordsByStatus: Record<LogStatus, number> = { OK: 0, NODATA: 0, SKIPDATA: 0 };
   evictions = 0;
-  private readonly covered: Uint8Array;
+  private covered: Uint8Array;
+  /** Interface names by index (retarget() changes them). */
+  private names: readonly string[];
   private readonly table: FlowHashTable;
   private readonly key = new Int32Array(KEY_WORDS);
   private readonly packets: Float64Array;
@@ -51,9 +55,9 @@ export class FlowLogAggregator {
   private readonly session: Int32Array;
   private readonly action: Uint8Array;
   /** Per interface, in the open window: packets seen, packets lost to capture drops, evictions. */
-  private readonly seen: Float64Array;
-  private readonly dropped: Float64Array;
-  private readonly evicted: Float64Array;
+  private seen: Float64Array;
+  private dropped: Float64Array;
+  private evicted: Float64Array;
   private windowStart = -1;
   private pending: FlowRecord[] = [];
 
@@ -64,7 +68,8 @@ export class FlowLogAggregator {
     this.sessionIds = opts.sessionIds;
     this.id = opts.flowLog.id;
     this.windowSec = opts.flowLog.window;
-    this.covered = Uint8Array.from(opts.interfaces, (name) => (sourcesCover(opts.flowLog.sources, name, isOwnDevice) ? 1 : 0));
+    this.names = opts.interfaces;
+    this.covered = this.coverage(opts.interfaces, opts.live);
     this.table = new FlowHashTable(opts.maxFlows);
     const cap = this.table.capacity;
     this.packets = new Float64Array(cap);
@@ -80,6 +85,31 @@ export class FlowLogAggregator {
     this.seen = new Float64Array(n);
     this.dropped = new Float64Array(n);
     this.evicted = new Float64Array(n);
+  }
+
+  /**
+   * The interface list changed around the open window (an interface appeared, went, or a
+   * gone one's slot was given to a new one): coverage follows; the flows in the table stay.
+   * A slot changing name starts its window counters afresh (the agent reuses a slot only
+   * once the flows of its previous interface have been written).
+   */
+  retarget(interfaces: readonly string[], live: Uint8Array | undefined): void {
+    const n = interfaces.length;
+    const fresh = (a: Float64Array) => {
+      const b = new Float64Array(n);
+      for (let i = 0; i < Math.min(n, a.length); i++) if (interfaces[i] === this.names[i]) b[i] = a[i]!;
+      return b;
+    };
+    this.seen = fresh(this.seen);
+    this.dropped = fresh(this.dropped);
+    this.evicted = fresh(this.evicted);
+    this.names = interfaces;
+    this.covered = this.coverage(interfaces, live);
+  }
+
+  private coverage(interfaces: readonly string[], live: Uint8Array | undefined): Uint8Array {
+    const sources = this.opts.flowLog.sources;
+    return Uint8Array.from(interfaces, (name, i) => ((live?.[i] ?? 1) === 1 && sourcesCover(sources, name, isOwnDevice) ? 1 : 0));
   }
 
   get activeFlows(): number {
@@ -211,9 +241,9 @@ export class FlowLogAggregator {
     for (let slot = 0; slot < this.table.capacity; slot++) {
       if (this.table.isUsed(slot)) out.push(this.flowRecord(slot));
     }
-    this.opts.interfaces.forEach((name, i) => {
-      if (this.covered[i] !== 1) return;
-      if (this.seen[i] === 0) out.push(this.statusRecord(name, 'NODATA', undefined));
+    this.names.forEach((name, i) => {
+      // An interface gone during the window still reports what it lost, but no NODATA.
+      if (this.covered[i] === 1 && this.seen[i] === 0) out.push(this.statusRecord(name, 'NODATA', undefined));
       if (this.dropped[i]! > 0 || this.evicted[i]! > 0) out.push(this.statusRecord(name, 'SKIPDATA', this.dropped[i]!));
     });
     this.clearWindow();
@@ -257,7 +287,7 @@ export class FlowLogAggregator {
       'vm-id': a.vmId,
       'vpc-id': a.vpcId ?? null,
       'account-id': a.accountId ?? null,
-      'eni-id': this.opts.interfaces[k[b]!]!,
+      'eni-id': this.names[k[b]!]!,
       srcaddr: formatAddress(v6 ? 6 : 4, k, b + 2),
       srcport: (ports >>> 16) & 0xffff,
       dstaddr: formatAddress(v6 ? 6 : 4, k, b + 6),

@@ -1,7 +1,7 @@
-// Owns the flow stage and the sinks across reloads: a reload that leaves the flow logs,
-// the agent identity, the interfaces and the sessions as they were keeps the same stage
-// (open windows and TCP state carry on); otherwise the old stage writes its open windows
-// and the new one starts. Sinks are kept while their flow log and setting are unchanged.
+// Owns the flow stage and the sinks across reloads: a reload that leaves the flow logs and
+// the agent identity as they were keeps the same stage (open windows and TCP state carry
+// on; interfaces that came or went are retargeted, sessions renamed); otherwise the old
+// stage writes its open windows and the new one starts. Sinks are kept while their flow log and setting are unchanged.
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { RttRecorder, Sample } from '../metrics/metrics.js';
@@ -43,15 +43,17 @@ export class FlowLogs {
    * The stage for a config: the running one when nothing it depends on changed, else a new
    * one (with its sinks) that becomes current at commit(). Undefined when no flow log is enabled.
    */
-  prepare(config: Config, interfaces: readonly string[]): FlowStage | undefined {
+  prepare(config: Config, interfaces: readonly string[], live?: Uint8Array): FlowStage | undefined {
     if (!config.flowLogs.some((f) => f.enabled)) return undefined;
     // Sessions are not part of the key: a session started or stopped (a control edit) keeps
     // the stage, its TCP state and its tables (no 100k-flow tables thrown away per edit);
-    // commit() writes what was counted and renames the sessions.
-    const key = JSON.stringify({ flowLogs: config.flowLogs, agent: config.agent, interfaces });
+    // commit() writes what was counted and renames the sessions. Nor are the interfaces:
+    // their indexes are stable (RuleSet), so one coming or going only retargets the stage.
+    const key = JSON.stringify({ flowLogs: config.flowLogs, agent: config.agent });
     const sessionIds = enabledSessionIds(config);
-    if (this.stage !== undefined && key === this.stageKey) {
+    if (this.stage !== undefined && key === this.stageKey && stableIndexes(this.stage.interfaces, interfaces)) {
       this.pendingSessionIds = sessionIds;
+      this.stage.retarget(interfaces, live);
       return this.stage;
     }
     const sinks = new Map<string, SinkEntry>();
@@ -64,7 +66,7 @@ export class FlowLogs {
     this.pendingKey = key;
     this.pendingSessionIds = sessionIds;
     return new FlowStage({
-      config, interfaces, rtt: this.rtt,
+      config, interfaces, live, rtt: this.rtt,
       emit: (id: string, records: FlowRecord[]) => sinks.get(id)?.sink.write(records),
     });
   }
@@ -146,8 +148,9 @@ export class FlowLogs {
 
   /** The stage's counters, and those of `sinks` (the current ones; none when folding a retired stage). */
   private samplesOf(stage: FlowStage, sinks: ReadonlyMap<string, FlowSink>): Record<FlowMetric, Sample[]> {
-    const names = stage.opts.interfaces;
-    const perIf = (arr: Float64Array): Sample[] => names.map((name, i) => [{ interface: name }, arr[i]!] as const);
+    const { interfaces: names, live } = stage;
+    // A gone interface's series end with it, though its slot waits for its flows to be written.
+    const perIf = (arr: Float64Array): Sample[] => names.flatMap((name, i) => ((live?.[i] ?? 1) === 1 ? [[{ interface: name }, arr[i]!] as const] : []));
     const c = stage.counters;
     const sinkStat = (read: (s: FlowSink) => number): Sample[] => sinkSamples(sinks, read);
     return {
@@ -168,4 +171,14 @@ export class FlowLogs {
 
 function sinkSamples(sinks: ReadonlyMap<string, FlowSink>, read: (s: FlowSink) => number): Sample[] {
   return [...sinks].map(([id, sink]) => [{ flow_log: id }, read(sink)] as const);
+}
+
+/**
+ * True when the interfaces keep their indexes: every one still listed is at the same index
+ * (new ones appended or in slots of gone ones). A config whose list was compiled without
+ * slots (indexes shifted) gets a new stage, as before.
+ */
+function stableIndexes(before: readonly string[], now: readonly string[]): boolean {
+  const at = new Map(now.map((name, i) => [name, i]));
+  return before.every((name, i) => !at.has(name) || at.get(name) === i);
 }

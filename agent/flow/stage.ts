@@ -16,6 +16,8 @@ export interface FlowStageOptions {
   config: Config;
   /** Interface names by pipeline ifIndex. */
   interfaces: readonly string[];
+  /** By ifIndex: 0 for a gone interface whose slot is kept until its flows are written (RuleSet.live); default all live. */
+  live?: Uint8Array;
   /** Where each flow log's records go (its sink). */
   emit: (flowLogId: string, records: FlowRecord[]) => void;
   rtt?: RttRecorder;
@@ -40,13 +42,18 @@ export function enabledSessionIds(config: Config): string[] {
 export class FlowStage {
   readonly tcp: TcpTracker;
   readonly aggregators: FlowLogAggregator[];
-  readonly counters: TcpCounters;
+  counters: TcpCounters;
+  /** Interface names by ifIndex, and which are live (undefined: all), as of the last retarget(). */
+  interfaces: readonly string[];
+  live: Uint8Array | undefined;
   /** Aggregators covering each interface, by ifIndex (no per-packet filtering). */
-  private readonly byInterface: FlowLogAggregator[][];
+  private byInterface: FlowLogAggregator[][];
   private readonly rtt: RttRecorder | undefined;
 
   constructor(readonly opts: FlowStageOptions) {
     const { config, interfaces } = opts;
+    this.interfaces = interfaces;
+    this.live = opts.live;
     this.tcp = new TcpTracker(opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
     const sessionIds = enabledSessionIds(config);
     this.aggregators = config.flowLogs
@@ -54,7 +61,7 @@ export class FlowStage {
       .map(
         (flowLog) =>
           new FlowLogAggregator({
-            flowLog, agent: config.agent, interfaces, sessionIds,
+            flowLog, agent: config.agent, interfaces, live: opts.live, sessionIds,
             maxFlows: opts.maxFlows ?? DEFAULT_MAX_FLOWS,
             emit: (records) => opts.emit(flowLog.id, records),
           }),
@@ -63,6 +70,28 @@ export class FlowStage {
     const perIf = () => new Float64Array(interfaces.length);
     this.counters = { retransmissions: perIf(), synRetransmissions: perIf(), zeroWindows: perIf(), resets: perIf(), outOfOrder: perIf() };
     this.rtt = opts.rtt;
+  }
+
+  /**
+   * The agent's interface slots changed (an interface appeared or went; agent/rules/
+   * interface-slots.ts keeps the index of every other one): coverage follows, open windows,
+   * flows and TCP state stay. A slot given to a new interface starts its counters at 0.
+   */
+  retarget(interfaces: readonly string[], live: Uint8Array | undefined): void {
+    for (const a of this.aggregators) a.retarget(interfaces, live);
+    this.byInterface = interfaces.map((_, i) => this.aggregators.filter((a) => a.covers(i)));
+    const kept = (a: Float64Array) => {
+      const b = new Float64Array(interfaces.length);
+      for (let i = 0; i < Math.min(b.length, a.length); i++) if (interfaces[i] === this.interfaces[i]) b[i] = a[i]!;
+      return b;
+    };
+    const c = this.counters;
+    this.counters = {
+      retransmissions: kept(c.retransmissions), synRetransmissions: kept(c.synRetransmissions), zeroWindows: kept(c.zeroWindows),
+      resets: kept(c.resets), outOfOrder: kept(c.outOfOrder),
+    };
+    this.interfaces = interfaces;
+    this.live = live;
   }
 
   /**

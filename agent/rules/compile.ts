@@ -10,6 +10,7 @@ import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
 import { FragmentTable } from './fragments.js';
 import { resolveSources } from '../config/sources.js';
+import type { SlotLayout } from './interface-slots.js';
 import { isOwnDevice } from '../ebpf/device-names.js';
 
 export interface CompiledSession {
@@ -73,8 +74,14 @@ export interface OwnOutput {
 }
 
 export interface RuleSet {
-  /** Every source interface of any session (enabled or not) and of any enabled flow log: named ones, and present ones a pattern covers. */
+  /**
+   * Every source interface of any session (enabled or not) and of any enabled flow log:
+   * named ones, and present ones a pattern covers; with slots (compileRules' layout), also
+   * gone ones whose slot is still reserved (see live).
+   */
   readonly interfaces: readonly string[];
+  /** By position in interfaces: 1 when covered now, 0 for a reserved slot of a gone interface (no chains, no capture). */
+  readonly live: Uint8Array;
   /** Position of `name` in `interfaces`, -1 when unknown. */
   interfaceIndex(name: string): number;
   /** Enabled sessions only. */
@@ -158,8 +165,10 @@ function ownOutput(address: string, port: number): OwnOutput {
  * interfaces `present` now (agent/config/sources.ts; a link event builds it again).
  * Throws on references validation should have caught.
  */
-export function compileRules(config: Config, present: Iterable<string> = []): RuleSet {
-  const interfaces: string[] = [];
+export function compileRules(
+  config: Config, present: Iterable<string> = [], layout?: (covered: readonly string[]) => SlotLayout,
+): RuleSet {
+  const covered: string[] = [];
   const ifIndexByName = new Map<string, number>();
   const host = [...present];
   const resolved = (sources: readonly string[]) => resolveSources(sources, host, isOwnDevice);
@@ -169,12 +178,16 @@ export function compileRules(config: Config, present: Iterable<string> = []): Ru
     ...config.sessions.flatMap((s) => sessionSources.get(s)!),
     ...config.flowLogs.filter((f) => f.enabled).flatMap((f) => resolved(f.sources)),
   ];
+  const unique = new Set<string>();
   for (const name of named) {
-    if (!ifIndexByName.has(name)) {
-      ifIndexByName.set(name, interfaces.length);
-      interfaces.push(name);
+    if (!unique.has(name)) {
+      unique.add(name);
+      covered.push(name);
     }
   }
+  // Stable slots when the agent keeps them (agent/rules/interface-slots.ts), else in order.
+  const { interfaces, live } = layout?.(covered) ?? { interfaces: covered, live: new Uint8Array(covered.length).fill(1) };
+  interfaces.forEach((name, i) => ifIndexByName.set(name, i));
 
   const enabled = config.sessions.filter((s) => s.enabled).sort((a, b) => a.priority - b.priority);
   const sessions: CompiledSession[] = enabled.map((s, index) => {
@@ -237,6 +250,7 @@ export function compileRules(config: Config, present: Iterable<string> = []): Ru
 
   return {
     interfaces,
+    live,
     interfaceIndex: (name: string) => ifIndexByName.get(name) ?? -1,
     sessions,
     chains,
