@@ -73,11 +73,14 @@ export function sumMetric(text: string, name: string, labels: Record<string, str
   return sum;
 }
 
+/** Where an agent can run: the lab topology, or any namespaces that run commands and processes the same way (agent/lab/veth-farm.ts). */
+export type AgentHost = Pick<Topology, 'exec' | 'spawn' | 'workDir'>;
+
 /**
  * Writes `config` (control socket and metrics endpoint filled in unless given) to the lab's
  * work directory with mode 0600, starts the agent in `role` and waits for "agent ready".
  */
-export async function startLabAgent(topo: Topology, config: AgentConfig, role: NsRole = 'src'): Promise<LabAgent> {
+export async function startLabAgent(topo: AgentHost, config: AgentConfig, role: NsRole = 'src'): Promise<LabAgent> {
   const socket = join(topo.workDir, 'run', 'control.sock');
   const metricsListen = `127.0.0.1:${PORT_MIN + Math.floor(Math.random() * PORT_SPAN)}`;
   const agentSection = {
