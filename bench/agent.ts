@@ -34,7 +34,7 @@ function firstError(agent: Spawned): string {
 const NODE_ARGS = process.env.BENCH_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? [];
 
 /** Starts `node dist/agent/cli.js run --config file` in src and waits for "agent ready". */
-export function agentStarter(t: Topology): StartAgent {
+export function agentStarter(t: Pick<Topology, 'spawn'>): StartAgent {
   return async (file) => {
     const agent = t.spawn('src', process.execPath, [...NODE_ARGS, CLI, 'run', '--config', file], { cwd: REPO });
     try {

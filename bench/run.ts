@@ -20,6 +20,7 @@ import { memoryWithFlows, throughput, type RssResult, type ThroughputResult } fr
 import { formatOffloadCost, offloadCost, type OffloadCost } from './offload-cost.js';
 import { processCpuSeconds } from './cpu-time.js';
 import { formatOverload, overloadKept, type OverloadRow } from './overload.js';
+import { formatInterfacesCost, interfacesCost, type InterfaceCostRow } from './interfaces-cost.js';
 import {
   ANCHOR_EMPTY, ANCHOR_MIRROR, ANCHOR_NONE, ANCHOR_TCPDUMP, formatMemory, formatRates, formatTargets, formatThroughput,
   planeName, type PlaneResult, type RuleEval, type StepResult,
@@ -27,8 +28,8 @@ import {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const QUICK = process.env.BENCH_QUICK === '1';
-/** BENCH_PARTS=rates,throughput,memory,offloads,overload (the default: all) runs only those parts. */
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads,overload').split(','));
+/** BENCH_PARTS=rates,throughput,memory,offloads,overload,interfaces (the default: all) runs only those parts. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'rates,throughput,memory,offloads,overload,interfaces').split(','));
 /** BENCH_SIZES, BENCH_RATES (comma lists) and BENCH_PLANES (e.g. pcap+flow,ebpf) narrow a run for before/after checks. */
 const listEnv = (name: string): number[] | undefined => process.env[name]?.split(',').map(Number);
 const SIZES = listEnv('BENCH_SIZES') ?? (QUICK ? [64, 1500] : [64, 512, 1500]);
@@ -158,6 +159,7 @@ async function main(): Promise<void> {
   let memory: RssResult[] = [];
   let offloads: OffloadCost[] = [];
   let overload: OverloadRow[] = [];
+  let interfaces: InterfaceCostRow[] = [];
   const startAgent = agentStarter(t);
   const unavailable = new Map<string, string>();
   try {
@@ -237,19 +239,21 @@ async function main(): Promise<void> {
   }
   // Its own labs: one with the kernel's default offloads, one without.
   if (PARTS.has('offloads')) offloads = await offloadCost([...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p)));
+  // Its own namespaces too: a veth farm per interface count.
+  if (PARTS.has('interfaces')) interfaces = await interfacesCost([...new Set(PLANES.map((p) => p.plane))].filter((p) => !unavailable.has(p)));
 
   // The code measured: BENCH_COMMIT when run from an exported tree, else the checkout's HEAD.
   const commit = process.env.BENCH_COMMIT ?? (await run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).then((r) => r.stdout.trim(), () => 'unknown'));
   const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', kernel: os.release(), commit, quick: QUICK };
   // bench/ebpf-rules.ts runs first in `make bench` and leaves its numbers here.
   const rules = await readFile(join(REPO, 'bench/results/ebpf-rules.json'), 'utf8').then((j) => JSON.parse(j) as RuleEval, () => null);
-  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatOverload(overload), formatTargets(results, tput, memory, rules)].join('\n');
+  const text = [formatRates(results, RATES.at(-1)!), formatThroughput(tput), formatMemory(memory), formatOffloadCost(offloads), formatOverload(overload), formatInterfacesCost(interfaces), formatTargets(results, tput, memory, rules)].join('\n');
   process.stdout.write(text);
   const outDir = join(REPO, 'bench/results');
   await mkdir(outDir, { recursive: true });
   // A narrowed run does not replace the full table the README quotes.
   const name = process.env.BENCH_OUT ?? (QUICK || NARROWED ? 'partial' : 'latest');
-  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads, overload }, null, 2));
+  await writeFile(join(outDir, `${name}.json`), JSON.stringify({ machine, results, throughput: tput, memory, offloads, overload, interfaces }, null, 2));
   await writeFile(join(outDir, `${name}.md`), `Measured ${machine.date} on ${machine.cpus} × ${machine.cpu}, Linux ${machine.kernel}, commit ${machine.commit}${QUICK ? ' (quick run)' : ''}.\n\n${text}`);
 }
 
