@@ -52,6 +52,8 @@ export class SharedCapture {
   private delivered = new Float64Array(0);
   private dropped = new Float64Array(0);
   private droppedSeen = 0;
+  /** By rules' index: frames at or before this time (µs) were delivered by the previous capture (see resume). */
+  private skipUs = new Float64Array(0);
   /** Compiled directional programs by expression and snap: interfaces with the same filter share one. */
   private programs = new Map<string, Buffer>();
   private covered: readonly CapturedInterface[] = [];
@@ -70,7 +72,7 @@ export class SharedCapture {
         const ifindex = this.ring.frameIfIndex;
         const index = ifindex < this.indexOf.length ? this.indexOf[ifindex]! : UNMAPPED;
         // A frame filtered in before an update() removed its interface: the interface is gone.
-        if (index === UNMAPPED) return;
+        if (index === UNMAPPED || tsUs <= this.skipUs[index]!) return;
         this.delivered[index]! += 1;
         handler(index, buf, caplen, wireLen, tsUs, direction, offload);
       },
@@ -93,8 +95,17 @@ export class SharedCapture {
     return this.ring.blockBytes * this.ring.blockCount;
   }
 
-  resume(skipThroughUs: number): void {
-    this.ring.resume(skipThroughUs);
+  /**
+   * Starts delivering a capture opened paused. Interfaces `previous` covered skip the frames
+   * it delivered (at or before its last time stamp): each frame once across the handover.
+   * Interfaces new in this capture skip nothing (the previous one never had their frames).
+   */
+  resume(previous: SharedCapture | undefined): void {
+    if (previous !== undefined) {
+      const before = new Set(previous.covered.map((c) => c.ifindex));
+      for (const c of this.covered) if (before.has(c.ifindex)) this.skipUs[c.index] = previous.lastTsUs;
+    }
+    this.ring.resume(0);
   }
 
   /** Delivers what the kernel holds now (see PacketRing.drain). */
@@ -151,6 +162,7 @@ export class SharedCapture {
     if (maxIndex >= this.delivered.length) {
       this.delivered = grow(this.delivered, maxIndex + 1);
       this.dropped = grow(this.dropped, maxIndex + 1);
+      this.skipUs = grow(this.skipUs, maxIndex + 1);
     }
   }
 

@@ -10,7 +10,7 @@ import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH } from '../../agent/capture/pack
 import { SharedCapture, type CapturedInterface } from '../../agent/capture/shared-capture.js';
 import { DIR_IN, DIR_OUT } from '../../agent/packet/view.js';
 import { inNetns } from './helpers/netns.js';
-import { sendUdp } from './helpers/udp-pairs.js';
+import { sendUdp, startUdp } from './helpers/udp-pairs.js';
 
 const suffix = randomBytes(2).toString('hex');
 const nsA = `mf-sca-${suffix}`;
@@ -129,5 +129,46 @@ describe('SharedCapture', () => {
     }
     expect(capture.ringBytes).toBe(ring);
     expect(capture.interfaces.map((c) => c.index)).toEqual([1, 2]);
+  });
+
+  it('a paused capture takes over from a running one: a kept interface\'s frames once each, a new one\'s all', async () => {
+    capture.close();
+    const counts = [Array.from({ length: PAIRS }, () => 0), Array.from({ length: PAIRS }, () => 0)];
+    const open = (which: number, interfaces: CapturedInterface[], paused: boolean) => inNetns(nsA, () => new SharedCapture({
+      interfaces, maxSnapLength: MIRROR_SNAP_LENGTH, bufferBytes: 4 << 20, bufferTimeoutMs: 10, paused,
+      onFrame: (index) => {
+        counts[which]![index]! += 1;
+      },
+      onWarning: (msg) => {
+        throw new Error(`unexpected capture warning: ${msg}`);
+      },
+    }));
+    const before = await Promise.all([0, 1, 2].map(stats));
+    const old = open(0, [covered(1, 1, HEADER_SNAP_LENGTH)], false);
+    const steady = startUdp(nsA, [addrB(1)], 100, 2);
+    await new Promise((r) => setTimeout(r, 300));
+    const next = open(1, [covered(1, 1, HEADER_SNAP_LENGTH), covered(2, 2, HEADER_SNAP_LENGTH)], true);
+    const fresh = sendUdp(nsA, [addrB(2)], PINGS, 100);
+    await new Promise((r) => setTimeout(r, 200));
+    await old.drain();
+    old.close();
+    next.resume(old);
+    await fresh;
+    await steady.stop('SIGTERM');
+    let after = await Promise.all([0, 1, 2].map(stats));
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = await Promise.all([0, 1, 2].map(stats));
+      if (JSON.stringify(now) === JSON.stringify(after)) break;
+      after = now;
+    }
+    await next.drain();
+    next.close();
+    const kernel = (k: number) => after[k]!.rx - before[k]!.rx + after[k]!.tx - before[k]!.tx;
+    expect(counts[0]![1]! + counts[1]![1]!).toBe(kernel(1));
+    expect(counts[0]![1]).toBeGreaterThan(0);
+    expect(counts[1]![1]).toBeGreaterThan(0);
+    expect(counts[0]![2]).toBe(0);
+    expect(counts[1]![2]).toBe(kernel(2));
   });
 });
