@@ -3,7 +3,7 @@
 // per-direction program must hold each direction's code unchanged behind the branch.
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { BPF_INSN_LEN, MAX_FILTER_SNAP, compileFilter, directionalProgram } from '../../agent/capture/bpf-filter.js';
+import { BPF_INSN_LEN, MAX_FILTER_SNAP, compileFilter, directionalProgram, interfaceDispatch } from '../../agent/capture/bpf-filter.js';
 
 /** tcpdump -ddd: the instruction count, then "code jt jf k" per line, as our 8-byte sock_filter entries. */
 function tcpdumpProgram(expr: string, snap: number): Buffer {
@@ -66,5 +66,38 @@ describe('directionalProgram', () => {
     expect(insnAt(prog, 5)).toEqual({ code: 0x05, jt: 0, jf: 0, k: out.length / BPF_INSN_LEN });
     expect(prog.subarray(head * BPF_INSN_LEN, head * BPF_INSN_LEN + out.length).equals(out)).toBe(true);
     expect(prog.subarray(head * BPF_INSN_LEN + out.length).equals(inb)).toBe(true);
+  });
+});
+
+describe('interfaceDispatch', () => {
+  const mirrored = directionalProgram('udp', 'tcp', 65_600);
+  const headers = directionalProgram('', '', 256);
+  const program = interfaceDispatch([
+    { ifindex: 7, program: mirrored },
+    { ifindex: 9, program: headers },
+    { ifindex: 12, program: headers },
+  ]);
+  const n = 3;
+  const first = 2 + 2 * n;
+
+  it('loads the ifindex, tests each interface and refuses the rest', () => {
+    expect(insnAt(program, 0)).toEqual({ code: 0x20, jt: 0, jf: 0, k: -0x1000 + 8 });
+    [7, 9, 12].forEach((ifindex, k) => expect(insnAt(program, 1 + 2 * k)).toEqual({ code: 0x15, jt: 0, jf: 1, k: ifindex }));
+    expect(insnAt(program, 1 + 2 * n)).toEqual({ code: 0x06, jt: 0, jf: 0, k: 0 });
+  });
+
+  it('jumps to each interface\'s program, shared programs placed once', () => {
+    expect(program.length).toBe(first * BPF_INSN_LEN + mirrored.length + headers.length);
+    const target = (k: number) => 2 + 2 * k + 1 + insnAt(program, 2 + 2 * k).k;
+    expect(target(0)).toBe(first);
+    expect(target(1)).toBe(first + mirrored.length / BPF_INSN_LEN);
+    expect(target(2)).toBe(target(1));
+    expect(program.subarray(target(0) * BPF_INSN_LEN, target(1) * BPF_INSN_LEN).equals(mirrored)).toBe(true);
+    expect(program.subarray(target(1) * BPF_INSN_LEN).equals(headers)).toBe(true);
+  });
+
+  it('refuses more interfaces than the kernel\'s 4096 instructions hold', () => {
+    const many = Array.from({ length: 2100 }, (_, i) => ({ ifindex: i + 1, program: headers }));
+    expect(() => interfaceDispatch(many)).toThrow(/2100 interfaces need \d+ BPF instructions, the kernel takes at most 4096/);
   });
 });
