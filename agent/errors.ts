@@ -21,6 +21,8 @@ export const ErrorCode = {
   EBPF_OBJECT: 'MF_EBPF_OBJECT',
   /** The config is valid but exceeds what the eBPF plane's maps hold (agent/limits.ts). */
   EBPF_LIMIT: 'MF_EBPF_LIMIT',
+  /** `dataPlane: ebpf` was asked for and the eBPF plane cannot be opened here (the message says why). */
+  EBPF_UNUSABLE: 'MF_EBPF_UNUSABLE',
   /** libbpf refused a call: loading (verifier, permissions), attaching, a map update. */
   LIBBPF: 'MF_LIBBPF',
   /** The eBPF plane's segmenting veth could not be set up (offloads stay on, ip/ethtool failed). */
