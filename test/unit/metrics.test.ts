@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createRegistry, RTT_BUCKETS_SECONDS, type MetricsSource, type RttRecorder, type Sample } from '../../agent/metrics/metrics.js';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { readFileSync } from 'node:fs';
 import { serveMetrics } from '../../agent/metrics/http.js';
 import { Totals } from '../../agent/metrics/totals.js';
 import { matchReasonName } from '../../agent/rules/match.js';
@@ -221,5 +223,26 @@ describe('metrics endpoint under slow and many clients', () => {
     expect(await connectionsOf(server)).toBe(0);
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(res.status).toBe(200);
+  });
+});
+
+describe('docs/metrics.md', () => {
+  /** Every metric the agent defines itself: the registry minus prom-client's process and Node.js metrics. */
+  const agentMetrics = (): string[] => {
+    const defaults = new Registry();
+    collectDefaultMetrics({ register: defaults, prefix: 'mirrorflow_' });
+    const builtIn = new Set(defaults.getMetricsAsArray().map((m) => m.name));
+    return createRegistry(source).registry.getMetricsAsArray().map((m) => m.name).filter((n) => !builtIn.has(n)).sort();
+  };
+  /** Metric names in the first column of the reference's tables. */
+  const documented = (): string[] => {
+    const text = readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
+    return [...text.matchAll(/^\| `(mirrorflow_[a-z_]+)`/gm)].map((m) => m[1]!).sort();
+  };
+
+  it('lists every metric the registry defines, and none it does not', () => {
+    const registry = agentMetrics();
+    expect(registry.length).toBeGreaterThanOrEqual(30);
+    expect(documented()).toEqual(registry);
   });
 });
