@@ -29,6 +29,14 @@ export const ErrorCode = {
   EBPF_SETUP: 'MF_EBPF_SETUP',
   /** A command the agent runs (tc, ip, ethtool) failed; the message has its argv, exit code and stderr. */
   COMMAND_FAILED: 'MF_COMMAND_FAILED',
+  /** A capture file (`mirrorflow replay`, `flows` input) cannot be read or is not a pcap/pcapng of Ethernet frames. */
+  CAPTURE_FILE: 'MF_CAPTURE_FILE',
+  /** Capture on a source interface could not be opened: the interface, the AF_PACKET socket, its ring, or the wake-up. */
+  CAPTURE_OPEN: 'MF_CAPTURE_OPEN',
+  /** The capture prefilter derived from the rules does not compile or is larger than the kernel takes. */
+  CAPTURE_FILTER: 'MF_CAPTURE_FILTER',
+  /** A CLI command cannot learn the agent's control socket from the config; pass --socket. */
+  SOCKET_PATH: 'MF_SOCKET_PATH',
   /** `mirrorflow replay` cannot use its input as given (MAC, interface, directions). */
   REPLAY_INPUT: 'MF_REPLAY_INPUT',
 } as const;
