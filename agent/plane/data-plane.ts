@@ -69,14 +69,31 @@ export interface DataPlane {
 }
 
 /**
- * The end of a generation on either plane: frames still in the rings are read (they belong to
- * it), losses up to the last one go into the windows written next, then capture and outputs close.
+ * What both planes' generations share: the parts, resuming capture, and the end of the
+ * generation (frames still in the rings are read, they belong to it; losses up to the last
+ * one go into the windows written next; then capture and outputs close).
  */
-export async function retireGeneration(gen: PlaneGeneration): Promise<PlaneCounters> {
-  await gen.capture.drain();
-  gen.capture.noteDrops();
-  const final = gen.counters();
-  gen.capture.close();
-  await Promise.all(gen.outputs.map((s) => s.close()));
-  return final;
+export abstract class GenerationParts implements PlaneGeneration {
+  constructor(
+    readonly pipeline: MirrorPipeline,
+    readonly outputs: readonly MirrorOutput[],
+    readonly pathMtus: Map<string, number>,
+    readonly capture: CaptureSet,
+  ) {}
+
+  resume(previous: PlaneGeneration | undefined): void {
+    this.capture.resume(previous?.capture);
+  }
+
+  abstract feedFlow(final: boolean): void;
+  abstract counters(): PlaneCounters;
+
+  async retire(): Promise<PlaneCounters> {
+    await this.capture.drain();
+    this.capture.noteDrops();
+    const final = this.counters();
+    this.capture.close();
+    await Promise.all(this.outputs.map((s) => s.close()));
+    return final;
+  }
 }

@@ -15,7 +15,7 @@ import { pathMtu } from '../mirror/path-mtu.js';
 import { PacketView } from '../packet/view.js';
 import { MirrorPipeline } from '../pipeline.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from '../rules/match.js';
-import { retireGeneration, type DataPlane, type GenerationInput, type PlaneGeneration } from './data-plane.js';
+import { GenerationParts, type DataPlane, type GenerationInput, type PlaneGeneration } from './data-plane.js';
 
 export class EbpfPlane implements DataPlane {
   readonly name = 'ebpf';
@@ -116,17 +116,12 @@ export class EbpfPlane implements DataPlane {
   }
 }
 
-class EbpfGeneration implements PlaneGeneration {
+class EbpfGeneration extends GenerationParts {
   constructor(
     private readonly plane: EbpfPlane,
-    readonly pipeline: MirrorPipeline,
-    readonly outputs: readonly MirrorOutput[],
-    readonly pathMtus: Map<string, number>,
-    readonly capture: CaptureSet,
-  ) {}
-
-  resume(previous: PlaneGeneration | undefined): void {
-    this.capture.resume(previous?.capture);
+    pipeline: MirrorPipeline, outputs: readonly MirrorOutput[], pathMtus: Map<string, number>, capture: CaptureSet,
+  ) {
+    super(pipeline, outputs, pathMtus, capture);
   }
 
   feedFlow(final: boolean): void {
@@ -140,9 +135,5 @@ class EbpfGeneration implements PlaneGeneration {
    */
   counters(): PlaneCounters {
     return { captureDrops: this.capture.dropSamples(), ...outputCounters(this.pipeline.rules.sessions, this.outputs) };
-  }
-
-  retire(): Promise<PlaneCounters> {
-    return retireGeneration(this);
   }
 }

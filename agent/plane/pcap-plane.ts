@@ -1,7 +1,6 @@
 // The user space data plane: an AF_PACKET ring per source interface, the pipeline's matcher
 // and segmenter, and UDP senders (one per session, a SenderPool for a sensor pool).
 import { CaptureSet } from '../capture/capture-set.js';
-import type { Logger } from '../log.js';
 import type { Sample } from '../metrics/metrics.js';
 import { DIRECTION_NAMES, outputCounters, type PlaneCounters } from '../metrics/counters.js';
 import { BudgetBucket, SessionBudget } from '../mirror/budget.js';
@@ -12,7 +11,7 @@ import { VxlanSender } from '../mirror/sender.js';
 import { DIR_IN, DIR_OUT } from '../packet/view.js';
 import { MirrorPipeline, REASON_SLOTS } from '../pipeline.js';
 import { matchReasonName } from '../rules/match.js';
-import { retireGeneration, type DataPlane, type GenerationInput, type PlaneGeneration } from './data-plane.js';
+import { GenerationParts, type DataPlane, type GenerationInput, type PlaneGeneration } from './data-plane.js';
 
 export class PcapPlane implements DataPlane {
   readonly name = 'pcap';
@@ -57,18 +56,7 @@ export class PcapPlane implements DataPlane {
   async close(): Promise<void> {}
 }
 
-class PcapGeneration implements PlaneGeneration {
-  constructor(
-    readonly pipeline: MirrorPipeline,
-    readonly outputs: readonly MirrorOutput[],
-    readonly pathMtus: Map<string, number>,
-    readonly capture: CaptureSet,
-  ) {}
-
-  resume(previous: PlaneGeneration | undefined): void {
-    this.capture.resume(previous?.capture);
-  }
-
+class PcapGeneration extends GenerationParts {
   feedFlow(): void {
     this.capture.noteDrops();
   }
@@ -97,10 +85,6 @@ class PcapGeneration implements PlaneGeneration {
       notMirroredPackets: skipped,
       ...outputCounters(rules.sessions, this.outputs),
     };
-  }
-
-  async retire(): Promise<PlaneCounters> {
-    return retireGeneration(this);
   }
 }
 
