@@ -260,9 +260,7 @@ export class Agent {
     try {
       const flow = this.flowLogs.prepare(config, rules.interfaces);
       const ifStates = await InterfaceWatch.states(rules.interfaces);
-      const mirror = await plane.build({
-        rules, flow, states: ifStates, previous: previous?.plane === plane ? previous.mirror : undefined, log: this.log,
-      });
+      const mirror = await plane.build({ rules, flow, states: ifStates, previous: previous?.mirror, log: this.log });
       return { config, rules, plane, mirror, ifStates, flow };
     } catch (err) {
       // A plane opened for this config alone goes with it.

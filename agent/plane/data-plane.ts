@@ -23,12 +23,19 @@ export interface GenerationInput {
    * capture or attachment until it appears (the interface watch then rebuilds).
    */
   states: ReadonlyMap<string, string>;
-  /** The running generation of the same plane, if any: capture handles it holds open paused. */
+  /**
+   * The running generation (of either plane), if any: interfaces it captures open paused, to
+   * be resumed after its last frame, so a reload (a plane change too) loses or repeats none.
+   */
   previous: PlaneGeneration | undefined;
   log: Logger;
 }
 
-/** One config's mirroring on a plane; replaced as a whole on reload. */
+/**
+ * One config's mirroring on a plane; replaced as a whole on reload. (An interface appearing
+ * or vanishing rebuilds the generation today; attaching or detaching one interface in place
+ * would be a method here, backed by CaptureSet and EbpfDataPlane's per-interface attach.)
+ */
 export interface PlaneGeneration {
   readonly pipeline: MirrorPipeline;
   /** Capture per present source interface (eBPF plane: only those a flow log covers). */
