@@ -19,9 +19,12 @@ import type { DataPlane, PlaneGeneration } from './plane/data-plane.js';
 import { PlaneChooser } from './plane/choose.js';
 import { ErrorCode, MirrorflowError } from './errors.js';
 import { BUILD_INFO } from './version.js';
-import { hostInterfaces } from './config/host-check.js';
+import type { LinkEvent } from './capture/link-watcher.js';
+import { sourcesCover } from './config/sources.js';
+import { isOwnDevice } from './ebpf/device-names.js';
+import { InterfaceSlots } from './rules/interface-slots.js';
 
-/** How often windows are closed, capture drops read and interfaces checked. */
+/** How often windows are closed and capture drops read. */
 const TICK_MS = 1000;
 /** How often the route to each target is read again for its path MTU (MIRRORFLOW_PATH_MTU_CHECK_MS overrides). */
 const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 5000);
@@ -36,8 +39,6 @@ interface Generation {
   plane: DataPlane;
   /** The plane's capture, pipeline and outputs for this config. */
   mirror: PlaneGeneration;
-  /** interfaceState() of each source interface when this generation was built. */
-  ifStates: Map<string, string>;
   /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
   flow: FlowStage | undefined;
 }
@@ -59,6 +60,10 @@ export class Agent {
   private readonly flowLogs: FlowLogs;
   private readonly planes: PlaneChooser;
   private readonly watch: InterfaceWatch;
+  /** Stable interface indexes across rebuilds (the flow stage survives interfaces coming and going). */
+  private readonly slots = new InterfaceSlots(0);
+  /** A rebuild for link events waiting behind the running swap (bursts coalesce into it). */
+  private pendingLinks: Promise<void> | undefined;
   /** Reloads and control edits run one at a time. */
   private swapping: Promise<unknown> = Promise.resolve();
   /** Config reloads (SIGHUP and control edits) by result: ok, refused (invalid), failed (could not apply). */
@@ -98,6 +103,8 @@ export class Agent {
       this.control = await ControlServer.listen({ socketPath, handler: this.controlHandler(), log: this.log });
       this.log.info({ socket: socketPath }, 'control socket listening');
     }
+    // Before the first build: sources resolve against the links it reports.
+    this.watch.start((events) => this.linksChanged(events));
     this.gen = await this.build(doc.config, undefined);
     await this.flowLogs.commit(this.gen.flow);
     this.raw = doc.raw;
@@ -111,7 +118,6 @@ export class Agent {
     const gen = this.gen;
     if (gen?.flow) gen.mirror.feedFlow(false);
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
-    void this.checkInterfaces();
     if (gen) void gen.plane.tick();
     if (Date.now() - this.lastPathMtuCheck >= PATH_MTU_CHECK_MS && gen) {
       this.lastPathMtuCheck = Date.now();
@@ -136,20 +142,33 @@ export class Agent {
   }
 
   /**
-   * A source interface deleted, re-created (new index) or appearing late gets its capture
-   * rebuilt with the running config; a deleted one stops being read until it returns. A
-   * down/up of the same interface is logged and counted only (InterfaceWatch).
+   * A burst of link events (interface-watch.ts coalesces them). Those of interfaces the
+   * running config covers, or could cover (a pattern matching a new or renamed one), are
+   * counted; a down or up only that (capture sockets and TC filters survive it); anything
+   * else rebuilds the generation once with the running config: new interfaces covered,
+   * gone ones detached, the others' indexes and the flow stage kept.
    */
-  private async checkInterfaces(): Promise<void> {
+  private linksChanged(events: readonly LinkEvent[]): void {
     const gen = this.gen;
-    if (!gen) return;
-    const name = await this.watch.check(gen.ifStates);
-    if (name === undefined) return;
-    await this.serialized(async () => {
-      if (this.gen !== gen) return;
-      this.watch.rebuilding(name);
-      await this.swap({ config: gen.config, raw: this.raw });
-    }).catch((err: unknown) => this.log.error({ err, interface: name }, 'reopening capture failed; retrying'));
+    if (!gen || this.stopping) return;
+    const sources = [...gen.config.sessions.map((s) => s.sources), ...gen.config.flowLogs.filter((f) => f.enabled).map((f) => f.sources)];
+    const covered = (name: string) => gen.rules.interfaceIndex(name) >= 0 || sources.some((list) => sourcesCover(list, name, isOwnDevice));
+    let rebuild = false;
+    for (const e of events) {
+      const names = e.kind === 'renamed' ? [e.from, e.link.name] : [e.link.name];
+      const ours = names.filter(covered);
+      if (ours.length === 0) continue;
+      for (const name of ours) this.watch.count(name);
+      if (e.kind === 'down' || e.kind === 'up') this.log.warn({ interface: e.link.name, state: e.kind }, 'source interface went down or up; capture and mirroring carry on');
+      else rebuild = true;
+    }
+    if (!rebuild || this.pendingLinks) return;
+    const pending: Promise<void> = this.serialized(async () => {
+      if (this.pendingLinks === pending) this.pendingLinks = undefined;
+      if (this.stopping || !this.gen) return;
+      await this.swap({ config: this.gen.config, raw: this.raw });
+    }).catch((err: unknown) => this.log.error({ err }, 'following source interfaces failed; the next link event retries'));
+    this.pendingLinks = pending;
   }
 
   /**
@@ -202,6 +221,7 @@ export class Agent {
   async stop(): Promise<{ recordsLost: number }> {
     this.stopping = true;
     clearInterval(this.ticker);
+    this.watch.close();
     await this.swapping.catch(() => undefined);
     await this.control?.close();
     const gen = this.gen;
@@ -240,6 +260,7 @@ export class Agent {
     this.gen = next;
     this.raw = doc.raw;
     if (doc.file) this.loadedFile = doc.file;
+    this.logCoverage(old?.rules, next.rules);
     const keep = configuredSeries(next.rules);
     this.totals.retain(keep);
     this.watch.retain((name) => keep({ interface: name }));
@@ -252,18 +273,33 @@ export class Agent {
     await plane.close();
   }
 
+  /** Says which interfaces a rebuild started and stopped covering (the e2e test and the bench time coverage by it). */
+  private logCoverage(before: RuleSet | undefined, now: RuleSet): void {
+    const live = (rules: RuleSet | undefined) => new Set(rules?.interfaces.filter((_, i) => rules.live[i] === 1) ?? []);
+    const was = live(before);
+    const is = live(now);
+    const added = [...is].filter((n) => !was.has(n));
+    const removed = [...was].filter((n) => !is.has(n));
+    if (added.length > 0) this.log.info({ added, covered: is.size }, 'source interfaces covered');
+    if (removed.length > 0) this.log.info({ removed, covered: is.size }, 'source interfaces no longer covered (gone, or no longer matched)');
+  }
+
   private async build(config: Config, previous: Generation | undefined): Promise<Generation> {
-    // Patterns and `*` cover the interfaces present now (docs/config.md).
-    const rules = compileRules(config, hostInterfaces());
+    // A gone interface's slot waits until its open flows are written (the longest window, then the grace).
+    const windows = config.flowLogs.filter((f) => f.enabled).map((f) => f.window);
+    this.slots.setQuarantine(windows.length === 0 ? 0 : Math.max(...windows) + WINDOW_GRACE_SEC + 1);
+    const nowSec = Math.floor(Date.now() / 1000);
+    // Patterns and `*` cover the interfaces present now (docs/config.md), in stable slots.
+    const rules = compileRules(config, this.watch.present(), (covered) => this.slots.layout(covered, nowSec));
     for (const s of config.sessions) {
       if (s.vniDerived) this.log.info({ session: s.id, vni: s.vni }, 'session has no vni in the config; derived one from its id');
     }
     const plane = await this.planes.choose(config, previous?.plane);
     try {
-      const flow = this.flowLogs.prepare(config, rules.interfaces);
-      const ifStates = await InterfaceWatch.states(rules.interfaces);
-      const mirror = await plane.build({ rules, flow, states: ifStates, previous: previous?.mirror, log: this.log });
-      return { config, rules, plane, mirror, ifStates, flow };
+      const flow = this.flowLogs.prepare(config, rules.interfaces, rules.live);
+      const ifindexes = this.watch.ifindexes(rules.interfaces);
+      const mirror = await plane.build({ rules, flow, ifindexes, previous: previous?.mirror, log: this.log });
+      return { config, rules, plane, mirror, flow };
     } catch (err) {
       // A plane opened for this config alone goes with it.
       if (plane !== previous?.plane) await this.closePlane(plane);
@@ -358,7 +394,7 @@ export class Agent {
   private summary(gen: Generation) {
     return {
       dataPlane: gen.plane.name,
-      interfaces: gen.rules.interfaces,
+      interfaces: gen.rules.interfaces.filter((_, i) => gen.rules.live[i] === 1),
       sessions: gen.rules.sessions.map((s) => ({ id: s.id, vni: s.vni, target: `${s.targetAddress}:${s.targetPort}` })),
     };
   }

@@ -1,113 +1,108 @@
-// One generation's capture: a PacketRing per present source interface, opened paused next to
-// the previous generation's and resumed from its last timestamp, so no frame is lost or seen
-// twice across a reload. Both data planes capture through it (the eBPF plane only for what
-// flow logs need).
+// One generation's capture: every present source interface through one AF_PACKET socket
+// and ring (shared-capture.ts), opened paused next to the previous generation's and resumed
+// after the frames it delivered, so no frame is lost or seen twice across a rebuild. Both
+// data planes capture through it (the eBPF plane only for what flow logs need).
 import type { Logger } from '../log.js';
 import type { Sample } from '../metrics/metrics.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import type { MirrorPipeline } from '../pipeline.js';
 import { prefilterExpression } from '../rules/prefilter.js';
-import { MISSING } from './interface-state.js';
-import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH, PacketRing } from './packet-ring.js';
+import { HEADER_SNAP_LENGTH, MIRROR_SNAP_LENGTH } from './packet-ring.js';
+import { SharedCapture, type CapturedInterface } from './shared-capture.js';
 
-/** Capture ring per interface: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps (docs/capture.md). */
+/** The ring: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps, whatever the interface count (docs/capture.md). */
 const CAPTURE_BUFFER_BYTES = 32 * 1024 * 1024;
 const CAPTURE_TIMEOUT_MS = 10;
 
 export interface CaptureSetOptions {
   pipeline: MirrorPipeline;
-  /** interfaceState() of each source interface when the generation was built. */
-  states: ReadonlyMap<string, string>;
+  /** Kernel ifindex of each source interface present now; a missing one gets no capture until it appears. */
+  ifindexes: ReadonlyMap<string, number>;
   /** True when user space mirrors (pcap plane); false: capture only what flow logs cover. */
   userMirror: boolean;
-  /** The running generation's capture: interfaces it reads open paused (see resume). */
+  /** The running generation's capture: with one, this one opens paused (see resume). */
   previous: CaptureSet | undefined;
   log: Logger;
 }
 
 export class CaptureSet {
-  private readonly rings: PacketRing[] = [];
   /** Capture drops already reported to the flow logs, by ifIndex. */
   private readonly dropsSeen: Float64Array;
 
-  private constructor(private readonly pipeline: MirrorPipeline) {
+  private constructor(private readonly pipeline: MirrorPipeline, private readonly shared?: SharedCapture) {
     this.dropsSeen = new Float64Array(pipeline.rules.interfaces.length);
   }
 
-  /** Opens the capture of every present interface; on failure closes what it opened and throws. */
+  /** Opens the capture of every present interface (none: no socket); throws naming the failure. */
   static open(opts: CaptureSetOptions): CaptureSet {
-    const set = new CaptureSet(opts.pipeline);
-    try {
-      for (const [ifIndex, name] of opts.pipeline.rules.interfaces.entries()) {
-        if (opts.states.get(name) === MISSING) {
-          opts.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
-          continue;
-        }
-        // With the kernel mirroring, user space captures only what flow logs need.
-        if (!opts.userMirror && !(opts.pipeline.flow?.covers(ifIndex) ?? false)) continue;
-        set.rings.push(set.ring(ifIndex, name, opts.userMirror, opts.previous?.has(name) ?? false, opts.log));
+    const { rules, flow } = opts.pipeline;
+    const interfaces: CapturedInterface[] = [];
+    for (const [index, name] of rules.interfaces.entries()) {
+      // A reserved slot of a gone interface captures nothing.
+      if (rules.live[index] === 0) continue;
+      const ifindex = opts.ifindexes.get(name);
+      if (ifindex === undefined) {
+        opts.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
+        continue;
       }
-    } catch (err) {
-      set.close();
-      throw err;
+      // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
+      const allIp = flow?.covers(index) ?? false;
+      // With the kernel mirroring, user space captures only what flow logs need.
+      if (!opts.userMirror && !allIp) continue;
+      // Mirroring needs aggregates whole (their segments are cut from them); flow logs only headers.
+      const mirrored = opts.userMirror && (rules.chains[index * 2]!.length > 0 || rules.chains[index * 2 + 1]!.length > 0);
+      interfaces.push({
+        ifindex, index,
+        filterIn: prefilterExpression(rules, name, DIR_IN, { allIp }),
+        filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp }),
+        snapLength: mirrored ? MIRROR_SNAP_LENGTH : HEADER_SNAP_LENGTH,
+      });
     }
-    return set;
-  }
-
-  private ring(ifIndex: number, name: string, userMirror: boolean, paused: boolean, log: Logger): PacketRing {
-    const { rules, flow } = this.pipeline;
-    // Mirroring needs aggregates whole (their segments are cut from them); flow logs only headers.
-    const mirrored = userMirror && (rules.chains[ifIndex * 2]!.length > 0 || rules.chains[ifIndex * 2 + 1]!.length > 0);
-    // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
-    const allIp = flow?.covers(ifIndex) ?? false;
-    const pipeline = this.pipeline;
-    return new PacketRing({
-      interfaceName: name,
-      filterIn: prefilterExpression(rules, name, DIR_IN, { allIp }),
-      filterOut: prefilterExpression(rules, name, DIR_OUT, { allIp }),
-      snapLength: mirrored ? MIRROR_SNAP_LENGTH : HEADER_SNAP_LENGTH,
+    if (interfaces.length === 0) return new CaptureSet(opts.pipeline);
+    const pipeline = opts.pipeline;
+    return new CaptureSet(opts.pipeline, new SharedCapture({
+      interfaces,
+      maxSnapLength: Math.max(...interfaces.map((c) => c.snapLength)),
       bufferBytes: CAPTURE_BUFFER_BYTES,
       bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
-      paused,
-      onFrame: (buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
-        pipeline.handleFrame(ifIndex, buf, caplen, wireLen, tsUs, direction, offload),
-      onWarning: (msg) => log.warn({ interface: name }, msg),
-    });
+      paused: opts.previous?.shared !== undefined,
+      onFrame: (index, buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
+        pipeline.handleFrame(index, buf, caplen, wireLen, tsUs, direction, offload),
+      onWarning: (msg) => opts.log.warn({ interfaces: interfaces.length }, msg),
+    }));
   }
 
-  has(name: string): boolean {
-    return this.rings.some((r) => r.interfaceName === name);
-  }
-
-  /** Starts delivering, after the last frame `previous` delivered on the same interface. */
+  /** Starts delivering, after the frames `previous` delivered on the interfaces it covered. */
   resume(previous: CaptureSet | undefined): void {
-    const lastTs = new Map(previous?.rings.map((r) => [r.interfaceName, r.lastTsUs]) ?? []);
-    for (const r of this.rings) r.resume(lastTs.get(r.interfaceName) ?? 0);
+    this.shared?.resume(previous?.shared);
   }
 
-  /** Reads every frame the rings hold (before retiring: they belong to this generation). */
+  /** Reads every frame the ring holds (before retiring: they belong to this generation). */
   async drain(): Promise<void> {
-    await Promise.all(this.rings.map((r) => r.drain()));
+    await this.shared?.drain();
   }
 
   /** Frames capture lost since the last call, into the flow logs (SKIPDATA records). */
   noteDrops(): void {
     const flow = this.pipeline.flow;
-    if (!flow) return;
-    for (const r of this.rings) {
-      const i = this.pipeline.rules.interfaceIndex(r.interfaceName);
-      const dropped = r.stats().dropped;
-      flow.noteDrops(i, dropped - this.dropsSeen[i]!);
-      this.dropsSeen[i] = dropped;
+    if (!flow || !this.shared) return;
+    const dropped = this.shared.dropsByIndex();
+    for (const { index } of this.shared.interfaces) {
+      flow.noteDrops(index, dropped[index]! - this.dropsSeen[index]!);
+      this.dropsSeen[index] = dropped[index]!;
     }
   }
 
-  /** mirrorflow_capture_drops_total of this generation's rings. */
+  /** mirrorflow_capture_drops_total of this generation's capture, by interface. */
   dropSamples(): Sample[] {
-    return this.rings.map((r) => [{ interface: r.interfaceName }, r.stats().dropped] as const);
+    if (!this.shared) return [];
+    const dropped = this.shared.dropsByIndex();
+    const names = this.pipeline.rules.interfaces;
+    return this.shared.interfaces.map(({ index }) => [{ interface: names[index]! }, dropped[index]!] as const);
   }
 
+  /** Releases the ring; its last time stamp stays for the next generation's resume(). */
   close(): void {
-    for (const r of this.rings) r.close();
+    this.shared?.close();
   }
 }

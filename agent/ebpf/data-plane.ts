@@ -100,8 +100,6 @@ export class EbpfDataPlane {
   private readonly attached = new Map<string, Attachment>();
   /** Every interface life the programs ran on (a re-created interface has a new ifindex): counters add up over them. */
   private lives: Array<{ name: string; ifindex: number }> = [];
-  /** Interfaces whose packet filter drops are counted (those a flow log covers). */
-  private rejectIfindexes = new Set<number>();
   /** VXLAN device ifindex by target UDP port. */
   private readonly devices = new Map<number, number>();
   /** ifindex of SEG_TX once the pair exists. */
@@ -209,8 +207,7 @@ export class EbpfDataPlane {
       if (slotSession.members!.length > 0) slotSession.healthy = healthOf?.(i) ?? allHealthy(slotSession.members!.length);
     });
     const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget });
-    this.rejectIfindexes = new Set(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
-    this.setRejectInterfaces([...this.rejectIfindexes]);
+    this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
 
     for (const [port, ifindex] of this.devices) {
       if (ports.has(port)) continue;
@@ -223,42 +220,20 @@ export class EbpfDataPlane {
   }
 
   /**
-   * Covers one source interface that appeared (or was re-created) while `rules` are live:
-   * TC programs attached and its chains written into the live slot, in place. No flip:
-   * the sessions' counters and budgets and every other interface's programs carry on.
-   * `rules` must be the live config's, resolved with this interface present.
-   */
-  async addInterface(rules: RuleSet, name: string, ifindex: number, countRejects: boolean): Promise<void> {
-    const pos = rules.interfaceIndex(name);
-    if (pos < 0) throw new Error(`addInterface ${name}: not a source of the rules`);
-    if (this.attached.get(name)?.ifindex !== ifindex) await this.attach(name, ifindex);
-    this.maps.addInterface(this.maps.activeSlot, ifindex, rules, pos);
-    if (countRejects && !this.rejectIfindexes.has(ifindex)) {
-      this.rejectIfindexes.add(ifindex);
-      this.setRejectInterfaces([...this.rejectIfindexes]);
-    }
-  }
-
-  /**
    * Stops covering a source interface (it vanished, or no longer matches): its filters
    * removed if it is still there, its chains and kernel counters forgotten (their metric
-   * series go with it), the state file rewritten.
+   * series go with it, and mf_iface_stats keeps room for new interfaces), the state file
+   * rewritten.
    */
-  async removeInterface(name: string): Promise<void> {
+  private async removeInterface(name: string): Promise<void> {
     const a = this.attached.get(name);
     if (a === undefined) return;
     await detach(a);
     this.attached.delete(name);
     this.maps.removeInterface(a.ifindex);
     this.lives = this.lives.filter((l) => l.name !== name);
-    if (this.rejectIfindexes.delete(a.ifindex)) this.setRejectInterfaces([...this.rejectIfindexes]);
     await this.saveState();
     this.log.info({ interface: name, ifindex: a.ifindex }, 'TC programs detached (interface gone or no longer a source)');
-  }
-
-  /** Names of the interfaces with our programs attached now. */
-  attachedInterfaces(): string[] {
-    return [...this.attached.keys()];
   }
 
   private setRejectInterfaces(ifindexes: number[]): void {

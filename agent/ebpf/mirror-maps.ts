@@ -140,16 +140,6 @@ export class MirrorMaps {
     return next;
   }
 
-  /**
-   * Gives one interface (rules position `pos`, kernel `ifindex`) its chains in a live slot,
-   * in place: an interface that appeared is mirrored without a flip, so session counters,
-   * budgets and the other interfaces' chains carry on. Its sessions are the slot's (the
-   * RuleSet must come from the config the slot was installed from).
-   */
-  addInterface(slot: number, ifindex: number, rules: RuleSet, pos: number): void {
-    this.writeChains(slot, ifindex, rules, pos);
-  }
-
   /** Forgets a vanished interface: its chains in both slots and its counters (the map has room for MF_MAX_IFACES). */
   removeInterface(ifindex: number): void {
     for (const slot of [0, 1]) for (const dir of [DIR_IN, DIR_OUT] as Direction[]) mapDelete(this.chains, encodeChainKey(ifindex, dir, slot));

@@ -43,9 +43,12 @@ export function targetHealth(sessions: readonly CompiledSession[], outputs: read
     (outputs[s.index]!.targets?.() ?? []).map((t) => [{ session: s.id, target: t.target }, t.healthy ? 1 : 0] as const));
 }
 
-/** Whether a series' interface and session labels (where it has them) are still in the config. */
+/**
+ * Whether a series' interface and session labels (where it has them) are still covered: a
+ * gone interface (its slot reserved, rules.live 0) has no series, like one the config dropped.
+ */
 export function configuredSeries(rules: RuleSet): (labels: Record<string, string>) => boolean {
-  const interfaces = new Set(rules.interfaces);
+  const interfaces = new Set(rules.interfaces.filter((_, i) => rules.live[i] === 1));
   const sessions = new Set(rules.sessions.map((s) => s.id));
   return (labels) =>
     (labels.interface === undefined || interfaces.has(labels.interface)) && (labels.session === undefined || sessions.has(labels.session));

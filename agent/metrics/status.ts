@@ -27,7 +27,8 @@ export function agentStatus({ dataPlane, configPath, uptimeSeconds, config, rule
     dataPlane,
     configPath,
     uptimeSeconds,
-    interfaces: rules.interfaces.map((name) => ({
+    // What is covered now: explicit sources (present or awaited) and present pattern matches.
+    interfaces: rules.interfaces.filter((_, i) => rules.live[i] === 1).map((name) => ({
       name,
       capturedIn: total('capturePackets', { interface: name, direction: 'in' }),
       capturedOut: total('capturePackets', { interface: name, direction: 'out' }),

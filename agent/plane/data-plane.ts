@@ -19,10 +19,10 @@ export interface GenerationInput {
   /** Flow logs and TCP analysis (shared with the previous generation when unchanged). */
   flow: FlowStage | undefined;
   /**
-   * interfaceState() of each source interface (rules.interfaces) now: a MISSING one gets no
-   * capture or attachment until it appears (the interface watch then rebuilds).
+   * Kernel ifindex of each source interface (rules.interfaces) present now: a missing one
+   * gets no capture or attachment until it appears (the interface watch then rebuilds).
    */
-  states: ReadonlyMap<string, string>;
+  ifindexes: ReadonlyMap<string, number>;
   /**
    * The running generation (of either plane), if any: interfaces it captures open paused, to
    * be resumed after its last frame, so a reload (a plane change too) loses or repeats none.
@@ -32,13 +32,13 @@ export interface GenerationInput {
 }
 
 /**
- * One config's mirroring on a plane; replaced as a whole on reload. (An interface appearing
- * or vanishing rebuilds the generation today; attaching or detaching one interface in place
- * would be a method here, backed by CaptureSet and EbpfDataPlane's per-interface attach.)
+ * One config's mirroring on a plane; replaced as a whole on reload, and when a burst of link
+ * events changes the interfaces covered (one rebuild per burst; interface indexes and the
+ * flow stage carry over, agent/rules/interface-slots.ts).
  */
 export interface PlaneGeneration {
   readonly pipeline: MirrorPipeline;
-  /** Capture per present source interface (eBPF plane: only those a flow log covers). */
+  /** Capture of the present source interfaces, one socket (eBPF plane: only those a flow log covers). */
   readonly capture: CaptureSet;
   /** By session index: UDP senders (pcap) or views of the kernel's session slots (ebpf). */
   readonly outputs: readonly MirrorOutput[];

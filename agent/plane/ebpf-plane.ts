@@ -36,7 +36,7 @@ export class EbpfPlane implements DataPlane {
     return new EbpfPlane(await EbpfDataPlane.open({ log, stateFile }), log);
   }
 
-  async build({ rules, flow, states, previous, log }: GenerationInput): Promise<PlaneGeneration> {
+  async build({ rules, flow, ifindexes, previous, log }: GenerationInput): Promise<PlaneGeneration> {
     const maps = this.kernel.maps;
     const outputs: MirrorOutput[] = [];
     const pathMtus = new Map<string, number>();
@@ -52,7 +52,7 @@ export class EbpfPlane implements DataPlane {
         if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
       }
       const pipeline = new MirrorPipeline(rules, outputs, flow);
-      capture = CaptureSet.open({ pipeline, states, userMirror: false, previous: previous?.capture, log });
+      capture = CaptureSet.open({ pipeline, ifindexes, userMirror: false, previous: previous?.capture, log });
       const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
       const healthOf = (i: number) => (outputs[i] instanceof KernelPoolOutput ? outputs[i].healthy : undefined);
       if ((await this.kernel.install(rules, rejectInterfaces, healthOf)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');

@@ -1,4 +1,4 @@
-// The user space data plane: an AF_PACKET ring per source interface, the pipeline's matcher
+// The user space data plane: one AF_PACKET ring for every source interface, the pipeline's matcher
 // and segmenter, and UDP senders (one per session, a SenderPool for a sensor pool).
 import { CaptureSet } from '../capture/capture-set.js';
 import type { Sample } from '../metrics/metrics.js';
@@ -16,7 +16,7 @@ import { GenerationParts, type DataPlane, type GenerationInput, type PlaneGenera
 export class PcapPlane implements DataPlane {
   readonly name = 'pcap';
 
-  async build({ rules, flow, states, previous, log }: GenerationInput): Promise<PlaneGeneration> {
+  async build({ rules, flow, ifindexes, previous, log }: GenerationInput): Promise<PlaneGeneration> {
     // One sender per session, so per-session counters stay exact even when targets are shared.
     const outputs: MirrorOutput[] = [];
     const pathMtus = new Map<string, number>();
@@ -34,7 +34,7 @@ export class PcapPlane implements DataPlane {
         log.info({ session: s.id, target, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
       const pipeline = new MirrorPipeline(rules, outputs, flow);
-      const capture = CaptureSet.open({ pipeline, states, userMirror: true, previous: previous?.capture, log });
+      const capture = CaptureSet.open({ pipeline, ifindexes, userMirror: true, previous: previous?.capture, log });
       return new PcapGeneration(pipeline, outputs, pathMtus, capture);
     } catch (err) {
       await Promise.all(outputs.map((s) => s.close()));

@@ -250,8 +250,14 @@ describe('docs/metrics.md', () => {
 });
 
 describe('PlaneTotals (counters across generations and planes)', () => {
-  const rules = (interfaces: string[], sessions: string[]) =>
-    ({ interfaces, sessions: sessions.map((id) => ({ id })) }) as unknown as RuleSet;
+  const rules = (interfaces: string[], sessions: string[], live = new Uint8Array(interfaces.length).fill(1)) =>
+    ({ interfaces, live, sessions: sessions.map((id) => ({ id })) }) as unknown as RuleSet;
+
+  it('keeps no series of a gone interface whose slot is still reserved', () => {
+    const keep = configuredSeries(rules(['eth0', 'cali1'], [], Uint8Array.from([1, 0])));
+    expect(keep({ interface: 'eth0' })).toBe(true);
+    expect(keep({ interface: 'cali1' })).toBe(false);
+  });
 
   it('adds retired generations, a closed plane and the live snapshots, per series', () => {
     const totals = new PlaneTotals();
