@@ -134,8 +134,10 @@ export class EbpfDataPlane {
       log.warn({ interface: a.name }, 'removed TC filters left by a previous run');
     }
     // Without the state file (lost with /run, or another agent's), our filters are still
-    // recognisable by handle, priority and program name: remove any that remain.
-    for (const name of await readdir('/sys/class/net')) {
+    // recognisable by handle, priority and program name: remove any that remain. Only
+    // interfaces with a clsact qdisc can hold one (one `tc qdisc show` for all, not two
+    // `tc filter show` per interface: a node with 200 pod interfaces starts seconds sooner).
+    for (const name of await clsactInterfaces()) {
       const ifindex = await ifindexOf(name);
       if (ifindex === undefined) continue;
       const hooks = [['ingress', TC_INGRESS], ['egress', TC_EGRESS]] as const;
@@ -170,6 +172,7 @@ export class EbpfDataPlane {
     for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
 
     const ifindexes = new Map<string, number>();
+    const fresh: Array<{ name: string; ifindex: number }> = [];
     for (const [pos, name] of rules.interfaces.entries()) {
       // A reserved slot of a gone interface (or one no longer covered) gets no programs.
       if (rules.live[pos] === 0) continue;
@@ -180,12 +183,12 @@ export class EbpfDataPlane {
       }
       ifindexes.set(name, ifindex);
       const known = this.attached.get(name);
-      if (known?.ifindex !== ifindex) await this.attach(name, ifindex);
+      if (known?.ifindex !== ifindex) fresh.push({ name, ifindex });
     }
     for (const [name, a] of this.attached) {
       if (!ifindexes.has(name)) await this.removeInterface(name);
     }
-    await this.saveState();
+    await this.attach(fresh);
 
     const sessions: SlotSession[] = [];
     for (const s of rules.sessions) {
@@ -222,8 +225,8 @@ export class EbpfDataPlane {
   /**
    * Stops covering a source interface (it vanished, or no longer matches): its filters
    * removed if it is still there, its chains and kernel counters forgotten (their metric
-   * series go with it, and mf_iface_stats keeps room for new interfaces), the state file
-   * rewritten.
+   * series go with it, and mf_iface_stats keeps room for new interfaces). install() writes
+   * the state file after the batch (a stale entry is harmless: recovery checks the ifindex).
    */
   private async removeInterface(name: string): Promise<void> {
     const a = this.attached.get(name);
@@ -232,7 +235,6 @@ export class EbpfDataPlane {
     this.attached.delete(name);
     this.maps.removeInterface(a.ifindex);
     this.lives = this.lives.filter((l) => l.name !== name);
-    await this.saveState();
     this.log.info({ interface: name, ifindex: a.ifindex }, 'TC programs detached (interface gone or no longer a source)');
   }
 
@@ -338,16 +340,22 @@ export class EbpfDataPlane {
     return (await ifindexOf(SEG_TX))!;
   }
 
-  private async attach(name: string, ifindex: number): Promise<void> {
-    const createdQdisc = tcHookCreate(ifindex);
-    const a: Attachment = { name, ifindex, createdQdisc };
-    this.attached.set(name, a);
-    if (!this.lives.some((l) => l.ifindex === ifindex && l.name === name)) this.lives.push({ name, ifindex });
-    // On record before the filters exist: a crash between the two leaves nothing unknown.
+  /**
+   * Attaches the programs to these interfaces. The state file is written once for the whole
+   * batch (200 interfaces at start-up: one write, not 200), after the clsact hooks exist and
+   * before any filter does: a crash between the two leaves nothing unknown.
+   */
+  private async attach(interfaces: ReadonlyArray<{ name: string; ifindex: number }>): Promise<void> {
+    for (const { name, ifindex } of interfaces) {
+      this.attached.set(name, { name, ifindex, createdQdisc: tcHookCreate(ifindex) });
+      if (!this.lives.some((l) => l.ifindex === ifindex && l.name === name)) this.lives.push({ name, ifindex });
+    }
     await this.saveState();
-    tcAttach(ifindex, TC_INGRESS, this.maps.ingressFd, TC_HANDLE, TC_PRIORITY);
-    tcAttach(ifindex, TC_EGRESS, this.maps.egressFd, TC_HANDLE, TC_PRIORITY);
-    this.log.info({ interface: name, ifindex }, 'TC programs attached (clsact ingress and egress)');
+    for (const { name, ifindex } of interfaces) {
+      tcAttach(ifindex, TC_INGRESS, this.maps.ingressFd, TC_HANDLE, TC_PRIORITY);
+      tcAttach(ifindex, TC_EGRESS, this.maps.egressFd, TC_HANDLE, TC_PRIORITY);
+      this.log.info({ interface: name, ifindex }, 'TC programs attached (clsact ingress and egress)');
+    }
   }
 
   private async saveState(): Promise<void> {
@@ -385,6 +393,17 @@ async function segmentationFeaturesOn(name: string): Promise<string[]> {
   const { stdout } = await run('ethtool', ['-k', name]);
   const watched = /^\s*(tx-checksum-ip-generic|tx-tcp6?-segmentation|tx-tcp-(ecn|mangleid)-segmentation|tx-udp-segmentation|tx-gso-list|tx-sctp-segmentation): on/;
   return stdout.split('\n').filter((l) => watched.test(l)).map((l) => l.trim());
+}
+
+/** Interfaces with a clsact qdisc (where TC filters of ours could be); every one when `tc` cannot say. */
+async function clsactInterfaces(): Promise<string[]> {
+  try {
+    const { stdout } = await run('tc', ['-j', 'qdisc', 'show']);
+    const qdiscs = JSON.parse(stdout || '[]') as Array<{ kind?: string; dev?: string }>;
+    return [...new Set(qdiscs.filter((q) => q.kind === 'clsact' && q.dev !== undefined).map((q) => q.dev!))];
+  } catch {
+    return readdir('/sys/class/net');
+  }
 }
 
 async function ourDevices(): Promise<string[]> {
