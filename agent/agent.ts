@@ -153,14 +153,20 @@ export class Agent {
     if (!gen || this.stopping) return;
     const sources = [...gen.config.sessions.map((s) => s.sources), ...gen.config.flowLogs.filter((f) => f.enabled).map((f) => f.sources)];
     const covered = (name: string) => gen.rules.interfaceIndex(name) >= 0 || sources.some((list) => sourcesCover(list, name, isOwnDevice));
+    const named = new Set(sources.flat());
     let rebuild = false;
     for (const e of events) {
       const names = e.kind === 'renamed' ? [e.from, e.link.name] : [e.link.name];
       const ours = names.filter(covered);
       if (ours.length === 0) continue;
       for (const name of ours) this.watch.count(name);
-      if (e.kind === 'down' || e.kind === 'up') this.log.warn({ interface: e.link.name, state: e.kind }, 'source interface went down or up; capture and mirroring carry on');
-      else rebuild = true;
+      const flap = e.kind === 'down' || e.kind === 'up';
+      rebuild ||= !flap;
+      // An interface named in the config is worth a warning; pods matched by a pattern come and go all day.
+      const level = ours.some((n) => named.has(n)) ? 'warn' : 'info';
+      const from = e.kind === 'renamed' ? { from: e.from } : {};
+      this.log[level]({ interface: e.link.name, change: e.kind, ...from },
+        flap ? 'source interface changed (down or up); capture and mirroring carry on' : `source interface changed (${e.kind}); following it`);
     }
     if (!rebuild || this.pendingLinks) return;
     const pending: Promise<void> = this.serialized(async () => {
