@@ -30,6 +30,9 @@ const TICK_MS = 1000;
 const PATH_MTU_CHECK_MS = Number(process.env.MIRRORFLOW_PATH_MTU_CHECK_MS ?? 5000);
 /** A window is written this long after it ends, so frames still in the capture ring land in it. */
 const WINDOW_GRACE_SEC = 1;
+/** Departures rebuild once no other came for this long, or at the latest GONE_MAX_WAIT_MS after the first. */
+const GONE_SETTLE_MS = 500;
+const GONE_MAX_WAIT_MS = 5000;
 
 /** Everything built from one config: replaced as a whole on reload. */
 interface Generation {
@@ -64,6 +67,9 @@ export class Agent {
   private readonly slots = new InterfaceSlots(0);
   /** A rebuild for link events waiting behind the running swap (bursts coalesce into it). */
   private pendingLinks: Promise<void> | undefined;
+  /** Interfaces that went wait for the end of their burst (GONE_SETTLE_MS), since goneSince. */
+  private goneTimer: NodeJS.Timeout | undefined;
+  private goneSince = 0;
   /** Reloads and control edits run one at a time. */
   private swapping: Promise<unknown> = Promise.resolve();
   /** Config reloads (SIGHUP and control edits) by result: ok, refused (invalid), failed (could not apply). */
@@ -155,6 +161,7 @@ export class Agent {
     const covered = (name: string) => gen.rules.interfaceIndex(name) >= 0 || sources.some((list) => sourcesCover(list, name, isOwnDevice));
     const named = new Set(sources.flat());
     let rebuild = false;
+    let arrived = false;
     for (const e of events) {
       const names = e.kind === 'renamed' ? [e.from, e.link.name] : [e.link.name];
       const ours = names.filter(covered);
@@ -162,13 +169,37 @@ export class Agent {
       for (const name of ours) this.watch.count(name);
       const flap = e.kind === 'down' || e.kind === 'up';
       rebuild ||= !flap;
+      arrived ||= e.kind === 'appeared' || e.kind === 'renamed';
       // An interface named in the config is worth a warning; pods matched by a pattern come and go all day.
       const level = ours.some((n) => named.has(n)) ? 'warn' : 'info';
       const from = e.kind === 'renamed' ? { from: e.from } : {};
       this.log[level]({ interface: e.link.name, change: e.kind, ...from },
         flap ? 'source interface changed (down or up); capture and mirroring carry on' : `source interface changed (${e.kind}); following it`);
     }
-    if (!rebuild || this.pendingLinks) return;
+    if (!rebuild) return;
+    if (arrived) {
+      // New interfaces are covered at once (within a second, docs/config.md); pending departures ride along.
+      clearTimeout(this.goneTimer);
+      this.goneTimer = undefined;
+      this.rebuildForLinks();
+      return;
+    }
+    // Only departures: a gone interface sends nothing more, so there is no hurry, and a
+    // deletion burst trickles in over a second or more (`ip link del` waits for the network
+    // to quiesce per device): wait for it to end, then rebuild once.
+    if (this.goneTimer === undefined) this.goneSince = Date.now();
+    else clearTimeout(this.goneTimer);
+    const wait = Math.max(0, Math.min(GONE_SETTLE_MS, this.goneSince + GONE_MAX_WAIT_MS - Date.now()));
+    this.goneTimer = setTimeout(() => {
+      this.goneTimer = undefined;
+      this.rebuildForLinks();
+    }, wait);
+    this.goneTimer.unref();
+  }
+
+  /** One rebuild with the running config, queued behind a running swap; requests while one waits join it. */
+  private rebuildForLinks(): void {
+    if (this.pendingLinks || this.stopping) return;
     const pending: Promise<void> = this.serialized(async () => {
       if (this.pendingLinks === pending) this.pendingLinks = undefined;
       if (this.stopping || !this.gen) return;
@@ -227,6 +258,7 @@ export class Agent {
   async stop(): Promise<{ recordsLost: number }> {
     this.stopping = true;
     clearInterval(this.ticker);
+    clearTimeout(this.goneTimer);
     this.watch.close();
     await this.swapping.catch(() => undefined);
     await this.control?.close();

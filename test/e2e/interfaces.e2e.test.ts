@@ -26,6 +26,7 @@ const TIMEOUT_MS = 180_000;
 /** Traffic runs this long before and after the churn. */
 const RUN_MS = 2000;
 const COVERED = /"msg":"source interfaces covered"/;
+const UNCOVERED = /"msg":"source interfaces no longer covered/;
 
 const farms: VethFarm[] = [];
 afterAll(async () => {
@@ -109,6 +110,14 @@ describe.each(['pcap', 'ebpf'] as const)('%s plane: interfaces coming and going 
       }
       const latency = fresh.map((p) => (coveredAt.get(p.name) ?? Infinity) - createdAt);
       expect(Math.max(...latency), `coverage latencies ${latency.join(',')}`).toBeLessThan(1000);
+      // Bursts coalesce: the 50 deletions and the 50 creations took a handful of rebuilds, not one each.
+      const rebuildsFor = (re: RegExp, key: 'added' | 'removed', names: FarmPair[]) => agent.proc.lines.stdout
+        .filter((l) => re.test(l))
+        .filter((l) => (JSON.parse(l) as Record<string, string[]>)[key]!.some((n) => names.some((p) => p.name === n))).length;
+      const rebuilds = { created: rebuildsFor(COVERED, 'added', fresh), deleted: rebuildsFor(UNCOVERED, 'removed', gone) };
+      process.stdout.write(`${plane}: ${CHURN} created covered after ${Math.min(...latency)}..${Math.max(...latency)} ms; rebuilds ${JSON.stringify(rebuilds)}\n`);
+      expect(rebuilds.created).toBeLessThanOrEqual(CHURN / 10);
+      expect(rebuilds.deleted).toBeLessThanOrEqual(CHURN / 10);
 
       const live = new Set((await status()).interfaces.map((i) => i.name));
       for (const p of [...kept, ...fresh]) expect(live.has(p.name), p.name).toBe(true);
