@@ -1,7 +1,9 @@
 // The live VXLAN sender on real kernel sockets (loopback of the test's own namespace): what
 // it counts as sent arrives, in order per flow, across batches larger than one sendmmsg
-// arena; the source port is stable per flow and inside 49152..65535; a closed target port
-// shows up as ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
+// arena; the source port is the flow's symmetric port (flowSourcePort, the same for both
+// directions); the kernel's UDP stack accepts the datagrams (over IPv6 only with the right
+// checksum, which the raw socket has the kernel fill in); a closed target port shows up as
+// ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
 import dgram from 'node:dgram';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,7 +13,7 @@ import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { VxlanSender } from '../../agent/mirror/sender.js';
 import { BudgetBucket, SessionBudget } from '../../agent/mirror/budget.js';
-import { SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
+import { flowSourcePort, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
 
 const logger = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
 const VNI = 0x123456;
@@ -79,8 +81,13 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
       expect(g.seq).toBeGreaterThan(lastSeq.get(g.flow) ?? -1);
       lastSeq.set(g.flow, g.seq);
     }
-    // Forty flows over sixteen sockets: the hash spreads them.
-    expect(new Set(portOfFlow.values()).size).toBeGreaterThan(4);
+    // Each flow's port is its symmetric port: the reply direction's frame maps to it too.
+    for (const [flow, port] of portOfFlow) {
+      expect(port, `flow ${flow}`).toBe(flowSourcePort(viewOf(frame(src, dst, flow, 0))));
+      const reply = buildPacket({ src: dst, dst: src, proto: 'udp', srcPort: 53, dstPort: 10_000 + flow, payload: Buffer.alloc(FRAME_PAYLOAD) });
+      expect(flowSourcePort(viewOf(reply)), `reply of flow ${flow}`).toBe(port);
+    }
+    expect(new Set(portOfFlow.values()).size).toBeGreaterThan(FLOWS / 2);
   });
 
   it('with a budget of 1000 pps, a burst of 3000 copies sends the bucket\'s 100 (plus the refill while it runs) and counts the rest as shed', async () => {
@@ -114,11 +121,11 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     probe.close();
     const lines: string[] = [];
     const logged = pino({ level: 'warn' }, new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
-    const sender = await VxlanSender.open({ address: target, port: closedPort, family, pathMtu: 1500, logger: logged, poolSize: 1 });
+    const sender = await VxlanSender.open({ address: target, port: closedPort, family, pathMtu: 1500, logger: logged });
     open.push(sender);
     const view = viewOf(frame(src, dst, 1, 1));
     const deadline = Date.now() + 10_000;
-    // Each ICMP error surfaces on the next send; loopback answers the first copies at once.
+    // Loopback answers the first copies at once; the sender reads the error queue after its sends.
     while (sender.sendErrors === 0 && Date.now() < deadline) {
       sender.send(view, VNI, 8500);
       await new Promise((r) => setTimeout(r, 5));
