@@ -1,5 +1,6 @@
 // Live VXLAN sender for one target: one raw UDP socket (udp-socket.ts) connected to it. The
-// agent writes the outer UDP header, so each copy's source port is its flow's symmetric
+// agent writes the outer UDP header (and over IPv4 the IP header's template, which the
+// kernel completes), so each copy's source port is its flow's symmetric
 // port (flowSourcePort, SPEC §3): both directions of a connection, the eBPF plane and
 // `replay` put the same port on the wire. The connected socket gets the kernel's route and
 // source address, and IP_RECVERR reports ICMP errors about the copies (ECONNREFUSED from
@@ -8,7 +9,7 @@
 // Copies are batched: send() writes the UDP and VXLAN headers and the inner frame into an
 // off-heap arena, and the batch goes to the kernel with one sendmmsg when the capture
 // callback yields (setImmediate) or the arena fills. Nothing queues beyond the arena: a
-// local queue that stays full drops the rest of the batch, counted.
+// send buffer that stays full drops the rest of the batch, counted.
 import type { PacketView } from '../packet/view.js';
 import type { Logger } from '../log.js';
 import type { MirrorOutput } from './output.js';
@@ -16,7 +17,7 @@ import { flowSourcePort } from './flow-hash.js';
 import { frameLimit, UDP_HEADER_LEN, VXLAN_HEADER_LEN, writeOuterUdpHeader, writeVxlanHeader } from './vxlan.js';
 import { NativeMemory } from '../native-memory.js';
 import type { SessionBudget } from './budget.js';
-import { EAGAIN, EINTR, ENOBUFS, errnoText, MessageVector, RawUdpSocket, socketAddress } from './udp-socket.js';
+import { EAGAIN, EINTR, ENOBUFS, errnoText, ipv4HeaderTemplate, MessageVector, RawUdpSocket, socketAddress } from './udp-socket.js';
 
 export interface VxlanSenderOptions {
   address: string;
@@ -47,6 +48,10 @@ export class VxlanSender implements MirrorOutput {
   sendErrors = 0;
   dropped = 0;
   private socket: RawUdpSocket | undefined;
+  /** IPv4: the header template written before each copy's UDP header. */
+  private readonly ipv4Header: Uint32Array;
+  /** IP header bytes written per copy (20 over IPv4, 0 over IPv6), then UDP and VXLAN. */
+  private headersLength = OUTER_HEADERS_LEN;
   private connected = false;
   private readonly target: Buffer;
   private readonly arena = new NativeMemory(ARENA_BYTES);
@@ -72,6 +77,7 @@ export class VxlanSender implements MirrorOutput {
   private constructor(private readonly opts: VxlanSenderOptions) {
     // A raw socket has no ports: the destination port goes into each UDP header.
     this.target = socketAddress(opts.family, opts.address, 0);
+    this.ipv4Header = opts.family === 4 ? ipv4HeaderTemplate(opts.address) : new Uint32Array(0);
     this.pathMtu = opts.pathMtu;
   }
 
@@ -79,6 +85,7 @@ export class VxlanSender implements MirrorOutput {
     const sender = new VxlanSender(opts);
     try {
       sender.socket = RawUdpSocket.open(opts.family, SEND_BUFFER_BYTES);
+      sender.headersLength = sender.socket.ipHeaderLength + OUTER_HEADERS_LEN;
     } catch (err) {
       await sender.close();
       throw err;
@@ -101,19 +108,22 @@ export class VxlanSender implements MirrorOutput {
     const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
     // Shed before any work is done for the copy: production traffic wins.
     if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, performance.now() * NS_PER_MS)) return false;
-    const size = OUTER_HEADERS_LEN + len;
+    const size = this.headersLength + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;
-    const at = this.used;
+    const start = this.used;
     const out = this.arena.view;
+    let at = start;
+    const ip = this.ipv4Header;
+    for (let w = 0; w < ip.length; w++, at += 4) out.writeUInt32BE(ip[w]!, at);
     writeOuterUdpHeader(out, at, flowSourcePort(view), this.opts.port, len);
     writeVxlanHeader(out, at + UDP_HEADER_LEN, vni);
     view.buf.copy(out, at + OUTER_HEADERS_LEN, 0, len);
-    this.vector.set(this.count, this.arena.address + at, size);
+    this.vector.set(this.count, this.arena.address + start, size);
     this.lengthOf[this.count] = size;
     this.count++;
     // 8-byte aligned copies.
-    this.used = (at + size + 7) & ~7;
+    this.used = (start + size + 7) & ~7;
     if (!this.flushPending) {
       this.flushPending = true;
       setImmediate(this.flushSoon);
@@ -138,13 +148,17 @@ export class VxlanSender implements MirrorOutput {
   /**
    * sendmmsg stops at the first message that fails and reports the errno only when that
    * message came first, so after a partial send the failing message is tried again at the
-   * head of the next call. A failure loses its message, counted with its errno, except:
-   * EAGAIN drops the rest of the batch (counted as dropped), and a second ENOBUFS in a row
-   * (the local queue stays full, not one qdisc drop) counts the rest as errors rather than
-   * trying each copy on its own. Queued ICMP errors are read first on any failure.
+   * head of the next call. A send buffer that is full drops the rest of the batch as
+   * back-pressure (counted) rather than trying copy by copy: EAGAIN over IPv4 (IP_HDRINCL
+   * allocates like a UDP socket), ENOBUFS over IPv6, where a qdisc drop is ENOBUFS too, so
+   * there it takes a second one in a row. A pending ICMP error (the IPv4 socket can report it on
+   * the next send too; IP_RECVERR has queued it, one entry per ICMP message) fails a send
+   * without sending it: queued errors are counted and that message is tried once more.
+   * Any other failure loses its message, counted with its errno.
    */
   private sendRun(socket: RawUdpSocket, end: number): void {
     let k = 0;
+    let retried = -1;
     let lastErrno = 0;
     while (k < end) {
       const r = socket.sendBatch(this.vector, k, end - k);
@@ -155,30 +169,34 @@ export class VxlanSender implements MirrorOutput {
         continue;
       }
       if (r === -EINTR) continue;
-      this.readErrorQueue(socket);
-      if (r === -EAGAIN) {
+      const queued = this.readErrorQueue(socket);
+      if (r === -EAGAIN || (r === -ENOBUFS && lastErrno === ENOBUFS)) {
         this.dropped += end - k;
         return;
       }
-      const lost = r === -ENOBUFS && lastErrno === ENOBUFS ? end - k : 1;
-      this.failed(errnoText(-r), lost);
-      k += lost;
       lastErrno = -r;
+      if (queued > 0 && retried !== k) {
+        retried = k;
+        continue;
+      }
+      if (queued === 0) this.failed(errnoText(-r));
+      k++;
     }
   }
 
-  /** Counts what IP_RECVERR queued: each entry is a copy lost beyond this host. */
-  private readErrorQueue(socket: RawUdpSocket): void {
+  /** Counts what IP_RECVERR queued (each entry a copy lost beyond this host); returns how many. */
+  private readErrorQueue(socket: RawUdpSocket): number {
     const queued = socket.drainErrorQueue();
     if (queued > 0) this.failed(errnoText(socket.queuedErrno), queued);
+    return queued;
   }
 
-  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the UDP and VXLAN headers). */
+  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the outer headers). */
   private countSent(first: number, n: number): void {
     let bytes = 0;
     for (let k = first; k < first + n; k++) bytes += this.lengthOf[k]!;
     this.packets += n;
-    this.bytes += bytes - n * OUTER_HEADERS_LEN;
+    this.bytes += bytes - n * this.headersLength;
   }
 
   /** Copies from now on are cut to fit `mtu` (the route to the target changed). */
