@@ -67,7 +67,7 @@ describe('one symmetric outer source port per flow in both planes and replay (ro
     const traffic = await startCapture(t, 'src', t.srcIf, trafficFile, ['tcp', 'port', String(POOL_TCP_PORT), 'or', 'udp', 'port', String(POOL_UDP_PORT)]);
     await drivePoolTraffic(t, 'src', TCP_CONNECTIONS, UDP_FLOWS);
     await drivePoolTraffic(t, 'dst', TCP_CONNECTIONS, UDP_FLOWS);
-    // Both agents' copies of the marker: every copy of the traffic before it is on the wire.
+    // Every copy both agents made of the marker flow: all their copies before it are on the wire.
     await markTraffic(t, copies, undefined, PLANES.length);
     await copies.stop();
     await traffic.stop();
