@@ -35,7 +35,7 @@ const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 const BATCH_MESSAGES = 1024;
 const ARENA_BYTES = 1024 * 1024;
 const RECONNECT_MS = 1000;
-/** How often the ICMP error queue is read when no send failed (a raw socket's sends do not fail on it). */
+/** How often the ICMP error queue is read when no send failed (the IPv6 raw socket's sends never fail on it). */
 const ERROR_QUEUE_POLL_MS = 50;
 const OUTER_HEADERS_LEN = UDP_HEADER_LEN + VXLAN_HEADER_LEN;
 const ERROR_LOG_INTERVAL_MS = 10_000;
