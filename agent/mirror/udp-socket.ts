@@ -159,8 +159,9 @@ export class RawUdpSocket {
       if (family === 4) setOption(fd, SOL_IP, IP_HDRINCL, int32(1), 'IP_HDRINCL');
       else setOption(fd, SOL_IPV6, IPV6_CHECKSUM, int32(UDP_CHECKSUM_OFFSET), 'IPV6_CHECKSUM');
       setOption(fd, SOL_SOCKET, SO_SNDBUF, int32(sendBufferBytes), 'SO_SNDBUF');
-      // A raw UDP socket is handed a clone of every UDP datagram the host receives from its
-      // peer (loopback: our own copies). The filter drops them all before they are queued;
+      // A raw UDP socket is handed a clone of every UDP datagram the host receives (once
+      // connected, those from its peer; on loopback our own copies). The filter, attached
+      // before the connect, drops them all before they are queued;
       // the small receive buffer bounds the ICMP error queue, which the filter does not see.
       attachDropAllFilter(fd);
       setOption(fd, SOL_SOCKET, SO_RCVBUF, int32(RECEIVE_BUFFER_BYTES), 'SO_RCVBUF');
