@@ -153,7 +153,8 @@ export class VxlanSender implements MirrorOutput {
    * allocates like a UDP socket), ENOBUFS over IPv6, where a qdisc drop is ENOBUFS too, so
    * there it takes a second one in a row. A pending ICMP error (the IPv4 socket can report it on
    * the next send too; IP_RECVERR has queued it, one entry per ICMP message) fails a send
-   * without sending it: queued errors are counted and that message is tried once more.
+   * without sending it: queued errors about our copies are counted and that message is
+   * tried once more.
    * Any other failure loses its message, counted with its errno.
    */
   private sendRun(socket: RawUdpSocket, end: number): void {
@@ -184,10 +185,13 @@ export class VxlanSender implements MirrorOutput {
     }
   }
 
-  /** Counts what IP_RECVERR queued (each entry a copy lost beyond this host); returns how many. */
+  /**
+   * Counts what IP_RECVERR queued about our copies (each entry a copy lost beyond this
+   * host); returns how many entries were read, ours or not (any of them can fail a send).
+   */
   private readErrorQueue(socket: RawUdpSocket): number {
-    const queued = socket.drainErrorQueue();
-    if (queued > 0) this.failed(errnoText(socket.queuedErrno), queued);
+    const queued = socket.drainErrorQueue(this.opts.port);
+    if (socket.queuedOurs > 0) this.failed(errnoText(socket.queuedErrno), socket.queuedOurs);
     return queued;
   }
 

@@ -133,8 +133,10 @@ export class RawUdpSocket {
   private fd: number;
   /** One msghdr, its iovec, a data buffer and a control buffer, for reading the error queue. */
   private readonly errMsg = new NativeMemory(ERR_CONTROL_AT + ERR_CONTROL_LEN);
-  /** errno (sock_extended_err.ee_errno) of the last entry drainErrorQueue() read. */
+  /** errno (sock_extended_err.ee_errno) of the last entry about our datagrams drainErrorQueue() read. */
   queuedErrno = 0;
+  /** Entries of the last drainErrorQueue() about our datagrams (UDP to the target's port). */
+  queuedOurs = 0;
 
   /** Bytes of IP header the caller writes before the UDP header: 20 (IPv4), 0 (IPv6). */
   readonly ipHeaderLength: number;
@@ -185,14 +187,23 @@ export class RawUdpSocket {
 
   /**
    * Reads what IP_RECVERR queued (ICMP errors from the path or the target, one entry per
-   * error) and returns how many; queuedErrno holds the last one's errno.
+   * error) and returns how many. The kernel queues an ICMP error on every raw UDP socket
+   * whose addresses match the quoted packet, so other UDP traffic of this host to the
+   * target (port 9 in the bench) draws entries too: queuedOurs counts those whose quoted UDP
+   * header goes to `targetPort`, queuedErrno holds the last one's errno.
    */
-  drainErrorQueue(): number {
+  drainErrorQueue(targetPort: number): number {
     const v = this.errMsg.view;
     let entries = 0;
+    this.queuedOurs = 0;
     for (; entries < ERROR_QUEUE_READS; entries++) {
       v.writeUIntLE(ERR_CONTROL_LEN, MSGHDR_CONTROLLEN, 6);
-      if (Number(sys.recvmsg(this.fd, this.errMsg.address, MSG_ERRQUEUE | MSG_DONTWAIT)) < 0) break;
+      const quoted = Number(sys.recvmsg(this.fd, this.errMsg.address, MSG_ERRQUEUE | MSG_DONTWAIT));
+      if (quoted < 0) break;
+      // The data is the quoted datagram: from its IPv4 header (IP_HDRINCL), else from its UDP header.
+      const udp = ERR_DATA_AT + (this.ipHeaderLength > 0 ? (v[ERR_DATA_AT]! & 0x0f) * 4 : 0);
+      if (quoted < udp - ERR_DATA_AT + 4 || v.readUInt16BE(udp + 2) !== targetPort) continue;
+      this.queuedOurs++;
       // The first cmsg is IP_RECVERR/IPV6_RECVERR: a 16-byte cmsghdr, then sock_extended_err.
       if (v.readUInt32LE(MSGHDR_CONTROLLEN) >= CMSG_HEADER_LEN + 4) this.queuedErrno = v.readUInt32LE(ERR_CONTROL_AT + CMSG_HEADER_LEN);
     }

@@ -5,6 +5,7 @@
 // checksum, which the raw socket has the kernel fill in); a closed target port shows up as
 // ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
 import dgram from 'node:dgram';
+import { readFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
@@ -37,6 +38,16 @@ function frame(src: string, dst: string, flow: number, seq: number): Buffer {
   const payload = Buffer.alloc(FRAME_PAYLOAD);
   payload.writeUInt32BE(seq, 0);
   return buildPacket({ src, dst, proto: 'udp', srcPort: 10_000 + flow, dstPort: 53, payload });
+}
+
+/** Destination unreachable messages this namespace's kernel sent (/proc/net/snmp, /proc/net/snmp6). */
+async function destinationUnreachableSent(family: 4 | 6): Promise<number> {
+  if (family === 4) {
+    const [names = '', values = ''] = (await readFile('/proc/net/snmp', 'utf8')).split('\n').filter((l) => l.startsWith('Icmp:'));
+    return Number(values.split(/\s+/)[names.split(/\s+/).indexOf('OutDestUnreachs')]);
+  }
+  const line = (await readFile('/proc/net/snmp6', 'utf8')).split('\n').find((l) => l.startsWith('Icmp6OutDestUnreachs'));
+  return Number(line?.split(/\s+/)[1]);
 }
 
 function viewOf(buf: Buffer): PacketView {
@@ -133,5 +144,35 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     expect(sender.sendErrors).toBeGreaterThan(0);
     expect(sender.packets).toBeGreaterThan(0);
     expect(lines.join('')).toMatch(/"err":"ECONNREFUSED \(Connection refused\)".*"msg":"mirror send failing"/);
+  });
+  it('ICMP errors about other UDP traffic of this host to the target are not counted as the sender\'s', async () => {
+    const receiver = dgram.createSocket({ type, recvBufferSize: 1024 * 1024 });
+    open.push(receiver);
+    await new Promise<void>((resolve) => receiver.bind(0, target, resolve));
+    let received = 0;
+    receiver.on('message', () => received++);
+    const probe = dgram.createSocket(type);
+    await new Promise<void>((resolve) => probe.bind(0, target, resolve));
+    const closedPort = probe.address().port;
+    probe.close();
+    const sender = await VxlanSender.open({ address: target, port: receiver.address().port, family, pathMtu: 1500, logger });
+    open.push(sender);
+    const view = viewOf(frame(src, dst, 1, 1));
+    const icmpBefore = await destinationUnreachableSent(family);
+    // Another socket's datagram to a closed port of the target draws a port unreachable,
+    // which the kernel also queues on the sender's raw socket (same protocol and addresses).
+    const other = dgram.createSocket(type);
+    await new Promise<void>((resolve, reject) => other.send(Buffer.alloc(10), closedPort, target, (err) => (err ? reject(err) : resolve())));
+    other.close();
+    const deadline = Date.now() + 10_000;
+    while ((await destinationUnreachableSent(family)) === icmpBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(await destinationUnreachableSent(family)).toBeGreaterThan(icmpBefore);
+    for (let i = 0; i < 3; i++) sender.send(view, VNI, 8500);
+    // close() flushes and reads the error queue.
+    await sender.close();
+    while (received < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(received).toBe(3);
+    expect(sender.packets).toBe(3);
+    expect(sender.sendErrors).toBe(0);
   });
 });
