@@ -59,17 +59,7 @@ export class CaptureSet {
       });
     }
     if (interfaces.length === 0) return new CaptureSet(opts.pipeline);
-    const pipeline = opts.pipeline;
-    return new CaptureSet(opts.pipeline, new SharedCapture({
-      interfaces,
-      maxSnapLength: Math.max(...interfaces.map((c) => c.snapLength)),
-      bufferBytes: CAPTURE_BUFFER_BYTES,
-      bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
-      paused: opts.previous?.shared !== undefined,
-      onFrame: (index, buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
-        pipeline.handleFrame(index, buf, caplen, wireLen, tsUs, direction, offload),
-      onWarning: (msg) => opts.log.warn({ interfaces: interfaces.length }, msg),
-    }));
+    return new CaptureSet(opts.pipeline, openShared(opts.pipeline, interfaces, opts.previous?.shared !== undefined, opts.log));
   }
 
   /** Starts delivering, after the frames `previous` delivered on the interfaces it covered. */
@@ -105,4 +95,23 @@ export class CaptureSet {
   close(): void {
     this.shared?.close();
   }
+}
+
+/**
+ * The socket and ring. Its own function so that the frame handler's closure holds the
+ * pipeline and the logger only: a closure over CaptureSet.open's options would hold the
+ * previous generation's capture, and through it every generation before (a leak of one
+ * ring's bookkeeping and pipeline per reload, found by soak.e2e's RSS check).
+ */
+function openShared(pipeline: MirrorPipeline, interfaces: CapturedInterface[], paused: boolean, log: Logger): SharedCapture {
+  return new SharedCapture({
+    interfaces,
+    maxSnapLength: Math.max(...interfaces.map((c) => c.snapLength)),
+    bufferBytes: CAPTURE_BUFFER_BYTES,
+    bufferTimeoutMs: CAPTURE_TIMEOUT_MS,
+    paused,
+    onFrame: (index, buf, caplen, wireLen, tsUs, direction: Direction, offload) =>
+      pipeline.handleFrame(index, buf, caplen, wireLen, tsUs, direction, offload),
+    onWarning: (msg) => log.warn({ interfaces: interfaces.length }, msg),
+  });
 }
