@@ -1,15 +1,19 @@
 // The agent's view of the namespace's interfaces, from the kernel's link notifications
 // (link-watcher.ts), not from polling: which interfaces exist now (with their ifindex) for
 // resolving sources, and a callback per burst of changes. A burst (50 pods created at once)
-// arrives as one call: events are collected for COALESCE_MS after the first, so the agent
-// rebuilds once, not per interface. It also counts the changes of covered interfaces
+// arrives as one call (see QUIET_MS), so the agent rebuilds once, not per interface. It also counts the changes of covered interfaces
 // (mirrorflow_interface_changes_total).
 import type { Logger } from '../log.js';
 import type { Sample } from '../metrics/metrics.js';
 import { LinkWatcher, type LinkEvent } from './link-watcher.js';
 
-/** How long events are collected after the first of a burst (`ip -batch` of 50 links takes ~100 ms to report). */
-const COALESCE_MS = 25;
+/**
+ * A burst ends when no event came for QUIET_MS, or at the latest BURST_MAX_MS after its
+ * first event (`ip -batch` creating 50 veth pairs reports them over ~100 ms, ~2 ms apart):
+ * one rebuild for the burst, and a lone interface is covered after QUIET_MS.
+ */
+const QUIET_MS = 25;
+const BURST_MAX_MS = 200;
 
 export class InterfaceWatch {
   /** Source interface changes (appeared, gone, renamed, down, up), by interface name. */
@@ -17,6 +21,7 @@ export class InterfaceWatch {
   private watcher: LinkWatcher | undefined;
   private pending: LinkEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private burstStart = 0;
 
   constructor(private readonly log: Logger) {}
 
@@ -24,13 +29,15 @@ export class InterfaceWatch {
   start(onChanges: (events: LinkEvent[]) => void): void {
     this.watcher = LinkWatcher.open({
       onEvents: (events) => {
+        if (this.pending.length === 0) this.burstStart = Date.now();
         this.pending.push(...events);
-        this.timer ??= setTimeout(() => {
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => {
           this.timer = undefined;
           const burst = this.pending;
           this.pending = [];
           onChanges(burst);
-        }, COALESCE_MS);
+        }, Math.max(0, Math.min(QUIET_MS, this.burstStart + BURST_MAX_MS - Date.now())));
       },
       onWarning: (msg) => this.log.warn(msg),
     });

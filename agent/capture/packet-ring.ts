@@ -133,8 +133,8 @@ interface OneInterface {
 
 /**
  * Every interface of the namespace (bound to ifindex 0): `filter` is a whole classic BPF
- * program, which picks the interfaces (SKF_AD_IFINDEX, bpf-filter.ts interfaceDispatch) and
- * can be replaced while the ring runs (setFilter); frameIfIndex tells each frame's interface.
+ * program, which picks the interfaces (SKF_AD_IFINDEX, bpf-filter.ts interfaceDispatch);
+ * frameIfIndex tells each frame's interface.
  */
 interface AllInterfaces {
   interfaceName?: undefined;
@@ -260,7 +260,7 @@ export class PacketRing implements Wakeable {
       // The vnet header and the version must be set before the ring exists (EBUSY after).
       this.setOption(SOL_PACKET, PACKET_VNET_HDR, int32(1), 'PACKET_VNET_HDR');
       this.setOption(SOL_PACKET, PACKET_VERSION, int32(TPACKET_V3), 'PACKET_VERSION');
-      this.setFilter(opts.interfaceName === undefined ? opts.filter : directionalProgram(opts.filterIn, opts.filterOut, opts.snapLength));
+      this.attachFilter(opts.interfaceName === undefined ? opts.filter : directionalProgram(opts.filterIn, opts.filterOut, opts.snapLength));
       const req = Buffer.alloc(TPACKET_REQ3_LEN);
       req.writeUInt32LE(this.blockBytes, 0);
       req.writeUInt32LE(this.blockCount, 4);
@@ -460,12 +460,8 @@ export class PacketRing implements Wakeable {
     this.onFrame(frame, caplen, wireLen, tsUs, direction, offload);
   }
 
-  /**
-   * Attaches a classic BPF program (replacing the one before: the kernel swaps filters
-   * atomically, so no frame passes unfiltered). Its accept value is the snap length.
-   */
-  setFilter(insns: Buffer): void {
-    if (this.closed) return;
+  /** Attaches the classic BPF program; its accept value is the snap length. */
+  private attachFilter(insns: Buffer): void {
     const code = new NativeMemory(insns.length);
     try {
       insns.copy(code.view);

@@ -5,9 +5,10 @@
 // and each frame's sockaddr_ll names its interface, mapped here to the rules' interface
 // index through a typed array (O(1), no allocation per frame).
 //
-// Interfaces come and go without a new ring: update() swaps the kernel filter (atomic) and
-// the map. The kernel's drop counter is the socket's; drops are split over the interfaces in
-// proportion to the frames each delivered since the last reading (dropsByIndex).
+// A generation's capture covers a fixed set of interfaces; when interfaces come or go the
+// agent opens the next generation's (paused, then resume()). The kernel's drop counter is
+// the socket's; drops are split over the interfaces in proportion to the frames each
+// delivered since the last reading (dropsByIndex).
 import type { OffloadInfo } from '../packet/offload.js';
 import type { Direction } from '../packet/view.js';
 import { directionalProgram, interfaceDispatch, type InterfaceFilter } from './bpf-filter.js';
@@ -56,7 +57,7 @@ export class SharedCapture {
   private skipUs = new Float64Array(0);
   /** Compiled directional programs by expression and snap: interfaces with the same filter share one. */
   private programs = new Map<string, Buffer>();
-  private covered: readonly CapturedInterface[] = [];
+  private readonly covered: readonly CapturedInterface[];
 
   constructor(private readonly opts: SharedCaptureOptions) {
     this.map(opts.interfaces);
@@ -71,7 +72,7 @@ export class SharedCapture {
       onFrame: (buf, caplen, wireLen, tsUs, direction, offload) => {
         const ifindex = this.ring.frameIfIndex;
         const index = ifindex < this.indexOf.length ? this.indexOf[ifindex]! : UNMAPPED;
-        // A frame filtered in before an update() removed its interface: the interface is gone.
+        // Only covered interfaces pass the kernel filter; the check costs one compare and keeps an index in range.
         if (index === UNMAPPED || tsUs <= this.skipUs[index]!) return;
         this.delivered[index]! += 1;
         handler(index, buf, caplen, wireLen, tsUs, direction, offload);
@@ -111,22 +112,6 @@ export class SharedCapture {
   /** Delivers what the kernel holds now (see PacketRing.drain). */
   drain(): Promise<void> {
     return this.ring.drain();
-  }
-
-  /**
-   * Covers `interfaces` from now on. Frames of an interface that stays covered are neither
-   * lost nor doubled; frames of a removed one still in the ring are delivered first (the
-   * kernel stops taking its frames at once, the map entry goes once they are read).
-   */
-  async update(interfaces: readonly CapturedInterface[]): Promise<void> {
-    const removed = this.covered.filter((c) => !interfaces.some((n) => n.ifindex === c.ifindex && n.index === c.index));
-    // Added and kept entries first (no frame of a new interface is unmapped), removed ones kept for the drain.
-    this.map([...interfaces, ...removed.filter((r) => !interfaces.some((n) => n.ifindex === r.ifindex))]);
-    this.ring.setFilter(this.program(interfaces));
-    this.covered = interfaces;
-    if (removed.length === 0) return;
-    await this.ring.drain();
-    if (this.covered === interfaces) this.map(interfaces);
   }
 
   /** Socket counters (the kernel's; see PacketRing.stats). */

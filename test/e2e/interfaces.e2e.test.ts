@@ -110,7 +110,7 @@ describe.each(['pcap', 'ebpf'] as const)('%s plane: interfaces coming and going 
       }
       const latency = fresh.map((p) => (coveredAt.get(p.name) ?? Infinity) - createdAt);
       expect(Math.max(...latency), `coverage latencies ${latency.join(',')}`).toBeLessThan(1000);
-      // Bursts coalesce: the 50 deletions and the 50 creations took a handful of rebuilds, not one each.
+      // Bursts coalesce: the 50 deletions and the 50 creations took a rebuild or two each, not one per interface.
       const rebuildsFor = (re: RegExp, key: 'added' | 'removed', names: FarmPair[]) => agent.proc.lines.stdout
         .filter((l) => re.test(l))
         .filter((l) => (JSON.parse(l) as Record<string, string[]>)[key]!.some((n) => names.some((p) => p.name === n))).length;
