@@ -27,6 +27,9 @@ const fn = {
   remove: lib.func('int bpf_map_delete_elem(int fd, void *key)'),
   lookupAndDelete: lib.func('int bpf_map_lookup_and_delete_elem(int fd, void *key, void *value)'),
   nextKey: lib.func('int bpf_map_get_next_key(int fd, void *key, void *next)'),
+  lookupBatch: lib.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, void *opts)'),
+  deleteBatch: lib.func('int bpf_map_delete_batch(int fd, void *keys, _Inout_ uint32_t *count, void *opts)'),
+  setMaxEntries: lib.func('int bpf_map__set_max_entries(void *map, uint32_t max_entries)'),
   possibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
   hookCreate: lib.func('int bpf_tc_hook_create(void *hook)'),
   hookDestroy: lib.func('int bpf_tc_hook_destroy(void *hook)'),
@@ -93,13 +96,21 @@ export class BpfObject {
    * Opens the ELF object at `path` and loads (verifies) its programs, except those in
    * `skip`, which are left out of the kernel entirely.
    */
-  static load(path: string, skip: readonly string[] = []): BpfObject {
+  static load(path: string, skip: readonly string[] = [], maxEntries: Readonly<Record<string, number>> = {}): BpfObject {
     silenceLibbpf();
     const obj = fn.openFile(path, null);
     if (!obj) throw new LibbpfError(`open ${path}`, koffi.errno());
     for (const name of skip) {
       const prog = fn.findProgram(obj, name);
       if (prog) fn.setAutoload(prog, false);
+    }
+    for (const [name, entries] of Object.entries(maxEntries)) {
+      const map = fn.findMap(obj, name);
+      const rc = map ? (fn.setMaxEntries(map, entries) as number) : -ENOENT;
+      if (rc < 0) {
+        fn.close(obj);
+        throw new LibbpfError(`size map ${name} to ${entries} entries`, -rc);
+      }
     }
     const rc = fn.load(obj) as number;
     if (rc < 0) {
@@ -191,6 +202,40 @@ export function mapKeys(map: MapHandle): Buffer[] {
   }
 }
 
+/** Per-CPU map values as the kernel copies them out: each CPU's value 8-byte aligned. */
+export const perCpuValueSize = (valueSize: number, cpus: number): number => Math.ceil(valueSize / 8) * 8 * cpus;
+
+/**
+ * Every entry of a hash map, read in chunks of `chunk` entries (BPF_MAP_LOOKUP_BATCH: a few
+ * syscalls for the whole map, not two per entry); `valueSize` is one entry's value as copied
+ * out (perCpuValueSize for a per-CPU map). Calls `each` with views valid during the call.
+ */
+export function mapForEachBatch(map: MapHandle, valueSize: number, chunk: number, each: (key: Buffer, value: Buffer) => void): void {
+  const keys = Buffer.alloc(map.keySize * chunk);
+  const values = Buffer.alloc(valueSize * chunk);
+  const token = Buffer.alloc(8);
+  const next = Buffer.alloc(8);
+  let first = true;
+  for (;;) {
+    const count = [chunk];
+    const rc = fn.lookupBatch(map.fd, first ? null : token, next, keys, values, count, null) as number;
+    if (rc < 0 && rc !== -ENOENT) check(`batch lookup of ${map.name}`, rc);
+    for (let i = 0; i < count[0]!; i++) {
+      each(keys.subarray(i * map.keySize, (i + 1) * map.keySize), values.subarray(i * valueSize, (i + 1) * valueSize));
+    }
+    if (rc === -ENOENT) return;
+    next.copy(token);
+    first = false;
+  }
+}
+
+/** Deletes `count` keys laid end to end in `keys` (BPF_MAP_DELETE_BATCH); absent ones are an error. */
+export function mapDeleteBatch(map: MapHandle, keys: Buffer, count: number): void {
+  if (count === 0) return;
+  const n = [count];
+  check(`batch delete of ${map.name} (${n[0]} of ${count} deleted)`, fn.deleteBatch(map.fd, keys, n, null) as number);
+}
+
 export const possibleCpus = (): number => check('possible CPUs', fn.possibleCpus() as number);
 
 function tcHook(ifindex: number, attachPoint: number): Buffer {
@@ -278,6 +323,7 @@ export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
 export const SKB_GSO_SEGS_OFFSET = 164;
+export const SKB_GSO_SIZE_OFFSET = 176;
 
 const MAX_TEST_FRAME = 65535;
 let testMemory: { data: NativeMemory; dataOut: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;
