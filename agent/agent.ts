@@ -14,7 +14,7 @@ import { BudgetBucket, SessionBudget } from './mirror/budget.js';
 import type { MirrorOutput } from './mirror/output.js';
 import { pathMtu } from './mirror/path-mtu.js';
 import { MirrorPipeline, REASON_SLOTS } from './pipeline.js';
-import { DIR_IN, DIR_OUT, PacketView, type Direction } from './packet/view.js';
+import { DIR_IN, DIR_OUT, type Direction } from './packet/view.js';
 import { createRegistry, type MetricsSource, type Sample } from './metrics/metrics.js';
 import { serveMetrics } from './metrics/http.js';
 import { Totals } from './metrics/totals.js';
@@ -25,9 +25,8 @@ import type { FlowStage } from './flow/stage.js';
 import type { Logger } from './log.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from './ebpf/data-plane.js';
 import { KernelPoolOutput, KernelSessionOutput, openKernelPool } from './ebpf/kernel-output.js';
-import { fillRejectView } from './ebpf/reject-view.js';
+import { KernelFlowFeed } from './ebpf/flow-feed.js';
 import { interfaceState, MISSING, sameLife } from './interface-state.js';
-import type { RejectedFlow } from './ebpf/layout.js';
 import { BUILD_INFO } from './version.js';
 
 /** Capture ring per interface: ~210k 64-byte frames (160 bytes each in the ring), 0.2 s at 1 Mpps (docs/capture.md). */
@@ -109,8 +108,8 @@ export class Agent {
   private ebpf: EbpfDataPlane | undefined;
   /** Why the eBPF plane could not be opened, so `auto` does not retry on every reload. */
   private ebpfUnusable: string | undefined;
-  /** Reused for every REJECT entry handed to the flow stage. */
-  private readonly rejectView = new PacketView();
+  /** Hands what the kernel counted for the flow logs to the flow stage (eBPF plane). */
+  private kernelFlows: KernelFlowFeed | undefined;
   /** Config reloads (SIGHUP and control edits) by result: ok, refused (invalid), failed (could not apply). */
   private readonly reloads = new Map<string, number>();
   /** Source interface changes (down/up, deleted, re-created, appeared) that rebuilt capture or attachment. */
@@ -165,7 +164,7 @@ export class Agent {
     const gen = this.gen;
     if (gen?.flow) {
       this.noteCaptureDrops(gen);
-      if (gen.plane === 'ebpf' && this.ebpf) this.feedRejects(gen, this.ebpf.drainRejects());
+      this.kernelFlows?.feed(gen.flow, gen.rules, 'tick').catch((err: unknown) => this.log.warn({ err }, 'could not read the kernel\'s flow counts; retrying at the next tick'));
     }
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
     void this.checkInterfaces();
@@ -297,17 +296,6 @@ export class Agent {
     }
   }
 
-  /** Drops the kernel counted (eBPF plane) into the flow logs as REJECT records. */
-  private feedRejects(gen: Generation, rejected: ReadonlyArray<RejectedFlow & { interfaceName: string }>): void {
-    if (!gen.flow || rejected.length === 0) return;
-    const nowWallUs = Date.now() * 1000;
-    const nowMonoNs = process.hrtime.bigint();
-    for (const r of rejected) {
-      const i = gen.rules.interfaceIndex(r.interfaceName);
-      if (i >= 0) gen.flow.observeRejected(i, fillRejectView(this.rejectView, r, nowWallUs, nowMonoNs), r.packets, r.bytes);
-    }
-  }
-
   /** Flow log records accepted by the sinks and not delivered yet (what a forced exit loses). */
   pendingRecords(): number {
     return this.flowLogs.pendingRecords();
@@ -322,11 +310,8 @@ export class Agent {
     clearInterval(this.ticker);
     await this.swapping.catch(() => undefined);
     await this.control?.close();
-    // Every drop counted so far goes into the windows flushed below.
-    if (this.gen && this.ebpf) {
-      this.ebpf.stopRejects();
-      this.feedRejects(this.gen, this.ebpf.drainRejects(true));
-    }
+    // Every flow and drop counted so far goes into the windows flushed below.
+    if (this.gen) await this.kernelFlows?.feed(this.gen.flow, this.gen.rules, 'stop');
     if (this.gen) await this.retire(this.gen);
     this.gen = undefined;
     await this.closeEbpf();
@@ -352,6 +337,8 @@ export class Agent {
   private async swap(doc: ConfigDocument): Promise<void> {
     const old = this.gen;
     const next = await this.build(doc.config, old);
+    // The kernel's flows so far belong to the flow stage they were counted for.
+    if (old && old.flow !== next.flow) await this.kernelFlows?.feed(old.flow, old.rules, 'all');
     if (old) await this.retire(old);
     await this.flowLogs.commit(next.flow);
     const lastTs = new Map(old?.sources.map((s) => [s.interfaceName, s.lastTsUs]) ?? []);
@@ -385,6 +372,7 @@ export class Agent {
       // Kept beside the control socket: one state file per agent, also with one agent per network namespace.
       const stateFile = socket === '' ? undefined : join(dirname(socket), EBPF_STATE_FILE_NAME);
       this.ebpf = await EbpfDataPlane.open({ log: this.log, stateFile });
+      this.kernelFlows = new KernelFlowFeed(this.ebpf);
       return 'ebpf';
     } catch (err) {
       this.ebpfUnusable = (err as Error).message;
@@ -397,6 +385,7 @@ export class Agent {
   private async closeEbpf(): Promise<void> {
     const plane = this.ebpf;
     this.ebpf = undefined;
+    this.kernelFlows = undefined;
     if (!plane) return;
     // The kernel's counters end with the plane: keep their totals.
     for (const [name, samples] of Object.entries(kernelSamples(plane))) this.totalsOf(name as keyof MetricsSource).fold(samples);
@@ -448,8 +437,8 @@ export class Agent {
           this.log.warn({ interface: name }, 'source interface does not exist; capture starts when it appears');
           continue;
         }
-        // With the kernel mirroring, user space captures only what flow logs need.
-        if (ebpf && !(flow?.covers(ifIndex) ?? false)) continue;
+        // The kernel mirrors and counts the flow logs' flows itself: no capture.
+        if (ebpf) continue;
         const paused = previous?.sources.some((s) => s.interfaceName === name) ?? false;
         sources.push(this.capture(rules, pipeline, ifIndex, name, ebpf === undefined, paused));
       }

@@ -255,7 +255,7 @@ __noinline int mf_flow(struct __sk_buff *skb, __u32 dir, const struct mf_pkt *p,
 	k->protocol = p->protocol;
 	k->family = p->ip_version;
 	k->dir = dir;
-	k->slot = state->flow_slot & 1;
+	k->slot = state->count_slot & 1;
 	now = bpf_ktime_get_ns();
 	v = bpf_map_lookup_elem(&mf_flows, k);
 	if (!v) {

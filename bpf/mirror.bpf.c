@@ -136,8 +136,9 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 	mf_count(skb, dir, decision);
 	if (decision >= 0 && mf_mirror(skb, slot_idx, slot, (__u64)decision))
 		cloned_to = (__u32)decision + 1;
-	/* Every decoded IP packet counts in the flow logs, mirrored or not (as in user space). */
-	if (decoded == MF_DECODE_OK && mf_flow_logged(skb))
+	/* Every decoded IP packet counts in the flow logs, mirrored or not, but the agent's own
+	 * outputs, which the pcap plane's capture filter leaves out too (rules/prefilter.ts). */
+	if (decoded == MF_DECODE_OK && decision != MF_EXCLUDED_OWN && mf_flow_logged(skb))
 		mf_flow(skb, dir, &p, cloned_to, skb->gso_segs > 1 ? skb->gso_segs : 1);
 	return TC_ACT_UNSPEC;
 }

@@ -144,8 +144,7 @@ struct mf_slot {
 
 struct mf_state {
 	__u32 active_slot;
-	__u32 reject_slot;   /* mf_rejects entries being written; user space drains the other */
-	__u32 flow_slot;     /* mf_flows entries being written; user space drains the other */
+	__u32 count_slot;    /* mf_flows and mf_rejects entries being written; user space drains the other */
 };
 
 struct mf_frag_key {
@@ -199,7 +198,7 @@ struct mf_flow_key {
 	__u8 protocol;
 	__u8 family;         /* 4 or 6 */
 	__u8 dir;
-	__u8 slot;           /* mf_state.reject_slot / flow_slot when counted */
+	__u8 slot;           /* mf_state.count_slot when counted */
 };
 
 struct mf_reject_val {

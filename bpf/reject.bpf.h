@@ -60,7 +60,7 @@ int BPF_PROG(mf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (!state)
 		return 0;
 	/* Double-buffered like the rules: user space drains the slot it flipped away from. */
-	k.slot = state->reject_slot & 1;
+	k.slot = state->count_slot & 1;
 	dev = skb->dev;
 	if (!dev) {
 		struct dst_entry *dst = (struct dst_entry *)(skb->_skb_refdst & MF_SKB_DST_PTRMASK);

@@ -1,9 +1,9 @@
 // The kernel's flow table (bpf/flowlog.bpf.h): which interfaces the TC programs count flows
 // on, and the drain of what they counted. Entries carry the slot they were counted in
-// (mf_state.flow_slot); MirrorMaps flips it at every drain and takes the slot flipped away
-// from at the previous one, quiet for a tick, so no program is still adding to an entry
-// while it is read and deleted. Read with batch lookups (a few syscalls for the map, not
-// two per flow); per flow, not per packet.
+// (mf_state.count_slot); a drain flips it, lets the programs still on the old slot finish,
+// then takes that slot (MirrorMaps), so no program adds to an entry while it is read and
+// deleted. Read with batch lookups (a few syscalls for the map, not two per flow); per
+// flow, not per packet.
 
 import { mapDelete, mapDeleteBatch, mapForEachBatch, mapKeys, mapUpdate, perCpuValueSize, type MapHandle } from './libbpf.js';
 import { FLOW_KEY_SIZE, FLOW_VAL_SIZE, flowSlotOf, sumFlow, u32Key, type KernelFlow } from './layout.js';

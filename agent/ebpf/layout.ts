@@ -82,7 +82,7 @@ export const KERNEL_STRUCTS = {
       agent_budget: m(16 + MF_MAX_OWN * OWN_SIZE + MF_MAX_SESSIONS * SESSION_SIZE, BUDGET_SIZE),
     },
   },
-  mf_state: { size: 12, members: { active_slot: m(0, 4), reject_slot: m(4, 4), flow_slot: m(8, 4) } },
+  mf_state: { size: 8, members: { active_slot: m(0, 4), count_slot: m(4, 4) } },
   mf_frag_key: {
     size: 48,
     members: {
@@ -142,7 +142,6 @@ const SLOT = KERNEL_STRUCTS.mf_slot.members;
 const FLOW_KEY = KERNEL_STRUCTS.mf_flow_key.members;
 const REJECT_VAL = KERNEL_STRUCTS.mf_reject_val.members;
 const FLOW_VAL = KERNEL_STRUCTS.mf_flow_val.members;
-const STATE = KERNEL_STRUCTS.mf_state.members;
 const SESSION_STATS = KERNEL_STRUCTS.mf_session_stats.members;
 const BUDGET = KERNEL_STRUCTS.mf_budget.members;
 const IFACE_STATS = KERNEL_STRUCTS.mf_iface_stats.members;
@@ -209,7 +208,7 @@ export function encodeChain(entries: readonly ChainEntry[]): Buffer {
   return buf;
 }
 
-/** Two u32 fields: the shape of mf_chain_key, mf_iface_key and mf_reject_iface. */
+/** Two u32 fields: the shape of mf_chain_key, mf_state, mf_iface_key and mf_reject_iface. */
 function u32Pair(first: number, second: number): Buffer {
   const buf = Buffer.alloc(8);
   buf.writeUInt32LE(first >>> 0, 0);
@@ -311,14 +310,8 @@ export function sumMemberStats(perCpu: Buffer, cpus: number): { packets: number;
 /** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */
 export const sessionTruncLenOffset = (session: number): number => SLOT.sessions.offset + session * SESSION_SIZE + SESSION.trunc_len.offset;
 
-/** struct mf_state: the live rule slot and the slots mf_rejects and mf_flows are written in. */
-export function encodeState(activeSlot: number, rejectSlot: number, flowSlot: number): Buffer {
-  const buf = Buffer.alloc(STATE_SIZE);
-  buf.writeUInt32LE(activeSlot >>> 0, STATE.active_slot.offset);
-  buf.writeUInt32LE(rejectSlot >>> 0, STATE.reject_slot.offset);
-  buf.writeUInt32LE(flowSlot >>> 0, STATE.flow_slot.offset);
-  return buf;
-}
+/** struct mf_state: the live rule slot and the slot mf_flows and mf_rejects are counted in. */
+export const encodeState = (activeSlot: number, countSlot: number): Buffer => u32Pair(activeSlot, countSlot);
 
 export const encodeRejectIface = (netns: number, ifindex: number): Buffer => u32Pair(netns, ifindex);
 
@@ -344,7 +337,7 @@ export interface RejectedFlow extends KernelFlowKey {
   bytes: number;
 }
 
-/** The slot (mf_state.reject_slot / flow_slot) an mf_flow_key was counted in. */
+/** The slot (mf_state.count_slot) an mf_flow_key was counted in. */
 export const flowSlotOf = (key: Buffer): number => key.readUInt8(FLOW_KEY.slot.offset);
 
 function decodeFlowKey(key: Buffer, lastNs: bigint): KernelFlowKey {

@@ -21,6 +21,12 @@ import {
 import { KernelFlowMap } from './flow-map.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
 
+/**
+ * How long a program may still be counting in the slot flipCountSlot() flipped away from: a
+ * TC or tracing program runs for microseconds once it has read mf_state.
+ */
+export const COUNT_SLOT_GRACE_MS = 10;
+
 /** The tracing program behind REJECT records; the mirror works without it. */
 const REJECT_PROGRAM = 'mf_kfree_skb';
 
@@ -69,8 +75,7 @@ export class MirrorMaps {
   private readonly cpus = possibleCpus();
   readonly flows: KernelFlowMap;
   private active = 0;
-  private rejectSlot = 0;
-  private flowSlot = 0;
+  private countSlot = 0;
   private epoch = 0;
   private rejectLink: BpfLink | undefined;
 
@@ -154,7 +159,7 @@ export class MirrorMaps {
         if (chain.length > 0) mapUpdate(this.chains, encodeChainKey(ifindex, dir, next), encodeChain(chain));
       }
     });
-    mapUpdate(this.state, u32Key(0), encodeState(next, this.rejectSlot, this.flowSlot));
+    mapUpdate(this.state, u32Key(0), encodeState(next, this.countSlot));
     this.active = next;
     return next;
   }
@@ -271,33 +276,31 @@ export class MirrorMaps {
   }
 
   /**
-   * Takes the drops counted in the slot flipped away from at the previous call (quiet for
-   * a tick, so no program is still adding to it), then flips: every drop is taken once.
-   * With `all` (at shutdown, tracer detached) both slots are taken.
+   * Makes the programs count flows and drops in the other slot; returns the slot they
+   * counted in until now. Take it (takeFlows, takeRejects) once the programs that read the
+   * old slot are done (COUNT_SLOT_GRACE_MS): then no program adds to what is taken, and
+   * every flow and drop is taken once.
    */
-  drainRejects(all = false): RejectedFlow[] {
-    const out: RejectedFlow[] = [];
-    const value = Buffer.alloc(REJECT_VAL_SIZE);
-    const quiet = this.rejectSlot ^ 1;
-    for (const key of mapKeys(this.rejects)) {
-      if (!all && flowSlotOf(key) !== quiet) continue;
-      if (mapLookupAndDelete(this.rejects, key, value)) out.push(decodeReject(key, value));
-    }
-    this.rejectSlot = quiet;
-    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.rejectSlot, this.flowSlot));
-    return out;
+  flipCountSlot(): number {
+    const old = this.countSlot;
+    this.countSlot ^= 1;
+    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.countSlot));
+    return old;
   }
 
-  /**
-   * Takes the flows counted in the slot flipped away from at the previous call (see
-   * drainRejects), then flips; with `all` (at shutdown, after the programs stopped counting
-   * or when nothing counts any more) both slots.
-   */
-  drainFlows(all = false): KernelFlow[] {
-    const quiet = this.flowSlot ^ 1;
-    const out = this.flows.take(all ? 'all' : quiet);
-    this.flowSlot = quiet;
-    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.rejectSlot, this.flowSlot));
+  /** Reads and deletes the flows counted in `slot` ('all': both, at shutdown). */
+  takeFlows(slot: number | 'all'): KernelFlow[] {
+    return this.flows.take(slot);
+  }
+
+  /** Reads and deletes the drops counted in `slot` ('all': both, at shutdown). */
+  takeRejects(slot: number | 'all'): RejectedFlow[] {
+    const out: RejectedFlow[] = [];
+    const value = Buffer.alloc(REJECT_VAL_SIZE);
+    for (const key of mapKeys(this.rejects)) {
+      if (slot !== 'all' && flowSlotOf(key) !== slot) continue;
+      if (mapLookupAndDelete(this.rejects, key, value)) out.push(decodeReject(key, value));
+    }
     return out;
   }
 

@@ -1,0 +1,76 @@
+// What the eBPF plane's programs counted for the flow logs, handed to the flow stage once a
+// tick: the flows of flow-logged interfaces (bpf/flowlog.bpf.h) as ACCEPT records with their
+// TCP analysis, the host's packet filter drops (bpf/reject.bpf.h) as REJECT records, and the
+// packets a full kernel flow table could not count as SKIPDATA. No packet of a flow log goes
+// through user space on this plane; the work here is per flow and tick.
+
+import type { FlowStage } from '../flow/stage.js';
+import { PacketView } from '../packet/view.js';
+import type { RuleSet } from '../rules/compile.js';
+import type { EbpfDataPlane, Named } from './data-plane.js';
+import type { KernelFlow, RejectedFlow } from './layout.js';
+import { fillRejectView } from './reject-view.js';
+
+/** How much to take: what was counted until now (every tick), both slots (the flow stage is replaced), or everything once counting stopped (shutdown). */
+export type FeedMode = 'tick' | 'all' | 'stop';
+
+export class KernelFlowFeed {
+  /** Reused for every entry handed to the flow stage. */
+  private readonly view = new PacketView();
+  /** mf_iface_stats.flow_skipped already reported, by interface name. */
+  private readonly skippedSeen = new Map<string, number>();
+
+  /** Drains run one after the other (a tick's may still wait when a reload or shutdown asks for one). */
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(private readonly kernel: EbpfDataPlane) {}
+
+  /** Drains the kernel's flow and REJECT maps into `flow` (interface indexes from `rules`). */
+  feed(flow: FlowStage | undefined, rules: RuleSet, mode: FeedMode): Promise<void> {
+    const next = this.running.then(() => this.drainInto(flow, rules, mode));
+    this.running = next.catch(() => undefined);
+    return next;
+  }
+
+  private async drainInto(flow: FlowStage | undefined, rules: RuleSet, mode: FeedMode): Promise<void> {
+    if (mode === 'stop') {
+      this.kernel.stopFlows();
+      this.kernel.stopRejects();
+    }
+    const { flows, rejects } = await this.kernel.drainCounted(mode !== 'tick');
+    const entries: Array<{ f: Named<KernelFlow>; reject: false } | { f: Named<RejectedFlow>; reject: true }> = [
+      ...flows.map((f) => ({ f, reject: false as const })),
+      ...rejects.map((f) => ({ f, reject: true as const })),
+    ];
+    const skipped = this.newlySkipped();
+    if (!flow) return;
+    for (const [name, packets] of skipped) {
+      const i = rules.interfaceIndex(name);
+      if (i >= 0) flow.noteDrops(i, packets);
+    }
+    // In time order: a flow of the next window closes the open one, so no earlier flow may follow it.
+    entries.sort((a, b) => (a.f.lastNs < b.f.lastNs ? -1 : a.f.lastNs > b.f.lastNs ? 1 : 0));
+    const nowWallUs = Date.now() * 1000;
+    const nowMonoNs = process.hrtime.bigint();
+    for (const e of entries) {
+      const i = rules.interfaceIndex(e.f.interfaceName);
+      if (i < 0) continue;
+      const view = fillRejectView(this.view, e.f, nowWallUs, nowMonoNs);
+      if (e.reject) flow.observeRejected(i, view, e.f.packets, e.f.bytes);
+      else flow.observeCounted(i, view, e.f);
+    }
+  }
+
+  /** Packets of flow-logged interfaces the kernel's flow table had no room for since the last call. */
+  private newlySkipped(): Map<string, number> {
+    const total = new Map<string, number>();
+    for (const { name, stats } of this.kernel.interfaceCounters()) total.set(name, (total.get(name) ?? 0) + stats.flowSkipped);
+    const fresh = new Map<string, number>();
+    for (const [name, n] of total) {
+      const before = this.skippedSeen.get(name) ?? 0;
+      if (n > before) fresh.set(name, n - before);
+      this.skippedSeen.set(name, n);
+    }
+    return fresh;
+  }
+}
