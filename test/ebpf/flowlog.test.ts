@@ -185,4 +185,23 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     expect(kernel.counters.synRetransmissions[0]).toBe(1);
     expect(kernel.counters.resets[0]).toBe(1);
   });
+
+  it('TCP aggregates: a retransmitted aggregate counts each wire segment below nextseq, as tcp.ts counts the segments user space cuts', () => {
+    maps.flows.setInterfaces([ifindex]);
+    drainAll();
+    // Its own connection (port 41000), so the state of the test above does not matter.
+    const frame = (seq: number, ack: number, flags: number, payload = 0) => {
+      const f = segment(DIR_OUT, seq, ack, flags, payload);
+      f.writeUInt16BE(41000, 14 + 20);
+      return f;
+    };
+    maps.decide(frame(1000, 0, SYN), ifindex, DIR_OUT);
+    maps.decide(frame(1001, 5001, ACK), ifindex, DIR_OUT);
+    maps.decide(frame(1001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // new: 1001..4000
+    maps.decide(frame(1001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // all 3 segments again
+    maps.decide(frame(3001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // 3001..4000 again, then new
+    const flow = drainAll().find((f) => f.srcPort === 41000)!;
+    expect(flow).toMatchObject({ packets: 2 + 9, retrans: 3 + 1, synRetrans: 0 });
+  });
 });
+
