@@ -16,14 +16,12 @@ const IFINDEX = 1;
 const COUNTS = (process.env.BENCH_FLOW_COUNTS ?? '100000,1000000').split(',').map(Number);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 200_000);
 
-interface BpftoolMap { id: number; name: string; bytes_memlock?: number; pids?: Array<{ pid: number }> }
-
-/** bytes_memlock of this process's map `name` (several agents may have one of that name). */
-function memlock(name: string): number {
-  const maps = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as BpftoolMap[];
-  const ours = maps.filter((m) => m.name === name && (m.pids ?? []).some((p) => p.pid === process.pid));
-  if (ours.length !== 1) throw new Error(`bpftool shows ${ours.length} maps ${name} of pid ${process.pid} (needs bpftool with pid info)`);
-  return ours[0]!.bytes_memlock ?? 0;
+/** bytes_memlock of one of `maps`' maps, as bpftool reports it. */
+function memlock(maps: MirrorMaps, name: string): number {
+  const id = maps.kernelMapId(name);
+  const shown = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'id', String(id)], { encoding: 'utf8' })) as { bytes_memlock?: number };
+  if (shown.bytes_memlock === undefined) throw new Error(`bpftool shows no bytes_memlock for map ${name} (id ${id})`);
+  return shown.bytes_memlock;
 }
 
 /** Mean ns per run of mf_egress on `frame`, flow logging on or off. */
@@ -73,7 +71,7 @@ async function main(): Promise<void> {
       const flows = maps.takeFlows(slot);
       const drainMs = performance.now() - drained;
       if (flows.length !== n) throw new Error(`drained ${flows.length} flows of ${n}`);
-      lines.push(`| ${n.toLocaleString('en')} | ${mib(memlock('mf_flows'))} MiB | ${mib(memlock('mf_tcp_conns'))} MiB (${LIMITS.kernelTcpConnections.toLocaleString('en')} connections) | ${(fillMs / 1000).toFixed(1)} s | ${drainMs.toFixed(0)} ms |`);
+      lines.push(`| ${n.toLocaleString('en')} | ${mib(memlock(maps, 'mf_flows'))} MiB | ${mib(memlock(maps, 'mf_tcp_conns'))} MiB (${LIMITS.kernelTcpConnections.toLocaleString('en')} connections) | ${(fillMs / 1000).toFixed(1)} s | ${drainMs.toFixed(0)} ms |`);
     } finally {
       maps.close();
     }

@@ -292,16 +292,21 @@ export class EbpfDataPlane {
    * flips the count slot, waits for the programs still counting in the old one, takes it.
    * `all`: both slots (at shutdown, once counting stopped, or when the flow stage changes).
    */
-  async drainCounted(all = false): Promise<{ flows: Array<Named<KernelFlow>>; rejects: Array<Named<RejectedFlow>> }> {
+  async drainCounted(all = false): Promise<{ flows: Array<{ interfaceName: string; flow: KernelFlow }>; rejects: Array<Named<RejectedFlow>> }> {
     const slot = this.maps.flipCountSlot();
     await new Promise((resolve) => setTimeout(resolve, COUNT_SLOT_GRACE_MS));
     const take = all ? 'all' : slot;
     const names = new Map([...this.attached.values()].map((a) => [a.ifindex, a.name]));
-    const named = <T extends { ifindex: number }>(entries: T[]): Array<Named<T>> => entries.flatMap((e) => {
-      const interfaceName = names.get(e.ifindex);
-      return interfaceName === undefined ? [] : [{ ...e, interfaceName }];
+    const flows: Array<{ interfaceName: string; flow: KernelFlow }> = [];
+    for (const flow of this.maps.takeFlows(take)) {
+      const interfaceName = names.get(flow.key.ifindex);
+      if (interfaceName !== undefined) flows.push({ interfaceName, flow });
+    }
+    const rejects = this.maps.takeRejects(take).flatMap((r) => {
+      const interfaceName = names.get(r.ifindex);
+      return interfaceName === undefined ? [] : [{ ...r, interfaceName }];
     });
-    return { flows: named(this.maps.takeFlows(take)), rejects: named(this.maps.takeRejects(take)) };
+    return { flows, rejects };
   }
 
   /** Stops counting flows (at shutdown, before the last drain). */

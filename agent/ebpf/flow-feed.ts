@@ -7,8 +7,9 @@
 import type { FlowStage } from '../flow/stage.js';
 import { PacketView } from '../packet/view.js';
 import type { RuleSet } from '../rules/compile.js';
-import type { EbpfDataPlane, Named } from './data-plane.js';
-import type { KernelFlow, RejectedFlow } from './layout.js';
+import type { FlowCounts } from '../flow/aggregator.js';
+import type { EbpfDataPlane } from './data-plane.js';
+import type { KernelFlowKey, RejectedFlow } from './layout.js';
 import { fillRejectView } from './reject-view.js';
 
 /** How much to take: what was counted until now (every tick), both slots (the flow stage is replaced), or everything once counting stopped (shutdown). */
@@ -38,10 +39,6 @@ export class KernelFlowFeed {
       this.kernel.stopRejects();
     }
     const { flows, rejects } = await this.kernel.drainCounted(mode !== 'tick');
-    const entries: Array<{ f: Named<KernelFlow>; reject: false } | { f: Named<RejectedFlow>; reject: true }> = [
-      ...flows.map((f) => ({ f, reject: false as const })),
-      ...rejects.map((f) => ({ f, reject: true as const })),
-    ];
     const skipped = this.newlySkipped();
     if (!flow) return;
     for (const [name, packets] of skipped) {
@@ -49,15 +46,19 @@ export class KernelFlowFeed {
       if (i >= 0) flow.noteDrops(i, packets);
     }
     // In time order: a flow of the next window closes the open one, so no earlier flow may follow it.
-    entries.sort((a, b) => (a.f.lastNs < b.f.lastNs ? -1 : a.f.lastNs > b.f.lastNs ? 1 : 0));
+    const entries: Array<{ name: string; key: KernelFlowKey; counts?: FlowCounts; reject?: RejectedFlow }> = [
+      ...flows.map((f) => ({ name: f.interfaceName, key: f.flow.key, counts: f.flow.counts })),
+      ...rejects.map((r) => ({ name: r.interfaceName, key: r, reject: r })),
+    ];
+    entries.sort((a, b) => (a.key.lastNs < b.key.lastNs ? -1 : a.key.lastNs > b.key.lastNs ? 1 : 0));
     const nowWallUs = Date.now() * 1000;
     const nowMonoNs = process.hrtime.bigint();
     for (const e of entries) {
-      const i = rules.interfaceIndex(e.f.interfaceName);
+      const i = rules.interfaceIndex(e.name);
       if (i < 0) continue;
-      const view = fillRejectView(this.view, e.f, nowWallUs, nowMonoNs);
-      if (e.reject) flow.observeRejected(i, view, e.f.packets, e.f.bytes);
-      else flow.observeCounted(i, view, e.f);
+      const view = fillRejectView(this.view, e.key, nowWallUs, nowMonoNs);
+      if (e.counts) flow.observeCounted(i, view, e.counts);
+      else if (e.reject) flow.observeRejected(i, view, e.reject.packets, e.reject.bytes);
     }
   }
 

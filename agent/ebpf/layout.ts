@@ -341,7 +341,7 @@ export interface RejectedFlow extends KernelFlowKey {
 export const flowSlotOf = (key: Buffer): number => key.readUInt8(FLOW_KEY.slot.offset);
 
 function decodeFlowKey(key: Buffer, lastNs: bigint): KernelFlowKey {
-  const words = (off: number) => [0, 1, 2, 3].map((i) => key.readUInt32BE(off + 4 * i));
+  const words = (off: number) => [key.readUInt32BE(off), key.readUInt32BE(off + 4), key.readUInt32BE(off + 8), key.readUInt32BE(off + 12)];
   return {
     src: words(FLOW_KEY.src.offset),
     dst: words(FLOW_KEY.dst.offset),
@@ -364,41 +364,65 @@ export function decodeReject(key: Buffer, value: Buffer): RejectedFlow {
 }
 
 /** An mf_flows entry summed over the CPUs: what one flow did between two drains. */
-export interface KernelFlow extends KernelFlowKey, FlowCounts {}
+export interface KernelFlow {
+  key: KernelFlowKey;
+  counts: FlowCounts;
+}
 
-/** Sums an mf_flows entry's per-CPU values (each CPU's value 8-byte aligned; struct mf_flow_val is). */
+/** A u64 member as a number (exact below 2^53: counters, and nanoseconds of up to 104 days). */
+const u64At = (buf: Buffer, off: number): number => buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 2 ** 32;
+
+/**
+ * Sums an mf_flows entry's per-CPU values (each CPU's value 8-byte aligned; struct
+ * mf_flow_val is). Where a flow has one value (RTTs, session), the CPU that saw its last
+ * packet wins, as the last packet's would. Per flow and drain: no BigInt arithmetic, one
+ * object per part, no spread (a drain of 100k flows must take milliseconds, not seconds:
+ * BigInt reads and an object spread per flow made it 2.7 s).
+ */
 export function sumFlow(key: Buffer, perCpu: Buffer, cpus: number): KernelFlow {
-  let lastNs = 0n;
-  const counts: FlowCounts = {
-    packets: 0, bytes: 0, tcpFlags: 0, retrans: 0, synRetrans: 0, zeroWin: 0, resets: 0, outOfOrder: 0,
-    rttServerUs: -1, rttClientUs: -1, handshakeUs: -1, mirrored: 0, session: -1,
-  };
-  const us = (ns: bigint, before: number) => (ns > 0n ? Number(ns) / 1000 : before);
+  let packets = 0, bytes = 0, mirrored = 0, tcpFlags = 0, retrans = 0, synRetrans = 0, zeroWin = 0, resets = 0, outOfOrder = 0;
+  let rttServerNs = 0, rttClientNs = 0, handshakeNs = 0, session = 0;
+  let lastHi = -1, lastLo = 0;
   for (let c = 0; c < cpus; c++) {
     const off = c * FLOW_VAL_SIZE;
-    const u64 = (member: Member) => perCpu.readBigUInt64LE(off + member.offset);
-    const u32 = (member: Member) => perCpu.readUInt32LE(off + member.offset);
-    if (u64(FLOW_VAL.packets) === 0n) continue;
-    const last = u64(FLOW_VAL.last_ns);
-    const latest = last >= lastNs;
-    if (latest) lastNs = last;
-    counts.packets += Number(u64(FLOW_VAL.packets));
-    counts.bytes += Number(u64(FLOW_VAL.bytes));
-    counts.mirrored += Number(u64(FLOW_VAL.mirrored));
-    counts.tcpFlags |= perCpu.readUInt8(off + FLOW_VAL.tcp_flags.offset);
-    counts.retrans += u32(FLOW_VAL.retrans);
-    counts.synRetrans += u32(FLOW_VAL.syn_retrans);
-    counts.zeroWin += u32(FLOW_VAL.zero_win);
-    counts.resets += u32(FLOW_VAL.resets);
-    counts.outOfOrder += u32(FLOW_VAL.out_of_order);
-    // Per CPU, the latest CPU's value wins where a flow has one value (as the last packet's would).
-    if (latest || counts.rttServerUs < 0) counts.rttServerUs = us(u64(FLOW_VAL.rtt_server_ns), counts.rttServerUs);
-    if (latest || counts.rttClientUs < 0) counts.rttClientUs = us(u64(FLOW_VAL.rtt_client_ns), counts.rttClientUs);
-    if (latest || counts.handshakeUs < 0) counts.handshakeUs = us(u64(FLOW_VAL.handshake_ns), counts.handshakeUs);
-    const session = u32(FLOW_VAL.session);
-    if (session > 0 && (latest || counts.session < 0)) counts.session = session - 1;
+    const n = u64At(perCpu, off + FLOW_VAL.packets.offset);
+    if (n === 0) continue;
+    const hi = perCpu.readUInt32LE(off + FLOW_VAL.last_ns.offset + 4);
+    const lo = perCpu.readUInt32LE(off + FLOW_VAL.last_ns.offset);
+    const latest = hi > lastHi || (hi === lastHi && lo >= lastLo);
+    if (latest) {
+      lastHi = hi;
+      lastLo = lo;
+    }
+    packets += n;
+    bytes += u64At(perCpu, off + FLOW_VAL.bytes.offset);
+    mirrored += u64At(perCpu, off + FLOW_VAL.mirrored.offset);
+    tcpFlags |= perCpu.readUInt8(off + FLOW_VAL.tcp_flags.offset);
+    retrans += perCpu.readUInt32LE(off + FLOW_VAL.retrans.offset);
+    synRetrans += perCpu.readUInt32LE(off + FLOW_VAL.syn_retrans.offset);
+    zeroWin += perCpu.readUInt32LE(off + FLOW_VAL.zero_win.offset);
+    resets += perCpu.readUInt32LE(off + FLOW_VAL.resets.offset);
+    outOfOrder += perCpu.readUInt32LE(off + FLOW_VAL.out_of_order.offset);
+    const server = u64At(perCpu, off + FLOW_VAL.rtt_server_ns.offset);
+    const client = u64At(perCpu, off + FLOW_VAL.rtt_client_ns.offset);
+    const handshake = u64At(perCpu, off + FLOW_VAL.handshake_ns.offset);
+    const s = perCpu.readUInt32LE(off + FLOW_VAL.session.offset);
+    if (server > 0 && (latest || rttServerNs === 0)) rttServerNs = server;
+    if (client > 0 && (latest || rttClientNs === 0)) rttClientNs = client;
+    if (handshake > 0 && (latest || handshakeNs === 0)) handshakeNs = handshake;
+    if (s > 0 && (latest || session === 0)) session = s;
   }
-  return { ...decodeFlowKey(key, lastNs), ...counts };
+  return {
+    key: decodeFlowKey(key, (BigInt(Math.max(lastHi, 0)) << 32n) | BigInt(lastLo)),
+    counts: {
+      packets, bytes, tcpFlags, retrans, synRetrans, zeroWin, resets, outOfOrder,
+      rttServerUs: rttServerNs > 0 ? rttServerNs / 1000 : -1,
+      rttClientUs: rttClientNs > 0 ? rttClientNs / 1000 : -1,
+      handshakeUs: handshakeNs > 0 ? handshakeNs / 1000 : -1,
+      mirrored,
+      session: session - 1,
+    },
+  };
 }
 
 export function u32Key(n: number): Buffer {

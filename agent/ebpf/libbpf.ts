@@ -292,6 +292,16 @@ export function tcQuery(ifindex: number, attachPoint: number, handle: number, pr
   return opts.readUInt32LE(16);
 }
 
+/** struct bpf_map_info (linux/bpf.h): the part up to its id. */
+const MAP_INFO_SIZE = 8;
+
+/** The kernel's id of a map (what `bpftool map show id N` takes). */
+export function mapId(map: MapHandle): number {
+  const info = Buffer.alloc(MAP_INFO_SIZE);
+  check(`info of map ${map.name}`, fn.objInfo(map.fd, info, [MAP_INFO_SIZE]) as number);
+  return info.readUInt32LE(4);
+}
+
 /** struct bpf_prog_info (linux/bpf.h, kernel 5.16+): its size and where verified_insns sits. */
 const PROG_INFO_SIZE = 232;
 const PROG_INFO_VERIFIED_INSNS = 216;

@@ -9,7 +9,7 @@ import type { BudgetRate } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
   BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_GSO_SIZE_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
-  mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
+  mapId, mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
   MEMBER_STATS_SIZE, MF_MAX_POOL, POOL_HEALTHY_OFFSET, POOL_SIZE, encodePool, memberIndex, sessionIndex, sumMemberStats,
@@ -307,6 +307,11 @@ export class MirrorMaps {
   private detachRejects(): void {
     this.rejectLink?.destroy();
     this.rejectLink = undefined;
+  }
+
+  /** The kernel's id of one of the object's maps (for bpftool in the benchmark). */
+  kernelMapId(name: string): number {
+    return mapId(this.obj.map(name));
   }
 
   /** Instructions the verifier processed, per program (for the benchmark report). */

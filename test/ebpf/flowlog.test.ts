@@ -55,6 +55,8 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     m.flipCountSlot();
     return m.takeFlows('all');
   };
+  /** A flow's key and counts in one object, to match against. */
+  const flat = (f: KernelFlow) => ({ ...f.key, ...f.counts });
 
   beforeAll(() => {
     try { execFileSync('ip', ['link', 'del', DEV], { stdio: 'ignore' }); } catch { /* absent */ }
@@ -96,7 +98,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     // Counted in the slot being written: a take of the other slot finds none of it.
     const slot = maps.flipCountSlot();
     expect(maps.takeFlows(slot ^ 1)).toEqual([]);
-    const flows = maps.takeFlows(slot);
+    const flows = maps.takeFlows(slot).map(flat);
     expect(maps.takeFlows('all')).toEqual([]);
     const pick = (protocol: number) => flows.find((f) => f.protocol === protocol)!;
     expect(flows).toHaveLength(3);
@@ -115,7 +117,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
       small.install({ rules: compileRules(config()), ifindexes: new Map([[DEV, ifindex]]), sessions: [], segIfindex: 0 });
       small.flows.setInterfaces([ifindex]);
       for (let port = 1; port <= 6; port++) small.decide(buildPacket({ src: A, dst: B, proto: 'udp', srcPort: port, dstPort: 9, payload: 1 }), ifindex, DIR_OUT);
-      const counted = drainAll(small).reduce((n, f) => n + f.packets, 0);
+      const counted = drainAll(small).reduce((n, f) => n + f.counts.packets, 0);
       const skipped = small.ifaceStats(ifindex, DIR_OUT).flowSkipped;
       expect(counted).toBeGreaterThan(0);
       expect(counted).toBeLessThanOrEqual(2);
@@ -165,7 +167,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     const nowWallUs = Date.now() * 1000;
     const nowMonoNs = process.hrtime.bigint();
     const flowView = new PacketView();
-    for (const f of drainAll()) kernel.observeCounted(0, fillRejectView(flowView, f, nowWallUs, nowMonoNs), f);
+    for (const f of drainAll()) kernel.observeCounted(0, fillRejectView(flowView, f.key, nowWallUs, nowMonoNs), f.counts);
     user.flushAll();
     kernel.flushAll();
 
@@ -200,7 +202,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     maps.decide(frame(1001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // new: 1001..4000
     maps.decide(frame(1001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // all 3 segments again
     maps.decide(frame(3001, 5001, ACK | PSH, 3000), ifindex, DIR_OUT, 1, 3, 1000); // 3001..4000 again, then new
-    const flow = drainAll().find((f) => f.srcPort === 41000)!;
+    const flow = drainAll().map(flat).find((f) => f.srcPort === 41000)!;
     expect(flow).toMatchObject({ packets: 2 + 9, retrans: 3 + 1, synRetrans: 0 });
   });
 });
