@@ -21,12 +21,22 @@ export const ErrorCode = {
   EBPF_OBJECT: 'MF_EBPF_OBJECT',
   /** The config is valid but exceeds what the eBPF plane's maps hold (agent/limits.ts). */
   EBPF_LIMIT: 'MF_EBPF_LIMIT',
+  /** `dataPlane: ebpf` was asked for and the eBPF plane cannot be opened here (the message says why). */
+  EBPF_UNUSABLE: 'MF_EBPF_UNUSABLE',
   /** libbpf refused a call: loading (verifier, permissions), attaching, a map update. */
   LIBBPF: 'MF_LIBBPF',
   /** The eBPF plane's segmenting veth could not be set up (offloads stay on, ip/ethtool failed). */
   EBPF_SETUP: 'MF_EBPF_SETUP',
   /** A command the agent runs (tc, ip, ethtool) failed; the message has its argv, exit code and stderr. */
   COMMAND_FAILED: 'MF_COMMAND_FAILED',
+  /** A capture file (`mirrorflow replay`, `flows` input) cannot be read or is not a pcap/pcapng of Ethernet frames. */
+  CAPTURE_FILE: 'MF_CAPTURE_FILE',
+  /** Capture on a source interface could not be opened: the interface, the AF_PACKET socket, its ring, or the wake-up. */
+  CAPTURE_OPEN: 'MF_CAPTURE_OPEN',
+  /** The capture prefilter derived from the rules does not compile or is larger than the kernel takes. */
+  CAPTURE_FILTER: 'MF_CAPTURE_FILTER',
+  /** A CLI command cannot learn the agent's control socket from the config; pass --socket. */
+  SOCKET_PATH: 'MF_SOCKET_PATH',
   /** `mirrorflow replay` cannot use its input as given (MAC, interface, directions). */
   REPLAY_INPUT: 'MF_REPLAY_INPUT',
 } as const;

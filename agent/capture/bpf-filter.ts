@@ -7,6 +7,7 @@
 // on Linux). A filter's accept returns the snap length given here: that is how many bytes
 // of each frame the kernel copies into the ring.
 import koffi from 'koffi';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 const libpcap = koffi.load('libpcap.so.0.8');
 const pcap = {
@@ -34,14 +35,14 @@ export const MAX_FILTER_SNAP = 262_144;
  */
 export function compileFilter(expression: string, snapLength: number): Buffer {
   if (!Number.isInteger(snapLength) || snapLength < 1 || snapLength > MAX_FILTER_SNAP) {
-    throw new Error(`capture filter: snap length ${snapLength} outside 1..${MAX_FILTER_SNAP}`);
+    throw new MirrorflowError(ErrorCode.CAPTURE_FILTER, `capture filter: snap length ${snapLength} outside 1..${MAX_FILTER_SNAP}`);
   }
   const handle = pcap.openDead(DLT_EN10MB, snapLength);
-  if (handle === null) throw new Error('capture filter: pcap_open_dead failed');
+  if (handle === null) throw new MirrorflowError(ErrorCode.CAPTURE_FILTER, 'capture filter: pcap_open_dead failed');
   const program = Buffer.alloc(BPF_PROGRAM_LEN);
   try {
     if (pcap.compile(handle, program, expression, 1, PCAP_NETMASK_UNKNOWN) !== 0) {
-      throw new Error(`capture filter ${JSON.stringify(expression)}: ${pcap.geterr(handle) as string}`);
+      throw new MirrorflowError(ErrorCode.CAPTURE_FILTER, `capture filter ${JSON.stringify(expression)}: ${pcap.geterr(handle) as string}`);
     }
     try {
       const count = program.readUInt32LE(0);
@@ -102,7 +103,7 @@ export function directionalProgram(filterIn: string, filterOut: string, snapLeng
     inb,
   ]);
   if (program.length / BPF_INSN_LEN > MAX_INSNS) {
-    throw new Error(`capture filter: ${program.length / BPF_INSN_LEN} BPF instructions, the kernel takes at most ${MAX_INSNS}`);
+    throw new MirrorflowError(ErrorCode.CAPTURE_FILTER, `capture filter: ${program.length / BPF_INSN_LEN} BPF instructions, the kernel takes at most ${MAX_INSNS}`);
   }
   return program;
 }

@@ -13,6 +13,7 @@ import { OffloadInfo } from '../packet/offload.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { BPF_INSN_LEN, directionalProgram } from './bpf-filter.js';
 import { ringWaker, type Wakeable } from './ring-waker.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 const sys = {
   ...socketCalls,
@@ -226,14 +227,14 @@ export class PacketRing implements Wakeable {
     this.onWarning = opts.onWarning;
     this.blockTimeoutMs = opts.bufferTimeoutMs;
     const ifIndex = sys.ifNameToIndex(opts.interfaceName) as number;
-    if (ifIndex === 0) throw new Error(`capture ${opts.interfaceName}: no such interface (${errnoText(koffi.errno())})`);
+    if (ifIndex === 0) throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture ${opts.interfaceName}: no such interface (${errnoText(koffi.errno())})`);
     this.ifIndex = ifIndex;
     this.blockBytes = ringBlockBytes(opts.snapLength);
     this.blockCount = Math.max(MIN_BLOCKS, Math.floor(opts.bufferBytes / this.blockBytes));
     // Protocol 0: the socket sees nothing until bind(), so no frame of another interface
     // or from before the filter lands in the ring.
     const fd = sys.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
-    if (fd < 0) throw new Error(`capture ${opts.interfaceName}: AF_PACKET socket: ${errnoText(koffi.errno())}`);
+    if (fd < 0) throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture ${opts.interfaceName}: AF_PACKET socket: ${errnoText(koffi.errno())}`);
     this.fd = fd;
     let mapping: unknown;
     try {
@@ -252,7 +253,7 @@ export class PacketRing implements Wakeable {
       mapping = sys.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (BigInt(koffi.address(mapping) as bigint) === MAP_FAILED) {
         mapping = undefined;
-        throw new Error(`capture ${opts.interfaceName}: mmap of the ${bytes >> 20} MiB ring: ${errnoText(koffi.errno())}`);
+        throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture ${opts.interfaceName}: mmap of the ${bytes >> 20} MiB ring: ${errnoText(koffi.errno())}`);
       }
       const memory = koffi.view(mapping, bytes) as ArrayBuffer;
       this.ring = Buffer.from(memory);
@@ -262,7 +263,7 @@ export class PacketRing implements Wakeable {
       sll.writeUInt16BE(ETH_P_ALL, 2);
       sll.writeInt32LE(ifIndex, SLL_IFINDEX);
       if (sys.bind(fd, sll, SOCKADDR_LL_LEN) !== 0) {
-        throw new Error(`capture ${opts.interfaceName}: bind to ifindex ${ifIndex}: ${errnoText(koffi.errno())}`);
+        throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture ${opts.interfaceName}: bind to ifindex ${ifIndex}: ${errnoText(koffi.errno())}`);
       }
     } catch (err) {
       if (mapping !== undefined) sys.munmap(mapping, this.blockBytes * this.blockCount);
@@ -455,7 +456,7 @@ export class PacketRing implements Wakeable {
 
   private setOption(level: number, name: number, value: Buffer, label: string): void {
     if (sys.setsockopt(this.fd, level, name, value, value.length) !== 0) {
-      throw new Error(`capture ${this.interfaceName}: ${label}: ${errnoText(koffi.errno())}`);
+      throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture ${this.interfaceName}: ${label}: ${errnoText(koffi.errno())}`);
     }
   }
 

@@ -2,7 +2,7 @@
 // byte order, µs or ns timestamps) and pcapng (with per-packet direction from the EPB
 // flags and the interface name from the IDB), and a buffered classic-pcap writer.
 import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { fileErrorReason } from '../errors.js';
+import { ErrorCode, MirrorflowError, fileErrorReason } from '../errors.js';
 
 /** Receives each frame; buf is a view into the file and valid only during the call. */
 export type FileFrameHandler = (
@@ -38,7 +38,10 @@ const DIRECTION_UNKNOWN = -1;
 const rd32 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
 const rd16 = (buf: Buffer, at: number, le: boolean): number => (le ? buf.readUInt16LE(at) : buf.readUInt16BE(at));
 
-const cannotRead = (path: string, err: unknown) => new Error(`cannot read capture file ${path}: ${fileErrorReason(err)}`, { cause: err });
+const cannotRead = (path: string, err: unknown) =>
+  new MirrorflowError(ErrorCode.CAPTURE_FILE, `cannot read capture file ${path}: ${fileErrorReason(err)}`, { cause: err });
+/** The file is there but is not a capture this reader takes (or is cut short). */
+const badFile = (message: string) => new MirrorflowError(ErrorCode.CAPTURE_FILE, message);
 
 function readCapture(path: string): Buffer {
   try {
@@ -62,38 +65,38 @@ export function captureFormat(path: string): 'pcap' | 'pcapng' {
   } catch (err) {
     throw cannotRead(path, err);
   }
-  if (got < 4) throw new Error(`${path}: ${got} bytes, not a capture file`);
+  if (got < 4) throw badFile(`${path}: ${got} bytes, not a capture file`);
   if (head.readUInt32LE(0) === NG_SHB) return 'pcapng';
   const magic = head.readUInt32LE(0);
   const swapped = head.readUInt32BE(0);
   if ([PCAP_MAGIC_US, PCAP_MAGIC_NS].some((m) => m === magic || m === swapped)) return 'pcap';
-  throw new Error(`${path}: not a pcap or pcapng file (magic 0x${swapped.toString(16)})`);
+  throw badFile(`${path}: not a pcap or pcapng file (magic 0x${swapped.toString(16)})`);
 }
 
 /** Reads every frame of a pcap or pcapng file; resolves with the frame count. */
 export async function forEachFrame(path: string, onFrame: FileFrameHandler): Promise<number> {
   const buf = readCapture(path);
-  if (buf.length < 4) throw new Error(`${path}: ${buf.length} bytes, not a capture file`);
+  if (buf.length < 4) throw badFile(`${path}: ${buf.length} bytes, not a capture file`);
   if (buf.readUInt32LE(0) === NG_SHB) return readPcapng(path, buf, onFrame);
   return readPcap(path, buf, onFrame);
 }
 
 function readPcap(path: string, buf: Buffer, onFrame: FileFrameHandler): number {
-  if (buf.length < PCAP_HEADER_LEN) throw new Error(`${path}: truncated pcap header`);
+  if (buf.length < PCAP_HEADER_LEN) throw badFile(`${path}: truncated pcap header`);
   const le = buf.readUInt32LE(0) === PCAP_MAGIC_US || buf.readUInt32LE(0) === PCAP_MAGIC_NS;
   const magic = le ? buf.readUInt32LE(0) : buf.readUInt32BE(0);
   if (magic !== PCAP_MAGIC_US && magic !== PCAP_MAGIC_NS) {
-    throw new Error(`${path}: not a pcap or pcapng file (magic 0x${buf.readUInt32BE(0).toString(16)})`);
+    throw badFile(`${path}: not a pcap or pcapng file (magic 0x${buf.readUInt32BE(0).toString(16)})`);
   }
   const linkType = rd32(buf, 20, le) & 0xffff;
-  if (linkType !== LINKTYPE_ETHERNET) throw new Error(`${path}: link type ${linkType}; only Ethernet (1) is supported`);
+  if (linkType !== LINKTYPE_ETHERNET) throw badFile(`${path}: link type ${linkType}; only Ethernet (1) is supported`);
   const fraction = magic === PCAP_MAGIC_NS ? 1000 : 1;
   let off = PCAP_HEADER_LEN;
   let frames = 0;
   while (off + PCAP_RECORD_LEN <= buf.length) {
     const caplen = rd32(buf, off + 8, le);
     const start = off + PCAP_RECORD_LEN;
-    if (start + caplen > buf.length) throw new Error(`${path}: record ${frames + 1} at byte ${off} is cut short`);
+    if (start + caplen > buf.length) throw badFile(`${path}: record ${frames + 1} at byte ${off} is cut short`);
     const tsUs = rd32(buf, off, le) * 1e6 + Math.floor(rd32(buf, off + 4, le) / fraction);
     onFrame(buf.subarray(start, start + caplen), caplen, rd32(buf, off + 12, le), tsUs, DIRECTION_UNKNOWN, undefined);
     frames++;
@@ -120,20 +123,20 @@ function readPcapng(path: string, buf: Buffer, onFrame: FileFrameHandler): numbe
     if (buf.readUInt32LE(off) === NG_SHB) {
       // The byte-order magic decides how to read this section, including its own length.
       le = buf.readUInt32LE(off + 8) === NG_BYTE_ORDER_MAGIC;
-      if (!le && buf.readUInt32BE(off + 8) !== NG_BYTE_ORDER_MAGIC) throw new Error(`${path}: bad pcapng byte-order magic at ${off}`);
+      if (!le && buf.readUInt32BE(off + 8) !== NG_BYTE_ORDER_MAGIC) throw badFile(`${path}: bad pcapng byte-order magic at ${off}`);
       interfaces = [];
     }
     const type = rd32(buf, off, le);
     const len = rd32(buf, off + 4, le);
-    if (len < 12 || off + len > buf.length) throw new Error(`${path}: pcapng block at byte ${off} has a bad length ${len}`);
+    if (len < 12 || off + len > buf.length) throw badFile(`${path}: pcapng block at byte ${off} has a bad length ${len}`);
     const body = off + 8;
     const end = off + len - 4;
     if (type === NG_IDB) {
       interfaces.push(readInterface(buf, body, end, le));
     } else if (type === NG_EPB) {
       const iface = interfaces[rd32(buf, body, le)];
-      if (iface === undefined) throw new Error(`${path}: packet at byte ${off} names an undefined interface`);
-      if (iface.linkType !== LINKTYPE_ETHERNET) throw new Error(`${path}: link type ${iface.linkType}; only Ethernet (1) is supported`);
+      if (iface === undefined) throw badFile(`${path}: packet at byte ${off} names an undefined interface`);
+      if (iface.linkType !== LINKTYPE_ETHERNET) throw badFile(`${path}: link type ${iface.linkType}; only Ethernet (1) is supported`);
       const caplen = rd32(buf, body + 12, le);
       const data = body + 20;
       let direction = DIRECTION_UNKNOWN;
@@ -152,7 +155,7 @@ function readPcapng(path: string, buf: Buffer, onFrame: FileFrameHandler): numbe
       frames++;
     } else if (type === NG_SPB) {
       const iface = interfaces[0];
-      if (iface === undefined) throw new Error(`${path}: simple packet block before any interface`);
+      if (iface === undefined) throw badFile(`${path}: simple packet block before any interface`);
       const wireLen = rd32(buf, body, le);
       const caplen = Math.min(wireLen, end - (body + 4));
       onFrame(buf.subarray(body + 4, body + 4 + caplen), caplen, wireLen, 0, DIRECTION_UNKNOWN, iface.name);

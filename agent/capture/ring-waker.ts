@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
 import { errnoText, libc } from '../libc.js';
+import { ErrorCode, MirrorflowError } from '../errors.js';
 
 const sys = {
   epollCreate: libc.func('int epoll_create1(int flags)'),
@@ -98,13 +99,13 @@ class RingWaker {
   private start(): void {
     if (this.worker !== undefined) return;
     this.epfd = sys.epollCreate(EPOLL_CLOEXEC) as number;
-    if (this.epfd < 0) throw new Error(`capture wake-up: epoll_create1: ${errnoText(koffi.errno())}`);
+    if (this.epfd < 0) throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture wake-up: epoll_create1: ${errnoText(koffi.errno())}`);
     const stopFd = sys.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) as number;
-    if (stopFd < 0) throw new Error(`capture wake-up: eventfd: ${errnoText(koffi.errno())}`);
+    if (stopFd < 0) throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture wake-up: eventfd: ${errnoText(koffi.errno())}`);
     this.event.writeUInt32LE(EPOLLIN, 0);
     this.event.writeUInt32LE(STOP, EPOLL_DATA);
     this.event.writeUInt32LE(0, EPOLL_DATA + 4);
-    if (sys.epollCtl(this.epfd, EPOLL_CTL_ADD, stopFd, this.event) !== 0) throw new Error(`capture wake-up: epoll_ctl ADD eventfd: ${errnoText(koffi.errno())}`);
+    if (sys.epollCtl(this.epfd, EPOLL_CTL_ADD, stopFd, this.event) !== 0) throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture wake-up: epoll_ctl ADD eventfd: ${errnoText(koffi.errno())}`);
     const one = Buffer.alloc(8);
     one.writeBigUInt64LE(1n, 0);
     process.once('exit', () => {
@@ -130,7 +131,7 @@ class RingWaker {
     this.event.writeUInt32LE(slot, EPOLL_DATA);
     this.event.writeUInt32LE(0, EPOLL_DATA + 4);
     if (sys.epollCtl(this.epfd, op, fd, this.event) !== 0) {
-      throw new Error(`capture wake-up: epoll_ctl ${op === EPOLL_CTL_ADD ? 'ADD' : 'MOD'} fd ${fd}: ${errnoText(koffi.errno())}`);
+      throw new MirrorflowError(ErrorCode.CAPTURE_OPEN, `capture wake-up: epoll_ctl ${op === EPOLL_CTL_ADD ? 'ADD' : 'MOD'} fd ${fd}: ${errnoText(koffi.errno())}`);
     }
   }
 }

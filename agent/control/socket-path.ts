@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';
 import { DEFAULTS } from '../config/schema.js';
-import { fileErrorReason } from '../errors.js';
+import { ErrorCode, MirrorflowError, fileErrorReason } from '../errors.js';
 
 /**
  * The control socket named in `configPath`, or the default one when the file leaves it
@@ -17,18 +17,18 @@ export async function socketFromConfig(configPath: string, isDefaultPath: boolea
     text = await readFile(configPath, 'utf8');
   } catch (err) {
     if (isDefaultPath && (err as NodeJS.ErrnoException).code === 'ENOENT') return DEFAULTS.controlSocket;
-    throw new Error(`cannot read config ${configPath} for agent.control.socket: ${fileErrorReason(err)}; pass --socket PATH`, { cause: err });
+    throw new MirrorflowError(ErrorCode.SOCKET_PATH, `cannot read config ${configPath} for agent.control.socket: ${fileErrorReason(err)}; pass --socket PATH`, { cause: err });
   }
   let doc: unknown;
   try {
     doc = parse(text);
   } catch (err) {
-    throw new Error(`config ${configPath} is not valid YAML (${(err as Error).message.split('\n')[0]}); pass --socket PATH`, { cause: err });
+    throw new MirrorflowError(ErrorCode.SOCKET_PATH, `config ${configPath} is not valid YAML (${(err as Error).message.split('\n')[0]}); pass --socket PATH`, { cause: err });
   }
   const socket = (doc as { agent?: { control?: { socket?: unknown } } } | null)?.agent?.control?.socket;
   if (socket === undefined) return DEFAULTS.controlSocket;
   if (typeof socket !== 'string' || socket === '') {
-    throw new Error(`config ${configPath}: agent.control.socket is ${JSON.stringify(socket)}, so the agent has no control socket`);
+    throw new MirrorflowError(ErrorCode.SOCKET_PATH, `config ${configPath}: agent.control.socket is ${JSON.stringify(socket)}, so the agent has no control socket`);
   }
   return socket;
 }

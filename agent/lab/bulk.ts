@@ -10,12 +10,8 @@ import type { NsRole, Topology } from './topology.js';
 const OUTER_V4 = 50;
 const ETH = 14;
 const TIMEOUT_MS = 120_000;
-/**
- * tcpdump's snap length at the destination: a jumbo copy fits. In immediate mode libpcap
- * uses a TPACKET_V2 ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB
- * buffer only ~1000 slots and drop under a bulk transfer's burst of copies.
- */
-const CAPTURE_SNAP = 9100;
+/** Snap length for captures of VXLAN copies on the underlay: a jumbo copy (9000-byte path) fits whole. */
+export const COPY_SNAP_LENGTH = 9100;
 
 export interface SeqRange {
   seq: number;
@@ -106,10 +102,12 @@ export interface CopyCapture {
 /**
  * tcpdump -w of the VXLAN copies on dst's underlay. No printing: a bulk transfer's copies
  * outrun tcpdump's text output. Immediate mode: a ring block still waiting for its timeout
- * when tcpdump stops would be lost (the tail).
+ * when tcpdump stops would be lost (the tail). In immediate mode libpcap uses a TPACKET_V2
+ * ring of snap-length slots, so -s 0 (256 KiB) would leave a 256 MiB buffer only ~1000
+ * slots and drop under a bulk transfer's burst of copies.
  */
 export async function startCopyCapture(topo: Topology, file: string): Promise<CopyCapture> {
-  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(CAPTURE_SNAP), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
+  const proc = topo.spawn('dst', 'tcpdump', ['-i', topo.dstIf, '-n', '-U', '--immediate-mode', '-B', '262144', '-s', String(COPY_SNAP_LENGTH), '-Z', 'root', '-w', file, 'udp', 'port', '4789']);
   await proc.waitForLine(/listening on/, 10_000, { stream: 'stderr' });
   return {
     file,

@@ -43,10 +43,15 @@ export interface Capture {
  */
 const CAPTURE_BUFFER_KIB = 65536;
 
-export async function startCapture(topo: Topology, role: NsRole, dev: string, file: string, filter: readonly string[] = []): Promise<Capture> {
+export async function startCapture(
+  topo: Topology, role: NsRole, dev: string, file: string, filter: readonly string[] = [], opts: { snapLength?: number } = {},
+): Promise<Capture> {
   // -B: 64 MiB of ring. With the default 2 MiB and the default 256 KiB snap length the ring
-  // holds a handful of slots, and a burst of GSO frames overruns it.
-  const proc = topo.spawn(role, 'tcpdump', ['-i', dev, '-n', '-l', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB), '--print', '-Z', 'root', '-w', file, ...filter]);
+  // holds a handful of slots, and a burst of GSO frames overruns it. In immediate mode
+  // libpcap's ring has one snap-length slot per packet: 256 slots at the default snap
+  // length, so a capture of copies (COPY_SNAP_LENGTH) gets ~7000.
+  const snap = opts.snapLength === undefined ? [] : ['-s', String(opts.snapLength)];
+  const proc = topo.spawn(role, 'tcpdump', ['-i', dev, '-n', '-l', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB), ...snap, '--print', '-Z', 'root', '-w', file, ...filter]);
   await proc.waitForLine(/listening on/, LISTEN_TIMEOUT_MS, { stream: 'stderr' });
   return {
     file,

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { run, type Spawned } from '../exec.js';
+import { COPY_SNAP_LENGTH } from './bulk.js';
 import { startCapture, tsharkFields, type Capture } from './lab.js';
+import { sumMetric } from './report.js';
 import { createLabTopology, type Topology } from './topology.js';
 
 export const POOL_TCP_PORT = 7100;
@@ -21,6 +23,7 @@ const POOL_VNI = 4242;
 const READY_TIMEOUT_MS = 15000;
 const TRAFFIC_TIMEOUT_MS = 60000;
 const HEALTH_CHANGE_TIMEOUT_MS = 10000;
+const METRICS_LISTEN = '127.0.0.1:9477';
 
 /** TCP echo (dual-stack) and UDP echo bound to each given address, so a reply leaves from
  * the address the request came to (dst also holds the sensor addresses); a line once all listen. */
@@ -90,16 +93,17 @@ export async function drivePoolTraffic(topo: Topology, from: 'src' | 'dst', tcp:
 export const MARKER_PORT = 39999;
 
 /**
- * Sends one echoed UDP datagram from MARKER_PORT and resolves once the capture printed its
- * copy. Copies leave in the order the agent saw the packets (the pcap plane flushes a whole
- * batch at once; the eBPF plane sends each at once), so by then every copy of the traffic
- * before it was handed to the kernel and counted in mirror_packets_total.
+ * Sends one echoed UDP datagram from MARKER_PORT, waits for the capture to print its copy,
+ * then for the capture to hold every copy the agent counted since it started
+ * (`copiesCounted`): the pcap plane hands each pool member's copies to the kernel in a
+ * batch of their own, so the marker's copy can overtake copies to another member.
  */
-export async function markTraffic(topo: Topology, capture: Capture, timeoutMs = TRAFFIC_TIMEOUT_MS): Promise<void> {
+export async function markTraffic(topo: Topology, capture: Capture, copiesCounted: () => Promise<number>, timeoutMs = TRAFFIC_TIMEOUT_MS): Promise<void> {
   const seen = capture.proc.waitForLine(new RegExp(`\\.${MARKER_PORT} > `), timeoutMs, { stream: 'stdout' });
   const plan = { hosts: [topo.v4.dst], tcpPort: POOL_TCP_PORT, udpPort: POOL_UDP_PORT, tcp: 0, udp: 1, udpBase: MARKER_PORT };
   await topo.exec('src', process.execPath, ['-e', CLIENT, JSON.stringify(plan)], { timeoutMs });
   await seen;
+  await capture.waitFor(await copiesCounted(), timeoutMs);
 }
 
 export interface PoolCopy {
@@ -182,20 +186,23 @@ export async function runPoolLab(opts: PoolLabOptions): Promise<{ ok: boolean; p
   try {
     await startPoolServers(topo);
     const configFile = join(topo.workDir, 'mirrorflow-pool.yaml');
-    const agentSection = { vmId: 'lab-pool', dataPlane: opts.dataPlane ?? 'auto', metrics: { listen: '127.0.0.1:9477' }, control: { socket: join(topo.workDir, 'control.sock') } };
+    const agentSection = { vmId: 'lab-pool', dataPlane: opts.dataPlane ?? 'auto', metrics: { listen: METRICS_LISTEN }, control: { socket: join(topo.workDir, 'control.sock') } };
     await writeFile(configFile, stringify({ agent: agentSection, ...poolSession(topo, INTERVAL_S) }));
     const agent = topo.spawn('src', process.execPath, [fileURLToPath(new URL('../cli.js', import.meta.url)), 'run', '--config', configFile]);
     await agent.waitForLine(/"msg":"agent ready"/, READY_TIMEOUT_MS, { stream: 'stdout' });
     const sensors = topo.sensors.v4;
     print(`lab: ${sensors.length} sensors in ${topo.ns.dst} on ${topo.dstIf}: ${sensors.join(' ')}; ICMP health checks every ${INTERVAL_S} s`);
 
+    const copies = async () =>
+      sumMetric((await topo.exec('src', 'curl', ['-sS', '--max-time', '5', `http://${METRICS_LISTEN}/metrics`])).stdout, 'mirrorflow_mirror_packets_total');
     let phase = 0;
     const round = async (label: string, lost?: string): Promise<Map<string, FlowPlacement>> => {
       const file = join(topo.workDir, `pool-${phase++}.pcap`);
-      const capture = await startCapture(topo, 'dst', topo.dstIf, file, ['udp', 'dst', 'port', String(VXLAN_PORT)]);
+      const before = await copies();
+      const capture = await startCapture(topo, 'dst', topo.dstIf, file, ['udp', 'dst', 'port', String(VXLAN_PORT)], { snapLength: COPY_SNAP_LENGTH });
       await drivePoolTraffic(topo, 'src', PHASE_TCP, PHASE_UDP);
       await drivePoolTraffic(topo, 'dst', PHASE_TCP, PHASE_UDP);
-      await markTraffic(topo, capture);
+      await markTraffic(topo, capture, async () => (await copies()) - before);
       await capture.stop();
       const flows = placeFlows(await poolCopies(file));
       const perSensor = sensors.map((s) => [...flows.values()].filter((p) => p.sensors.has(s)).length);

@@ -19,3 +19,16 @@ export function readyDataPlane(readyLine: string): string {
     return 'unknown';
   }
 }
+
+/** Sums the samples of `name` (exact metric name) whose labels include every given pair. */
+export function sumMetric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const present = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => present.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}

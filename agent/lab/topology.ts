@@ -197,6 +197,13 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
       // No DAD: addresses (link-local included) are usable at once and stay quiet.
       await sysctl('net.ipv6.conf.all.accept_dad', '0');
       await sysctl('net.ipv6.conf.default.accept_dad', '0');
+      // Quiet links: no router solicitations (sent up to ~12 s after link up), and MLD
+      // reports repeated within milliseconds of link up instead of over the next seconds:
+      // tests that compare a link's kernel counters with what the agent saw must not race
+      // traffic the kernel makes up by itself (seen: one stray packet between agent ready
+      // and the counters' first read). Set before the links exist: devices copy these.
+      await sysctl('net.ipv6.conf.default.router_solicitations', '0');
+      await sysctl('net.ipv6.conf.default.mldv2_unsolicited_report_interval', '1');
       await run('ip', ['-n', ns[role], 'link', 'set', 'lo', 'up']);
     }
     await topo.exec('peer', 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);

@@ -137,7 +137,9 @@ export class PoolHealth {
         resolve(ok);
       };
       socket.once('connect', () => done(true));
-      socket.once('timeout', () => done(false));
+      // After the loop's poll phase: a connect that completed while the loop was stalled
+      // is seen first (timers run before I/O callbacks in a loop turn).
+      socket.once('timeout', () => setImmediate(() => done(false)));
       socket.once('error', () => done(false));
     })));
   }
@@ -177,13 +179,21 @@ export class PoolHealth {
     echo.writeUInt16BE(this.seq, 6);
     // The kernel fills in the ICMPv6 checksum (it covers the pseudo-header); ICMP's is ours.
     if (this.opts.family === 4) raw.writeChecksum(echo, 2, raw.createChecksum(echo));
-    for (const m of this.opts.members) socket.send(echo, 0, echo.length, m, () => undefined);
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, this.timeoutMs());
+      let timer: NodeJS.Timeout | undefined;
       this.allAnswered = () => {
         clearTimeout(timer);
         resolve();
       };
+      // The wait starts once the requests are out (raw-socket sends when the loop polls),
+      // and ends after the loop's next poll phase: an answer already in the socket when a
+      // stalled loop wakes up counts. A busy agent (a burst of capture, a GC pause) must
+      // not take every member out at once and drop the pool's copies.
+      let unsent = this.opts.members.length;
+      const sent = () => {
+        if (--unsent === 0) timer = setTimeout(() => setImmediate(resolve), this.timeoutMs());
+      };
+      for (const m of this.opts.members) socket.send(echo, 0, echo.length, m, sent);
     });
     this.allAnswered = undefined;
     return this.opts.members.map((_, i) => ((this.answered >>> i) & 1) === 1);

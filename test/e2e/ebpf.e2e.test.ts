@@ -188,6 +188,42 @@ describe('eBPF data plane: attach, atomic reloads, clean exit, crash recovery (r
     await decap.stop();
   }, 60_000);
 
+  it('a reload to dataPlane pcap detaches everything and mirrors from user space, one back attaches again; counters never go back', async () => {
+    const decap = await startCapture(topo, 'dst', topo.vxlan[0]!.name, join(topo.workDir, 'decap-planes.pcap'), ['udp', 'port', String(UDP_PORT)]);
+    sender = topo.spawn('src', process.execPath, ['-e', sequencedSender(topo.v4.dst, UDP_PORT)]);
+    await decap.waitFor(50, TIMEOUT_MS);
+    const doc = parse(await readFile(agent.configFile, 'utf8')) as { agent: { dataPlane: string } };
+    const reloadTo = async (plane: string, msg: RegExp) => {
+      doc.agent.dataPlane = plane;
+      await writeFile(agent.configFile, stringify(doc), { mode: 0o600 });
+      const logged = agent.waitForLog(msg);
+      process.kill(agent.proc.pid!, 'SIGHUP');
+      await logged;
+      expect((await agent.cli(['status'])).out).toMatch(new RegExp(`dataPlane: ${plane}`));
+    };
+    const mirrored = () => agent.metric('mirrorflow_mirror_packets_total', { session: 'ts-e' });
+    const inKernel = await mirrored();
+
+    await reloadTo('pcap', /"msg":"eBPF data plane detached"/);
+    // Only the foreign filter is left, and no device of ours.
+    expect(await footprint()).toEqual(before);
+    expect(await vxlanDevices()).toEqual([]);
+    const afterSwitch = await mirrored();
+    expect(afterSwitch).toBeGreaterThanOrEqual(inKernel);
+    await decap.waitFor(decap.count() + 100, TIMEOUT_MS);
+    await agent.waitForMetric('mirrorflow_mirror_packets_total', { session: 'ts-e' }, (v) => v >= afterSwitch + 100);
+
+    const inUserSpace = await mirrored();
+    await reloadTo('ebpf', /"msg":"config reloaded"/);
+    expect(await filters(topo.srcIf, 'egress')).toMatch(/mf_egress/);
+    expect(await vxlanDevices()).toEqual([OUR_DEVICE]);
+    expect(await mirrored()).toBeGreaterThanOrEqual(inUserSpace);
+    await decap.waitFor(decap.count() + 100, TIMEOUT_MS);
+    await agent.waitForMetric('mirrorflow_mirror_packets_total', { session: 'ts-e' }, (v) => v >= inUserSpace + 100);
+    await sender.stop('SIGKILL');
+    await decap.stop();
+  }, 60_000);
+
   it('SIGTERM: nothing of ours is left (filters, qdisc, device, state file); the foreign qdisc and filter remain', async () => {
     expect(await agent.proc.stop('SIGTERM', 15_000)).toEqual({ code: 0, signal: null });
     expect(await footprint()).toEqual(before);

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { Spawned, ExitStatus } from '../../agent/exec.js';
 import { driveTraffic, startCapture, startTrafficServer, tsharkFields, type Capture } from '../../agent/lab/lab.js';
+import { COPY_SNAP_LENGTH } from '../../agent/lab/bulk.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';
 import { readPcap } from './helpers/pcap.js';
@@ -137,7 +138,7 @@ describe.each(['pcap', 'ebpf'])('mirror path end to end, dataPlane %s (root, vet
 
     await startTrafficServer(t, 'dst', TCP_PORT, [UDP_ACCEPTED, UDP_DROPPED, UDP_TRUNC]);
     srcCap = await startCapture(t, 'src', t.srcIf, join(t.workDir, 'src.pcap'));
-    underlay = await startCapture(t, 'dst', t.dstIf, join(t.workDir, 'underlay.pcap'), ['udp', 'port', String(VXLAN_PORT)]);
+    underlay = await startCapture(t, 'dst', t.dstIf, join(t.workDir, 'underlay.pcap'), ['udp', 'port', String(VXLAN_PORT)], { snapLength: COPY_SNAP_LENGTH });
     decapFull = await startCapture(t, 'dst', vxFull.name, join(t.workDir, 'decap-full.pcap'));
     decapTrunc = await startCapture(t, 'dst', vxTrunc.name, join(t.workDir, 'decap-trunc.pcap'));
 

@@ -12,7 +12,7 @@ import { driveTraffic, startTrafficServer } from '../../agent/lab/lab.js';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import type { FlowRecord } from '../../agent/flow/record.js';
 import { AGENT_CLI, REPO_ROOT, ensureBuilt } from './helpers/build.js';
-import { sumMetric } from './helpers/agent.js';
+import { sumMetric } from '../../agent/lab/report.js';
 import { runTcpScenarios } from './helpers/tcp-scenarios.js';
 
 const PLANES = ['pcap', 'ebpf'] as const;

@@ -10,10 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { createLabTopology, type Topology } from '../../agent/lab/topology.js';
 import { startCapture } from '../../agent/lab/lab.js';
+import { COPY_SNAP_LENGTH } from '../../agent/lab/bulk.js';
 import { drivePoolTraffic, markTraffic, placeFlows, poolCopies, poolSession, startPoolServers, type FlowPlacement } from '../../agent/lab/pool-lab.js';
 import { run } from '../../agent/exec.js';
 import { ensureBuilt } from './helpers/build.js';
-import { startLabAgent, sumMetric, type LabAgent } from './helpers/agent.js';
+import { startLabAgent, type LabAgent } from './helpers/agent.js';
+import { sumMetric } from '../../agent/lab/report.js';
 
 const PLANES = ['ebpf', 'pcap'] as const;
 /** Per address family and direction: TCP connections and UDP flows. */
@@ -42,12 +44,14 @@ describe.each(PLANES)('sensor pool of three, %s plane (root, veth lab, real agen
   /** Traffic both ways under one capture of dst's underlay; each flow's sensor. */
   const round = async (tcp: number): Promise<Map<string, string>> => {
     const file = join(topo.workDir, `pool-${plane}-${phase++}.pcap`);
-    const capture = await startCapture(topo, 'dst', topo.dstIf, file, ['udp', 'dst', 'port', '4789']);
+    const copies = () => agent.metric('mirrorflow_mirror_packets_total');
+    const before = await copies();
+    const capture = await startCapture(topo, 'dst', topo.dstIf, file, ['udp', 'dst', 'port', '4789'], { snapLength: COPY_SNAP_LENGTH });
     await drivePoolTraffic(topo, 'src', tcp, UDP_PER_FAMILY);
     await drivePoolTraffic(topo, 'dst', tcp, UDP_PER_FAMILY);
-    // The marker's copy leaves after every copy before it (SPEC §5 delivery of every
-    // counted copy is offload.e2e's to check; here it is where each copy went).
-    await markTraffic(topo, capture);
+    // Every copy counted is in the capture (SPEC §5 delivery of every counted copy is
+    // offload.e2e's to check; here it is where each copy went).
+    await markTraffic(topo, capture, async () => (await copies()) - before);
     await capture.stop();
     return sensorOf(placeFlows(await poolCopies(file)));
   };

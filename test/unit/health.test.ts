@@ -74,6 +74,42 @@ describe('PoolHealth', () => {
     expect(w.changes).toEqual([]);
   }, 20_000);
 
+  /** Blocks the event loop, as a burst of capture or a GC pause in the agent would. */
+  const stall = (ms: number) => {
+    const until = Date.now() + ms;
+    while (Date.now() < until);
+  };
+
+  it('tcp: a probe whose connect completed while the loop was stalled past its timeout passes', async () => {
+    const server = await listen();
+    const port = (server.address() as net.AddressInfo).port;
+    // interval 0.2 s: each probe waits 100 ms.
+    const w = watch(['127.0.0.1'], 4789, 4, { type: 'tcp', port, interval: 0.2, unhealthyAfter: 1, healthyAfter: 1 });
+    stop = () => {
+      w.health.stop();
+      server.close();
+    };
+    w.health.start();
+    // The connect is issued on the next tick; loopback completes it at once in the kernel.
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    stall(300);
+    await w.next(1);
+    expect(w.rounds[0]).toEqual([true]);
+    expect(w.changes).toEqual([]);
+  }, 20_000);
+
+  it('icmp: an echo reply waiting in the socket when a stalled loop wakes up past the timeout counts', async () => {
+    const w = watch(['127.0.0.1'], 4789, 4, { type: 'icmp', interval: 0.2, unhealthyAfter: 1, healthyAfter: 1 });
+    stop = () => w.health.stop();
+    w.health.start();
+    // The request is on its way; the reply arrives while the loop is stalled beyond the
+    // 100 ms wait.
+    stall(300);
+    await w.next(1);
+    expect(w.rounds[0]).toEqual([true]);
+    expect(w.changes).toEqual([]);
+  }, 20_000);
+
   it('none: never probes, always healthy', () => {
     const w = watch(['127.0.0.1', '127.0.0.2'], 4789, 4, { type: 'none', interval: 1, unhealthyAfter: 1, healthyAfter: 1 });
     w.health.start();

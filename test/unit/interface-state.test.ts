@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { interfaceState, MISSING, sameLife } from '../../agent/interface-state.js';
+import { interfaceState, MISSING, sameLife } from '../../agent/capture/interface-state.js';
 import { run } from '../../agent/exec.js';
 import { REPO_ROOT, ensureBuilt } from '../e2e/helpers/build.js';
 
@@ -27,7 +27,7 @@ describe('interface state', () => {
   });
 
   it('throws EMFILE instead of answering MISSING when the process is out of descriptors', async () => {
-    const module = pathToFileURL(join(REPO_ROOT, 'dist/agent/interface-state.js')).href;
+    const module = pathToFileURL(join(REPO_ROOT, 'dist/agent/capture/interface-state.js')).href;
     const script = `
 import { openSync } from 'node:fs';
 const { interfaceState } = await import(${JSON.stringify(module)});

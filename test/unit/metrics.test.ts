@@ -6,8 +6,12 @@ import { readFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createRegistry, RTT_BUCKETS_SECONDS, type MetricsSource, type RttRecorder, type Sample } from '../../agent/metrics/metrics.js';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { readFileSync } from 'node:fs';
 import { serveMetrics } from '../../agent/metrics/http.js';
 import { Totals } from '../../agent/metrics/totals.js';
+import { configuredSeries, PlaneTotals, type PlaneCounters } from '../../agent/metrics/counters.js';
+import type { RuleSet } from '../../agent/rules/compile.js';
 import { matchReasonName } from '../../agent/rules/match.js';
 
 function promtool(text: string): Promise<{ code: number; output: string }> {
@@ -221,5 +225,58 @@ describe('metrics endpoint under slow and many clients', () => {
     expect(await connectionsOf(server)).toBe(0);
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(res.status).toBe(200);
+  });
+});
+
+describe('docs/metrics.md', () => {
+  /** Every metric the agent defines itself: the registry minus prom-client's process and Node.js metrics. */
+  const agentMetrics = (): string[] => {
+    const defaults = new Registry();
+    collectDefaultMetrics({ register: defaults, prefix: 'mirrorflow_' });
+    const builtIn = new Set(defaults.getMetricsAsArray().map((m) => m.name));
+    return createRegistry(source).registry.getMetricsAsArray().map((m) => m.name).filter((n) => !builtIn.has(n)).sort();
+  };
+  /** Metric names in the first column of the reference's tables. */
+  const documented = (): string[] => {
+    const text = readFileSync(new URL('../../docs/metrics.md', import.meta.url), 'utf8');
+    return [...text.matchAll(/^\| `(mirrorflow_[a-z_]+)`/gm)].map((m) => m[1]!).sort();
+  };
+
+  it('lists every metric the registry defines, and none it does not', () => {
+    const registry = agentMetrics();
+    expect(registry.length).toBeGreaterThanOrEqual(30);
+    expect(documented()).toEqual(registry);
+  });
+});
+
+describe('PlaneTotals (counters across generations and planes)', () => {
+  const rules = (interfaces: string[], sessions: string[]) =>
+    ({ interfaces, sessions: sessions.map((id) => ({ id })) }) as unknown as RuleSet;
+
+  it('adds retired generations, a closed plane and the live snapshots, per series', () => {
+    const totals = new PlaneTotals();
+    const keep = configuredSeries(rules(['eth0'], ['ts-1']));
+    totals.fold({ mirrorPackets: [[{ session: 'ts-1' }, 10]] });
+    // A closed eBPF plane's own counters join the same totals.
+    totals.fold({ capturePackets: [[{ interface: 'eth0', direction: 'in' }, 7]] });
+    const live: PlaneCounters[] = [{ mirrorPackets: [[{ session: 'ts-1' }, 3]] }, { capturePackets: [[{ interface: 'eth0', direction: 'in' }, 5]] }];
+    expect(totals.samples('mirrorPackets', live, keep)).toEqual([[{ session: 'ts-1' }, 13]]);
+    expect(totals.samples('capturePackets', live, keep)).toEqual([[{ interface: 'eth0', direction: 'in' }, 12]]);
+    expect(totals.samples('mirrorBytes', live, keep)).toEqual([]);
+  });
+
+  it('shows only configured interfaces and sessions, and forgets removed ones for good', () => {
+    const totals = new PlaneTotals();
+    totals.fold({ mirrorPackets: [[{ session: 'ts-1' }, 10], [{ session: 'gone' }, 4]], captureDrops: [[{ interface: 'eth9' }, 2]] });
+    const keep = configuredSeries(rules(['eth0'], ['ts-1']));
+    // The eBPF plane still counts an interface life the config dropped: not shown.
+    const live: PlaneCounters[] = [{ captureDrops: [[{ interface: 'eth9' }, 1]] }];
+    expect(totals.samples('mirrorPackets', [], keep)).toEqual([[{ session: 'ts-1' }, 10]]);
+    expect(totals.samples('captureDrops', live, keep)).toEqual([]);
+    totals.retain(keep);
+    // Back in the config later, the series starts from 0 (Prometheus reads a reset).
+    const all = () => true;
+    expect(totals.samples('mirrorPackets', [], all)).toEqual([[{ session: 'ts-1' }, 10]]);
+    expect(totals.samples('captureDrops', [], all)).toEqual([]);
   });
 });

@@ -157,6 +157,7 @@ describe('capture files written by Wireshark tools (root, namespaces)', () => {
     const junk = join(dir, 'junk');
     writeFileSync(junk, 'not a capture file at all');
     await expect(read(junk)).rejects.toThrow(/not a pcap or pcapng file/);
+    await expect(read(junk)).rejects.toMatchObject({ code: 'MF_CAPTURE_FILE' });
   });
 });
 

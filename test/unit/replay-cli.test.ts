@@ -125,7 +125,7 @@ describe('mirrorflow replay (command line)', () => {
     const out = join(lab.workDir, 'missing-out.pcap');
     const r = await cli(['replay', '--config', configFile, '--pcap', join(lab.workDir, 'nope.pcap'), '--out', out]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`replay: cannot read capture file ${join(lab.workDir, 'nope.pcap')}: no such file\n`);
+    expect(r.stderr).toBe(`replay: cannot read capture file ${join(lab.workDir, 'nope.pcap')}: no such file [MF_CAPTURE_FILE]\n`);
     expect(existsSync(out)).toBe(false);
   });
 });

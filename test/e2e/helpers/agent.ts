@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { run, type Spawned } from '../../../agent/exec.js';
 import type { NsRole, Topology } from '../../../agent/lab/topology.js';
+import { sumMetric } from '../../../agent/lab/report.js';
 import { AGENT_CLI, REPO_ROOT } from './build.js';
 
 const READY = /"msg":"agent ready"/;
@@ -60,18 +61,6 @@ export function settle(p: Promise<{ stdout: string; stderr: string }>): Promise<
   );
 }
 
-/** Sums the samples of `name` (exact metric name) whose labels include every given pair. */
-export function sumMetric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const present = m[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => present.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
 
 /**
  * Writes `config` (control socket and metrics endpoint filled in unless given) to the lab's
