@@ -68,7 +68,7 @@ async function main(): Promise<void> {
       const slot = maps.flipCountSlot();
       await new Promise((resolve) => setTimeout(resolve, COUNT_SLOT_GRACE_MS));
       const drained = performance.now();
-      const flows = maps.takeFlows(slot);
+      const flows = await maps.takeFlows(slot);
       const drainMs = performance.now() - drained;
       if (flows.length !== n) throw new Error(`drained ${flows.length} flows of ${n}`);
       lines.push(`| ${n.toLocaleString('en')} | ${mib(memlock(maps, 'mf_flows'))} MiB | ${mib(memlock(maps, 'mf_tcp_conns'))} MiB (${LIMITS.kernelTcpConnections.toLocaleString('en')} connections) | ${(fillMs / 1000).toFixed(1)} s | ${drainMs.toFixed(0)} ms |`);

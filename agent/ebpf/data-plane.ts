@@ -172,8 +172,9 @@ export class EbpfDataPlane {
    * Makes `rules` live: VXLAN devices for the target ports, filters on every present
    * source interface (newly present or re-created ones included), then the map flip.
    * On `flowInterfaces` (those a flow log covers) the programs count flows for the flow
-   * logs (bpf/flowlog.bpf.h) and drops by the host's packet filter. A session with a pool starts with the mask `healthOf` gives for its index
-   * (default: every member healthy). Returns the slot the sessions' counters live in.
+   * logs (bpf/flowlog.bpf.h) and drops by the host's packet filter. A session with a pool
+   * starts with the mask `healthOf` gives for its index (default: every member healthy).
+   * Returns the slot the sessions' counters live in.
    */
   async install(rules: RuleSet, flowInterfaces: readonly string[], healthOf?: (session: number) => number | undefined): Promise<number> {
     const ports = new Set(rules.sessions.map((s) => s.targetPort));
@@ -298,7 +299,7 @@ export class EbpfDataPlane {
     const take = all ? 'all' : slot;
     const names = new Map([...this.attached.values()].map((a) => [a.ifindex, a.name]));
     const flows: Array<{ interfaceName: string; flow: KernelFlow }> = [];
-    for (const flow of this.maps.takeFlows(take)) {
+    for (const flow of await this.maps.takeFlows(take)) {
       const interfaceName = names.get(flow.key.ifindex);
       if (interfaceName !== undefined) flows.push({ interfaceName, flow });
     }

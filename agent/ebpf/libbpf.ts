@@ -205,24 +205,29 @@ export function mapKeys(map: MapHandle): Buffer[] {
 /** Per-CPU map values as the kernel copies them out: each CPU's value 8-byte aligned. */
 export const perCpuValueSize = (valueSize: number, cpus: number): number => Math.ceil(valueSize / 8) * 8 * cpus;
 
+/** One chunk of a batch lookup: `count` keys and values laid end to end. */
+export interface MapBatch {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
 /**
- * Every entry of a hash map, read in chunks of `chunk` entries (BPF_MAP_LOOKUP_BATCH: a few
+ * Every entry of a hash map, in chunks of up to `chunk` entries (BPF_MAP_LOOKUP_BATCH: a few
  * syscalls for the whole map, not two per entry); `valueSize` is one entry's value as copied
- * out (perCpuValueSize for a per-CPU map). Calls `each` with views valid during the call.
+ * out (perCpuValueSize for a per-CPU map). Each chunk's buffers are reused by the next.
  */
-export function mapForEachBatch(map: MapHandle, valueSize: number, chunk: number, each: (key: Buffer, value: Buffer) => void): void {
-  const keys = Buffer.alloc(map.keySize * chunk);
-  const values = Buffer.alloc(valueSize * chunk);
+export function* mapBatches(map: MapHandle, valueSize: number, chunk: number): Generator<MapBatch> {
+  const batch = { keys: Buffer.alloc(map.keySize * chunk), values: Buffer.alloc(valueSize * chunk), count: 0 };
   const token = Buffer.alloc(8);
   const next = Buffer.alloc(8);
   let first = true;
   for (;;) {
     const count = [chunk];
-    const rc = fn.lookupBatch(map.fd, first ? null : token, next, keys, values, count, null) as number;
+    const rc = fn.lookupBatch(map.fd, first ? null : token, next, batch.keys, batch.values, count, null) as number;
     if (rc < 0 && rc !== -ENOENT) check(`batch lookup of ${map.name}`, rc);
-    for (let i = 0; i < count[0]!; i++) {
-      each(keys.subarray(i * map.keySize, (i + 1) * map.keySize), values.subarray(i * valueSize, (i + 1) * valueSize));
-    }
+    batch.count = count[0]!;
+    if (batch.count > 0) yield batch;
     if (rc === -ENOENT) return;
     next.copy(token);
     first = false;

@@ -289,7 +289,7 @@ export class MirrorMaps {
   }
 
   /** Reads and deletes the flows counted in `slot` ('all': both, at shutdown). */
-  takeFlows(slot: number | 'all'): KernelFlow[] {
+  takeFlows(slot: number | 'all'): Promise<KernelFlow[]> {
     return this.flows.take(slot);
   }
 
