@@ -3,6 +3,7 @@ import { DECODE_MALFORMED, PacketView, type Direction } from './packet/view.js';
 import { GSO_NONE, NO_OFFLOAD, type OffloadInfo } from './packet/offload.js';
 import { GSO_ENCAPSULATED, Segmenter } from './packet/segment.js';
 import { matchPacket } from './rules/match.js';
+import { FragmentTable } from './rules/fragments.js';
 import type { RuleSet } from './rules/compile.js';
 import type { MirrorOutput } from './mirror/output.js';
 import type { FlowStage } from './flow/stage.js';
@@ -21,6 +22,8 @@ export const REASON_SLOTS = 16;
  */
 export class MirrorPipeline {
   readonly view = new PacketView();
+  /** First-fragment decisions of this generation's packets, so later fragments follow them (SPEC §2). */
+  private readonly fragments = new FragmentTable();
   readonly segmenter = new Segmenter();
   /** Wire packets seen (an aggregate counts its segments), indexed by ifIndex * 2 + direction. */
   readonly captured: Float64Array;
@@ -71,7 +74,7 @@ export class MirrorPipeline {
       return;
     }
     // Non-IP and ARP frames go on to the matcher too: it counts them as excluded.
-    const verdict = matchPacket(this.rules, ifIndex, view);
+    const verdict = matchPacket(this.rules, this.fragments, ifIndex, view);
     let mirrored = -1;
     if (verdict < 0) {
       this.notMirrored[ifIndex * REASON_SLOTS - verdict]! += 1;
@@ -108,7 +111,7 @@ export class MirrorPipeline {
       return;
     }
     this.captured[ifIndex * 2 + view.direction]! += n;
-    const verdict = matchPacket(this.rules, ifIndex, view);
+    const verdict = matchPacket(this.rules, this.fragments, ifIndex, view);
     if (verdict < 0) this.notMirrored[ifIndex * REASON_SLOTS - verdict]! += n;
     const flow = this.flow;
     if (verdict < 0 && flow === undefined) return;

@@ -549,9 +549,11 @@ export function createConfigSchema(env: SchemaEnv) {
 
 export type ConfigSchema = ReturnType<typeof createConfigSchema>;
 
-// Compile-time proof that the schema's output is the Config other modules import.
-type AssertAssignable<T extends U, U> = T;
-export type SchemaOutput = AssertAssignable<z.output<ConfigSchema>, Config>;
+// Compile-time proof that the schema's output is exactly the Config other modules import:
+// a field the schema adds or drops, or a type that differs, fails the build.
+type Equal<X, Y> = (<T>() => T extends X ? 1 : 2) extends (<T>() => T extends Y ? 1 : 2) ? true : false;
+type Assert<T extends true> = T;
+export type SchemaOutputIsConfig = Assert<Equal<z.output<ConfigSchema>, Config>>;
 
 // ---- messages ----------------------------------------------------------------------
 

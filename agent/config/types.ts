@@ -1,6 +1,6 @@
 // The validated, defaulted configuration (SPEC §1). The zod schema in schema.ts is the
 // source of truth; this file names its output so other modules can import plain types.
-// schema.ts checks at compile time that its output is assignable to `Config`.
+// schema.ts checks at compile time that its output is exactly `Config` (no field more or less).
 
 export type Protocol = 'ALL' | 'ICMP' | 'TCP' | 'UDP';
 export type RuleAction = 'accept' | 'drop';

@@ -40,7 +40,10 @@ for (const a of addresses) {
 }
 `;
 
-/** TCP connections that send 3000 bytes and read them back; UDP flows from fixed ports, 3 echoed datagrams each. */
+/** Datagrams each UDP flow of the CLIENT sends (each echoed). */
+const UDP_DATAGRAMS = 3;
+
+/** TCP connections that send 3000 bytes and read them back; UDP flows from fixed ports, UDP_DATAGRAMS echoed datagrams each. */
 const CLIENT = `
 const net = require('node:net'), dgram = require('node:dgram');
 const { hosts, tcpPort, udpPort, tcp, udp, udpBase } = JSON.parse(process.argv[1]);
@@ -54,9 +57,9 @@ const conn = (host) => new Promise((resolve, reject) => {
 const flow = (host, port) => new Promise((resolve, reject) => {
   const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
   let got = 0;
-  const timer = setTimeout(() => { s.close(); reject(new Error('udp ' + host + ' from ' + port + ': ' + got + ' of 3 echoed')); }, 3000);
-  s.on('message', () => { if (++got === 3) { clearTimeout(timer); s.close(); resolve(); } });
-  s.bind(port, () => { for (let i = 0; i < 3; i++) s.send(Buffer.alloc(100, 0x62), udpPort, host); });
+  const timer = setTimeout(() => { s.close(); reject(new Error('udp ' + host + ' from ' + port + ': ' + got + ' of ${UDP_DATAGRAMS} echoed')); }, 3000);
+  s.on('message', () => { if (++got === ${UDP_DATAGRAMS}) { clearTimeout(timer); s.close(); resolve(); } });
+  s.bind(port, () => { for (let i = 0; i < ${UDP_DATAGRAMS}; i++) s.send(Buffer.alloc(100, 0x62), udpPort, host); });
 });
 (async () => {
   for (const [f, host] of hosts.entries()) {
@@ -93,31 +96,42 @@ export async function drivePoolTraffic(topo: Topology, from: 'src' | 'dst', tcp:
 export const MARKER_PORT = 39999;
 
 /**
- * Sends one echoed UDP datagram from MARKER_PORT, waits for the capture to print its copy,
- * then for the capture to hold every copy the agent counted since it started
- * (`copiesCounted`): the pcap plane hands each pool member's copies to the kernel in a
- * batch of their own, so the marker's copy can overtake copies to another member.
+ * Sends one UDP flow from MARKER_PORT and resolves once the capture printed its copy. The
+ * copies to one target leave in the order the agent saw the packets (the pcap plane sends a
+ * batch with one sendmmsg; the eBPF plane sends each at once), so by then every copy to that
+ * target before it is out. A pool's members get batches of their own, so there the marker's
+ * copy can overtake copies to another member: `copiesCounted` (copies the agent counted
+ * since the capture started) makes it wait until the capture holds all of them. With
+ * `agents` mirroring the same interface, it waits for all their copies of the flow's
+ * requests (one agent's can arrive far ahead of another's).
  */
-export async function markTraffic(topo: Topology, capture: Capture, copiesCounted: () => Promise<number>, timeoutMs = TRAFFIC_TIMEOUT_MS): Promise<void> {
-  const seen = capture.proc.waitForLine(new RegExp(`\\.${MARKER_PORT} > `), timeoutMs, { stream: 'stdout' });
+export async function markTraffic(
+  topo: Topology, capture: Capture, opts: { copiesCounted?: () => Promise<number>; agents?: number; timeoutMs?: number } = {},
+): Promise<void> {
+  const { agents = 1, timeoutMs = TRAFFIC_TIMEOUT_MS } = opts;
+  const count = agents === 1 ? 1 : agents * UDP_DATAGRAMS;
+  const seen = capture.proc.waitForLine(new RegExp(`\\.${MARKER_PORT} > `), timeoutMs, { stream: 'stdout', count });
   const plan = { hosts: [topo.v4.dst], tcpPort: POOL_TCP_PORT, udpPort: POOL_UDP_PORT, tcp: 0, udp: 1, udpBase: MARKER_PORT };
   await topo.exec('src', process.execPath, ['-e', CLIENT, JSON.stringify(plan)], { timeoutMs });
   await seen;
-  await capture.waitFor(await copiesCounted(), timeoutMs);
+  if (opts.copiesCounted) await capture.waitFor(await opts.copiesCounted(), timeoutMs);
 }
 
 export interface PoolCopy {
   sensor: string;
   outerPort: number;
+  vni: number;
   /** Inner flow, the same for both directions: protocol and the two endpoints sorted. */
   flow: string;
+  /** The inner packet's source endpoint ("address|port"): which direction of the flow. */
+  from: string;
 }
 
 /** The VXLAN copies of a capture whose inner packet is pool traffic, as tshark decodes them. */
 export async function poolCopies(file: string): Promise<PoolCopy[]> {
   const rows = await tsharkFields(file, `vxlan && (tcp.port == ${POOL_TCP_PORT} || udp.port == ${POOL_UDP_PORT}) && !(udp.port == ${MARKER_PORT})`,
-    ['ip.src', 'ip.dst', 'ipv6.src', 'ipv6.dst', 'udp.srcport', 'udp.dstport', 'tcp.srcport', 'tcp.dstport']);
-  return rows.map(([ipSrc = '', ipDst = '', v6Src = '', v6Dst = '', uSrc = '', uDst = '', tSrc = '', tDst = '']) => {
+    ['ip.src', 'ip.dst', 'ipv6.src', 'ipv6.dst', 'udp.srcport', 'udp.dstport', 'tcp.srcport', 'tcp.dstport', 'vxlan.vni']);
+  return rows.map(([ipSrc = '', ipDst = '', v6Src = '', v6Dst = '', uSrc = '', uDst = '', tSrc = '', tDst = '', vni = '']) => {
     const innerSrc4 = ipSrc.split(',')[1];
     const [sensor = '', innerDst4] = ipDst.split(',');
     const [outerPort = '', innerUdpSrc] = uSrc.split(',');
@@ -125,13 +139,15 @@ export async function poolCopies(file: string): Promise<PoolCopy[]> {
     const tcp = tSrc !== '';
     const a = `${innerSrc4 ?? v6Src}|${tcp ? tSrc : innerUdpSrc}`;
     const b = `${innerDst4 ?? v6Dst}|${tcp ? tDst : innerUdpDst}`;
-    return { sensor, outerPort: Number(outerPort), flow: `${tcp ? 'tcp' : 'udp'} ${[a, b].sort().join(' ')}` };
+    return { sensor, outerPort: Number(outerPort), vni: Number(vni), flow: `${tcp ? 'tcp' : 'udp'} ${[a, b].sort().join(' ')}`, from: a };
   });
 }
 
 export interface FlowPlacement {
   sensors: Set<string>;
   outerPorts: Set<number>;
+  /** The inner sources its copies came from: two when both directions were mirrored. */
+  directions: Set<string>;
   copies: number;
 }
 
@@ -140,9 +156,10 @@ export function placeFlows(copies: readonly PoolCopy[]): Map<string, FlowPlaceme
   const out = new Map<string, FlowPlacement>();
   for (const c of copies) {
     let p = out.get(c.flow);
-    if (!p) out.set(c.flow, (p = { sensors: new Set(), outerPorts: new Set(), copies: 0 }));
+    if (!p) out.set(c.flow, (p = { sensors: new Set(), outerPorts: new Set(), directions: new Set(), copies: 0 }));
     p.sensors.add(c.sensor);
     p.outerPorts.add(c.outerPort);
+    p.directions.add(c.from);
     p.copies++;
   }
   return out;
@@ -202,7 +219,7 @@ export async function runPoolLab(opts: PoolLabOptions): Promise<{ ok: boolean; p
       const capture = await startCapture(topo, 'dst', topo.dstIf, file, ['udp', 'dst', 'port', String(VXLAN_PORT)], { snapLength: COPY_SNAP_LENGTH });
       await drivePoolTraffic(topo, 'src', PHASE_TCP, PHASE_UDP);
       await drivePoolTraffic(topo, 'dst', PHASE_TCP, PHASE_UDP);
-      await markTraffic(topo, capture, async () => (await copies()) - before);
+      await markTraffic(topo, capture, { copiesCounted: async () => (await copies()) - before });
       await capture.stop();
       const flows = placeFlows(await poolCopies(file));
       const perSensor = sensors.map((s) => [...flows.values()].filter((p) => p.sensors.has(s)).length);

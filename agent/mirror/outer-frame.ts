@@ -6,13 +6,12 @@ import type { PacketView } from '../packet/view.js';
 import type { MirrorOutput } from './output.js';
 import { flowHash, flowSourcePort } from './flow-hash.js';
 import { allHealthy, pickMember } from './pool.js';
-import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
+import { frameLimit, UDP_HEADER_LEN, VXLAN_HEADER_LEN, writeOuterUdpHeader, writeVxlanHeader } from './vxlan.js';
 import { checksumOf, WordSummer } from '../packet/checksum.js';
 
 const ETH_LEN = 14;
 const IPV4_LEN = 20;
 const IPV6_LEN = 40;
-const UDP_LEN = 8;
 const ETHERTYPE_IPV4 = 0x0800;
 const ETHERTYPE_IPV6 = 0x86dd;
 const IPPROTO_UDP = 17;
@@ -74,7 +73,7 @@ export class OuterFrameOutput implements MirrorOutput {
     OUTER_SRC_MAC.copy(f, 6);
     const ipLen = this.family === 4 ? IPV4_LEN : IPV6_LEN;
     const udp = ETH_LEN + ipLen;
-    const udpLength = UDP_LEN + VXLAN_HEADER_LEN + len;
+    const udpLength = UDP_HEADER_LEN + VXLAN_HEADER_LEN + len;
     if (this.family === 4) {
       f.writeUInt16BE(ETHERTYPE_IPV4, 12);
       f.fill(0, ETH_LEN, udp);
@@ -95,12 +94,9 @@ export class OuterFrameOutput implements MirrorOutput {
       this.src.copy(f, ETH_LEN + 8);
       dst.copy(f, ETH_LEN + 24);
     }
-    f.writeUInt16BE(flowSourcePort(view), udp);
-    f.writeUInt16BE(this.opts.targetPort, udp + 2);
-    f.writeUInt16BE(udpLength, udp + 4);
-    f.writeUInt16BE(0, udp + 6);
-    writeVxlanHeader(f, udp + UDP_LEN, vni);
-    view.buf.copy(f, udp + UDP_LEN + VXLAN_HEADER_LEN, 0, len);
+    writeOuterUdpHeader(f, udp, flowSourcePort(view), this.opts.targetPort, len);
+    writeVxlanHeader(f, udp + UDP_HEADER_LEN, vni);
+    view.buf.copy(f, udp + UDP_HEADER_LEN + VXLAN_HEADER_LEN, 0, len);
     if (this.family === 6) {
       // IPv6 requires the UDP checksum: pseudo-header (addresses, length, next header) + datagram.
       const s = this.words.sum(f, ETH_LEN + 8, ETH_LEN + 40, udpLength + IPPROTO_UDP);

@@ -1,20 +1,23 @@
-// Live VXLAN sender for one target: a pool of UDP sockets bound to ports in 49152..65535,
-// each connected to the target. A packet goes out on the socket its flow hash picks, so the
-// outer source port is stable per flow. Connected sockets also report ICMP errors from the
-// target (ECONNREFUSED), and IP_RECVERR makes a full local queue (ENOBUFS) an error too.
+// Live VXLAN sender for one target: one raw UDP socket (udp-socket.ts) connected to it. The
+// agent writes the outer UDP header (and over IPv4 the IP header's template, which the
+// kernel completes), so each copy's source port is its flow's symmetric
+// port (flowSourcePort, SPEC §3): both directions of a connection, the eBPF plane and
+// `replay` put the same port on the wire. The connected socket gets the kernel's route and
+// source address, and IP_RECVERR reports ICMP errors about the copies (ECONNREFUSED from
+// the target) and makes a full local queue (ENOBUFS) an error.
 //
-// Copies are batched: send() writes the VXLAN header and the inner frame into an off-heap
-// arena, and the batch goes to the kernel with one sendmmsg per socket when the capture
+// Copies are batched: send() writes the UDP and VXLAN headers and the inner frame into an
+// off-heap arena, and the batch goes to the kernel with one sendmmsg when the capture
 // callback yields (setImmediate) or the arena fills. Nothing queues beyond the arena: a
-// socket whose send buffer is full (EAGAIN) drops the rest of its batch, counted.
+// send buffer that stays full drops the rest of the batch, counted.
 import type { PacketView } from '../packet/view.js';
 import type { Logger } from '../log.js';
 import type { MirrorOutput } from './output.js';
-import { flowHash, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from './flow-hash.js';
-import { frameLimit, VXLAN_HEADER_LEN, writeVxlanHeader } from './vxlan.js';
+import { flowSourcePort } from './flow-hash.js';
+import { frameLimit, UDP_HEADER_LEN, VXLAN_HEADER_LEN, writeOuterUdpHeader, writeVxlanHeader } from './vxlan.js';
 import { NativeMemory } from '../native-memory.js';
 import type { SessionBudget } from './budget.js';
-import { EAGAIN, EINTR, errnoText, MessageVector, socketAddress, UdpSocket } from './udp-socket.js';
+import { EAGAIN, EINTR, ENOBUFS, errnoText, ipv4HeaderTemplate, MessageVector, RawUdpSocket, socketAddress } from './udp-socket.js';
 
 export interface VxlanSenderOptions {
   address: string;
@@ -22,19 +25,19 @@ export interface VxlanSenderOptions {
   family: 4 | 6;
   pathMtu: number;
   logger: Logger;
-  /** Sockets (distinct source ports) per target. */
-  poolSize?: number;
   /** The session's mirror budget; absent: every copy is sent. */
   budget?: SessionBudget;
 }
 
-const DEFAULT_POOL_SIZE = 16;
 const NS_PER_MS = 1e6;
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Copies and bytes held for one batch; a batch is flushed early when either fills. */
 const BATCH_MESSAGES = 1024;
 const ARENA_BYTES = 1024 * 1024;
 const RECONNECT_MS = 1000;
+/** How often the ICMP error queue is read when no send failed (the IPv6 raw socket's sends never fail on it). */
+const ERROR_QUEUE_POLL_MS = 50;
+const OUTER_HEADERS_LEN = UDP_HEADER_LEN + VXLAN_HEADER_LEN;
 const ERROR_LOG_INTERVAL_MS = 10_000;
 const UNREACHABLE = 'target not reachable yet (connect failed); retrying';
 
@@ -44,19 +47,18 @@ export class VxlanSender implements MirrorOutput {
   truncated = 0;
   sendErrors = 0;
   dropped = 0;
-  private readonly pool: UdpSocket[] = [];
-  private readonly connected: boolean[] = [];
+  private socket: RawUdpSocket | undefined;
+  /** IPv4: the header template written before each copy's UDP header. */
+  private readonly ipv4Header: Uint32Array;
+  /** IP header bytes written per copy (20 over IPv4, 0 over IPv6), then UDP and VXLAN. */
+  private headersLength = OUTER_HEADERS_LEN;
+  private connected = false;
   private readonly target: Buffer;
   private readonly arena = new NativeMemory(ARENA_BYTES);
+  /** The batch: entry k is the k-th copy, in arrival order. */
   private readonly vector = new MessageVector(BATCH_MESSAGES);
-  /** The batch: per copy its socket, offset and length in the arena, in arrival order. */
-  private readonly socketOf = new Uint8Array(BATCH_MESSAGES);
-  private readonly offsetOf = new Uint32Array(BATCH_MESSAGES);
+  /** Datagram length of each entry, so a send counts its bytes. */
   private readonly lengthOf = new Uint32Array(BATCH_MESSAGES);
-  /** During a flush: the length of each vector entry (socket order), so a send counts its bytes. */
-  private readonly vectorLength = new Uint32Array(BATCH_MESSAGES);
-  /** Copies per socket, then (during a flush) each socket's next vector entry. */
-  private readonly perSocket: Uint32Array;
   private count = 0;
   private used = 0;
   private flushPending = false;
@@ -66,32 +68,29 @@ export class VxlanSender implements MirrorOutput {
   private pathMtu: number;
   private lastErrorLog = 0;
   private errorsSinceLog = 0;
+  private lastErrorQueueRead = 0;
   private readonly flushSoon = (): void => {
     this.flushPending = false;
     this.flush();
   };
 
-  private constructor(private readonly opts: Required<Omit<VxlanSenderOptions, 'budget'>> & Pick<VxlanSenderOptions, 'budget'>) {
-    this.target = socketAddress(opts.family, opts.address, opts.port);
+  private constructor(private readonly opts: VxlanSenderOptions) {
+    // A raw socket has no ports: the destination port goes into each UDP header.
+    this.target = socketAddress(opts.family, opts.address, 0);
+    this.ipv4Header = opts.family === 4 ? ipv4HeaderTemplate(opts.address) : new Uint32Array(0);
     this.pathMtu = opts.pathMtu;
-    this.perSocket = new Uint32Array(opts.poolSize);
   }
 
-  static async open(options: VxlanSenderOptions): Promise<VxlanSender> {
-    const opts = { poolSize: DEFAULT_POOL_SIZE, ...options };
-    if (opts.poolSize < 1 || opts.poolSize > 256) throw new Error(`poolSize ${opts.poolSize}: expected 1..256`);
+  static async open(opts: VxlanSenderOptions): Promise<VxlanSender> {
     const sender = new VxlanSender(opts);
-    const span = Math.floor((SOURCE_PORT_MAX - SOURCE_PORT_MIN + 1) / opts.poolSize);
     try {
-      for (let i = 0; i < opts.poolSize; i++) {
-        sender.pool.push(UdpSocket.bindInRange(opts.family, SOURCE_PORT_MIN + i * span, span, SEND_BUFFER_BYTES));
-        sender.connected.push(false);
-      }
+      sender.socket = RawUdpSocket.open(opts.family, SEND_BUFFER_BYTES);
+      sender.headersLength = sender.socket.ipHeaderLength + OUTER_HEADERS_LEN;
     } catch (err) {
       await sender.close();
       throw err;
     }
-    sender.connectAll();
+    sender.connect();
     return sender;
   }
 
@@ -100,34 +99,31 @@ export class VxlanSender implements MirrorOutput {
     return this.opts.budget?.shed ?? 0;
   }
 
-  /** Source ports in use, for logs and tests. */
-  get sourcePorts(): number[] {
-    return this.pool.map((s) => s.port);
-  }
-
   send(view: PacketView, vni: number, packetLength: number): boolean {
     if (this.closed) return false;
-    const socket = flowHash(view) % this.pool.length;
-    if (!this.connected[socket]) {
+    if (!this.connected) {
       this.failed(UNREACHABLE);
       return false;
     }
     const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
     // Shed before any work is done for the copy: production traffic wins.
     if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, performance.now() * NS_PER_MS)) return false;
-    const size = VXLAN_HEADER_LEN + len;
+    const size = this.headersLength + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;
-    const at = this.used;
+    const start = this.used;
     const out = this.arena.view;
-    writeVxlanHeader(out, at, vni);
-    view.buf.copy(out, at + VXLAN_HEADER_LEN, 0, len);
-    this.socketOf[this.count] = socket;
-    this.offsetOf[this.count] = at;
+    let at = start;
+    const ip = this.ipv4Header;
+    for (let w = 0; w < ip.length; w++, at += 4) out.writeUInt32BE(ip[w]!, at);
+    writeOuterUdpHeader(out, at, flowSourcePort(view), this.opts.port, len);
+    writeVxlanHeader(out, at + UDP_HEADER_LEN, vni);
+    view.buf.copy(out, at + OUTER_HEADERS_LEN, 0, len);
+    this.vector.set(this.count, this.arena.address + start, size);
     this.lengthOf[this.count] = size;
     this.count++;
     // 8-byte aligned copies.
-    this.used = (at + size + 7) & ~7;
+    this.used = (start + size + 7) & ~7;
     if (!this.flushPending) {
       this.flushPending = true;
       setImmediate(this.flushSoon);
@@ -135,59 +131,51 @@ export class VxlanSender implements MirrorOutput {
     return true;
   }
 
-  /** Hands the batch to the kernel: the copies of each socket in arrival order, one sendmmsg per socket. */
+  /** Hands the batch to the kernel in arrival order, then reads the ICMP error queue when it is due. */
   flush(): void {
     const n = this.count;
     if (n === 0) return;
-    const perSocket = this.perSocket;
-    perSocket.fill(0);
-    for (let i = 0; i < n; i++) perSocket[this.socketOf[i]!]!++;
-    let next = 0;
-    for (let s = 0; s < perSocket.length; s++) {
-      const c = perSocket[s]!;
-      perSocket[s] = next;
-      next += c;
-    }
-    for (let i = 0; i < n; i++) {
-      const k = perSocket[this.socketOf[i]!]!++;
-      this.vector.set(k, this.arena.address + this.offsetOf[i]!, this.lengthOf[i]!);
-      this.vectorLength[k] = this.lengthOf[i]!;
-    }
-    // perSocket[s] is now the end of socket s's run; its start is the previous socket's end.
-    let start = 0;
-    for (let s = 0; s < perSocket.length; s++) {
-      const end = perSocket[s]!;
-      if (end > start) this.sendRun(s, start, end);
-      start = end;
-    }
+    this.sendRun(this.socket!, n);
     this.count = 0;
     this.used = 0;
+    const now = performance.now();
+    if (now - this.lastErrorQueueRead >= ERROR_QUEUE_POLL_MS) {
+      this.lastErrorQueueRead = now;
+      this.readErrorQueue(this.socket!);
+    }
   }
 
   /**
    * sendmmsg stops at the first message that fails and reports the errno only when that
    * message came first, so after a partial send the failing message is tried again at the
-   * head of the next call. A pending ICMP error (IP_RECVERR queues one entry per ICMP
-   * message) fails a send without sending it: queued errors are counted and that message is
-   * tried once more. Any other failure loses its message, counted with its errno.
+   * head of the next call. A send buffer that is full drops the rest of the batch as
+   * back-pressure (counted) rather than trying copy by copy: EAGAIN over IPv4 (IP_HDRINCL
+   * allocates like a UDP socket), ENOBUFS over IPv6, where a qdisc drop is ENOBUFS too, so
+   * there it takes a second one in a row. A pending ICMP error (the IPv4 socket can report it on
+   * the next send too; IP_RECVERR has queued it, one entry per ICMP message) fails a send
+   * without sending it: queued errors about our copies are counted and that message is
+   * tried once more.
+   * Any other failure loses its message, counted with its errno.
    */
-  private sendRun(s: number, first: number, end: number): void {
-    const socket = this.pool[s]!;
-    let k = first;
+  private sendRun(socket: RawUdpSocket, end: number): void {
+    let k = 0;
     let retried = -1;
+    let lastErrno = 0;
     while (k < end) {
       const r = socket.sendBatch(this.vector, k, end - k);
-      if (r > 0) this.countSent(k, r);
-      if (r === end - k) return;
-      if (r > 0) k += r;
-      const queued = socket.drainErrorQueue();
-      if (queued > 0) this.failed(errnoText(socket.queuedErrno), queued);
-      if (r > 0 || r === -EINTR) continue;
-      if (r === -EAGAIN) {
-        // The send buffer is full: what is left of this run is dropped, not queued.
+      if (r > 0) {
+        this.countSent(k, r);
+        k += r;
+        lastErrno = 0;
+        continue;
+      }
+      if (r === -EINTR) continue;
+      const queued = this.readErrorQueue(socket);
+      if (r === -EAGAIN || (r === -ENOBUFS && lastErrno === ENOBUFS)) {
         this.dropped += end - k;
         return;
       }
+      lastErrno = -r;
       if (queued > 0 && retried !== k) {
         retried = k;
         continue;
@@ -197,12 +185,22 @@ export class VxlanSender implements MirrorOutput {
     }
   }
 
-  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the VXLAN header). */
+  /**
+   * Counts what IP_RECVERR queued about our copies (each entry a copy lost beyond this
+   * host); returns how many entries were read, ours or not (any of them can fail a send).
+   */
+  private readErrorQueue(socket: RawUdpSocket): number {
+    const queued = socket.drainErrorQueue(this.opts.port);
+    if (socket.queuedOurs > 0) this.failed(errnoText(socket.queuedErrno), socket.queuedOurs);
+    return queued;
+  }
+
+  /** Copies sent, and their inner frames' bytes after the cut (SPEC §5: without the outer headers). */
   private countSent(first: number, n: number): void {
     let bytes = 0;
-    for (let k = first; k < first + n; k++) bytes += this.vectorLength[k]!;
+    for (let k = first; k < first + n; k++) bytes += this.lengthOf[k]!;
     this.packets += n;
-    this.bytes += bytes - n * VXLAN_HEADER_LEN;
+    this.bytes += bytes - n * this.headersLength;
   }
 
   /** Copies from now on are cut to fit `mtu` (the route to the target changed). */
@@ -229,23 +227,22 @@ export class VxlanSender implements MirrorOutput {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
-    if (this.pool.length > 0) this.flush();
-    for (const s of this.pool) s.close();
-    this.pool.length = 0;
+    if (this.socket !== undefined) {
+      this.flush();
+      this.readErrorQueue(this.socket);
+      this.socket.close();
+    }
     this.arena.release();
     this.vector.release();
   }
 
-  /** Connects every socket that is not; a target without a route is retried every second. */
-  private connectAll(): void {
-    for (let i = 0; i < this.pool.length; i++) {
-      if (this.connected[i]) continue;
-      const errno = this.pool[i]!.connect(this.target);
-      this.connected[i] = errno === 0;
-      if (errno !== 0) this.failed(errnoText(errno));
-    }
-    if (!this.closed && this.connected.some((c) => !c)) {
-      this.reconnectTimer = setTimeout(() => this.connectAll(), RECONNECT_MS);
+  /** Connects the socket; a target without a route is retried every second. */
+  private connect(): void {
+    const errno = this.socket!.connect(this.target);
+    this.connected = errno === 0;
+    if (errno !== 0) this.failed(errnoText(errno));
+    if (!this.closed && !this.connected) {
+      this.reconnectTimer = setTimeout(() => this.connect(), RECONNECT_MS);
       this.reconnectTimer.unref();
     }
   }

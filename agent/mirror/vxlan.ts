@@ -1,6 +1,7 @@
-// VXLAN (RFC 7348) framing shared by the live sender and the replay writer: the 8-byte
-// header and the truncation rule of SPEC §3.
+// VXLAN (RFC 7348) framing shared by the live sender and the replay writer: the outer UDP
+// header, the 8-byte VXLAN header and the truncation rule of SPEC §3.
 
+export const UDP_HEADER_LEN = 8;
 export const VXLAN_HEADER_LEN = 8;
 /** Flags byte: the I bit says the VNI is valid. */
 const VXLAN_FLAG_VNI = 0x08;
@@ -25,4 +26,18 @@ export function writeVxlanHeader(out: Buffer, offset: number, vni: number): void
   out[offset + 5] = (vni >>> 8) & 0xff;
   out[offset + 6] = vni & 0xff;
   out[offset + 7] = 0;
+}
+
+/**
+ * Writes the outer UDP header at `offset` for a VXLAN datagram carrying an inner frame of
+ * `innerLength` bytes, checksum 0 (IPv4 may send none, as the vxlan driver does by default;
+ * over IPv6 the kernel or the replay writer fills it in); returns the UDP length.
+ */
+export function writeOuterUdpHeader(out: Buffer, offset: number, sourcePort: number, targetPort: number, innerLength: number): number {
+  const udpLength = UDP_HEADER_LEN + VXLAN_HEADER_LEN + innerLength;
+  out.writeUInt16BE(sourcePort, offset);
+  out.writeUInt16BE(targetPort, offset + 2);
+  out.writeUInt16BE(udpLength, offset + 4);
+  out.writeUInt16BE(0, offset + 6);
+  return udpLength;
 }

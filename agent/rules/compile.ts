@@ -8,7 +8,6 @@ import { formatAddress, formatIp, wireAddress, wordsOf } from '../packet/address
 import { sessionTargets, type BudgetRate, type Config, type HealthCheck, type Rule } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../packet/offsets.js';
-import { FragmentTable } from './fragments.js';
 
 export interface CompiledSession {
   /** Position in RuleSet.sessions. */
@@ -81,8 +80,6 @@ export interface RuleSet {
   readonly chains: readonly (readonly SessionChain[])[];
   /** Outputs of this agent, never mirrored. */
   readonly ownOutputs: readonly OwnOutput[];
-  /** First-fragment decisions so later fragments follow them (SPEC §2). */
-  readonly fragments: FragmentTable;
   /** agent.mirrorBudget: what all sessions together may send. */
   readonly agentBudget: BudgetRate;
 }
@@ -232,7 +229,6 @@ export function compileRules(config: Config): RuleSet {
     sessions,
     chains,
     ownOutputs,
-    fragments: new FragmentTable(),
     agentBudget: config.agent.mirrorBudget,
   };
 }

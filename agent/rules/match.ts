@@ -11,7 +11,7 @@ import {
   PORT_DHCP_CLIENT,
   PORT_DHCP_SERVER,
 } from '../packet/offsets.js';
-import { FRAG_MISS } from './fragments.js';
+import { FRAG_MISS, type FragmentTable } from './fragments.js';
 import { PORT_ANY, PROTO_ANY, type CompiledRule, type RuleSet } from './compile.js';
 
 /** No session's rules matched (or the interface has no sessions). */
@@ -55,19 +55,20 @@ export function matchReasonName(code: number): string {
 /**
  * Index into rules.sessions of the session that mirrors the packet seen on interface
  * `ifIndex` in view.direction, or a negative code (NO_MATCH, EXCLUDED_*, DROPPED_BY_RULE).
- * Later fragments follow the stored decision of their first fragment.
+ * Later fragments follow the decision `fragments` stored for their first fragment (state
+ * of the caller's packet stream; the compiled rules stay immutable).
  */
-export function matchPacket(rules: RuleSet, ifIndex: number, view: PacketView): number {
+export function matchPacket(rules: RuleSet, fragments: FragmentTable, ifIndex: number, view: PacketView): number {
   if (view.malformedReason.length !== 0) return EXCLUDED_MALFORMED;
   if (view.ipVersion === 0) return view.etherType === ETHERTYPE_ARP ? EXCLUDED_ARP : EXCLUDED_NON_IP;
   if (!view.isFragment) return decide(rules, ifIndex, view);
   if (view.fragOffset !== 0) {
-    const stored = rules.fragments.lookup(view, ifIndex);
+    const stored = fragments.lookup(view, ifIndex);
     if (stored !== FRAG_MISS) return stored;
     return decide(rules, ifIndex, view);
   }
   const result = decide(rules, ifIndex, view);
-  rules.fragments.store(view, ifIndex, result);
+  fragments.store(view, ifIndex, result);
   return result;
 }
 

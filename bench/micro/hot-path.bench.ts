@@ -6,6 +6,7 @@ import { decode } from '../../agent/packet/decode.js';
 import { DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { compileRules } from '../../agent/rules/compile.js';
+import { FragmentTable } from '../../agent/rules/fragments.js';
 import { matchPacket } from '../../agent/rules/match.js';
 import { VXLAN_HEADER_LEN, writeVxlanHeader } from '../../agent/mirror/vxlan.js';
 import { FlowStage } from '../../agent/flow/stage.js';
@@ -31,6 +32,7 @@ flowLogs:
   - { id: fl, sources: [eth0], window: 60, sink: { type: stdout } }
 `, { localAddresses: [] });
 const ruleSet = compileRules(config);
+const fragments = new FragmentTable();
 const view = new PacketView();
 const out = Buffer.alloc(9000);
 const flow = new FlowStage({ config, interfaces: ruleSet.interfaces, emit: () => undefined });
@@ -46,7 +48,7 @@ describe('hot path, per packet', () => {
     const f = frames[i++ % 3]!;
     view.direction = DIR_OUT;
     decode(view, f, f.length, f.length);
-    matchPacket(ruleSet, 0, view);
+    matchPacket(ruleSet, fragments, 0, view);
   });
   bench('VXLAN framing of a 1500-byte copy', () => {
     writeVxlanHeader(out, 0, 4242);

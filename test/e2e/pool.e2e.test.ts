@@ -51,7 +51,7 @@ describe.each(PLANES)('sensor pool of three, %s plane (root, veth lab, real agen
     await drivePoolTraffic(topo, 'dst', tcp, UDP_PER_FAMILY);
     // Every copy counted is in the capture (SPEC §5 delivery of every counted copy is
     // offload.e2e's to check; here it is where each copy went).
-    await markTraffic(topo, capture, async () => (await copies()) - before);
+    await markTraffic(topo, capture, { copiesCounted: async () => (await copies()) - before });
     await capture.stop();
     return sensorOf(placeFlows(await poolCopies(file)));
   };

@@ -12,6 +12,7 @@ import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { compileRules } from '../../agent/rules/compile.js';
+import { FragmentTable } from '../../agent/rules/fragments.js';
 import { matchPacket, matchReasonName } from '../../agent/rules/match.js';
 import { FUZZ_CONFIG } from '../fuzz/config.js';
 import { FrameMutator, MUTATIONS } from '../fuzz/frames.js';
@@ -40,6 +41,7 @@ describe('fuzz: the BPF program decides like the TypeScript engine on hostile fr
 
   it(`a million mutated frames: same decision in BPF and TypeScript (seed ${SEED})`, () => {
     const rules = compileRules(parseConfig(FUZZ_CONFIG, { localAddresses: [] }));
+    const fragments = new FragmentTable();
     const ifindexes = new Map([[rules.interfaces[0]!, ifindex]]);
     maps.install({ rules, ifindexes, sessions: rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: s.targetFamily, remote: [0, 0, 0, 0] })), segIfindex: 0 });
     const rng = new Prng(SEED);
@@ -55,7 +57,7 @@ describe('fuzz: the BPF program decides like the TypeScript engine on hostile fr
       view.direction = dir;
       view.tsUs = (t += 1 + rng.below(1000));
       decode(view, frame, frame.length, frame.length);
-      const ts = matchPacket(rules, 0, view);
+      const ts = matchPacket(rules, fragments, 0, view);
       if (kernelRefusesTestRun(frame)) {
         skipped.refused++;
         continue;

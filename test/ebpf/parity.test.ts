@@ -11,6 +11,7 @@ import { MirrorMaps } from '../../agent/ebpf/mirror-maps.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { compileRules } from '../../agent/rules/compile.js';
+import { FragmentTable } from '../../agent/rules/fragments.js';
 import { matchPacket, matchReasonName } from '../../agent/rules/match.js';
 import type { VectorFile } from '../vectors/cases.js';
 import { kernelRefusesTestRun } from './kernel-limits.js';
@@ -46,6 +47,7 @@ describe('eBPF decisions equal the TypeScript engine on test/vectors/rules.json'
   for (const c of vectors.cases) {
     it(`${c.name} (${c.clause})`, () => {
       const rules = compileRules(parseConfig(JSON.stringify(c.config), { localAddresses: ['10.0.0.1'] }));
+      const fragments = new FragmentTable();
       const sessions = rules.sessions.map((s) => ({ vni: s.vni, truncLen: s.packetLength, vxlanIfindex: 0, family: s.targetFamily, remote: [0, 0, 0, 0] }));
       maps.install({ rules, ifindexes, sessions, segIfindex: 0 });
       c.steps.forEach((s, i) => {
@@ -54,7 +56,7 @@ describe('eBPF decisions equal the TypeScript engine on test/vectors/rules.json'
         view.direction = dir;
         view.tsUs = 1_700_000_000_000_000 + i * 1000;
         decode(view, frame, frame.length, frame.length);
-        const ts = matchPacket(rules, rules.interfaceIndex(s.iface), view);
+        const ts = matchPacket(rules, fragments, rules.interfaceIndex(s.iface), view);
         if (kernelRefusesTestRun(frame)) {
           expect(matchReasonName(ts)).toBe('malformed');
           return;

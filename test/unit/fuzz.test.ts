@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { compileRules } from '../../agent/rules/compile.js';
+import { FragmentTable } from '../../agent/rules/fragments.js';
 import { matchPacket, EXCLUDED_ARP, EXCLUDED_NON_IP } from '../../agent/rules/match.js';
 import { MirrorPipeline } from '../../agent/pipeline.js';
 import { FlowStage } from '../../agent/flow/stage.js';
@@ -85,6 +86,7 @@ describe('fuzz: hostile frames through the user-space path', () => {
   it(`a million frames: nothing thrown, nothing read past caplen, known verdicts kept, every frame counted once (seed ${SEED})`, () => {
     const config = parseConfig(FUZZ_CONFIG, { localAddresses: [] });
     const rules = compileRules(config);
+    const fragments = new FragmentTable();
     const output = new FakeOutput();
     let records = 0;
     const flow = new FlowStage({
@@ -95,7 +97,7 @@ describe('fuzz: hostile frames through the user-space path', () => {
     const mutator = new FrameMutator(rng);
     const seedVerdicts = mutator.seeds.map((s) => ([DIR_IN, DIR_OUT] as const).map((d) => {
       s.view.direction = d;
-      return matchPacket(rules, 0, s.view);
+      return matchPacket(rules, fragments, 0, s.view);
     }));
     const scratch = mutator.out;
     // The same bytes followed by 0xff: a decoder that reads past caplen sees them here and
@@ -137,7 +139,7 @@ describe('fuzz: hostile frames through the user-space path', () => {
           if (status !== seed.status || d !== '') failure = `expected the seed's decode, got status ${status} (${d})`;
           // Fragments follow their first fragment's stored decision: history, not this frame.
           exact.direction = dir;
-          if (!exact.isFragment && matchPacket(rules, 0, exact) !== seedVerdicts[mutator.expectSeed]![dir]) failure = 'match verdict differs from the seed';
+          if (!exact.isFragment && matchPacket(rules, fragments, 0, exact) !== seedVerdicts[mutator.expectSeed]![dir]) failure = 'match verdict differs from the seed';
           bad.known++;
         }
         pipeline.handleFrame(0, frame, len, wire, t, dir);

@@ -6,6 +6,8 @@ import { buildPacket, type PacketSpec } from '../helpers/build-packet.js';
 import { decode } from '../../agent/packet/decode.js';
 import { DIR_IN, DIR_OUT, PacketView } from '../../agent/packet/view.js';
 import { compileRules, parseCidr } from '../../agent/rules/compile.js';
+import type { RuleSet } from '../../agent/rules/compile.js';
+import { FragmentTable } from '../../agent/rules/fragments.js';
 import { formatAddress, parseAddress } from '../../agent/packet/address.js';
 import { FRAG_SLOTS, FRAG_TTL_US } from '../../agent/rules/fragments.js';
 import {
@@ -28,12 +30,16 @@ function yaml(text: string) {
 }
 
 const view = new PacketView();
+/** One fragment table per compiled rule set, as each pipeline has its own. */
+const fragmentTables = new WeakMap<RuleSet, FragmentTable>();
 
-function run(rules: ReturnType<typeof load>, iface: string, dir: 0 | 1, frame: Buffer, tsUs = 1_700_000_000_000_000): number {
+function run(rules: RuleSet, iface: string, dir: 0 | 1, frame: Buffer, tsUs = 1_700_000_000_000_000): number {
   view.direction = dir;
   view.tsUs = tsUs;
   decode(view, frame, frame.length, frame.length);
-  return matchPacket(rules, rules.interfaceIndex(iface), view);
+  let fragments = fragmentTables.get(rules);
+  if (!fragments) fragmentTables.set(rules, (fragments = new FragmentTable()));
+  return matchPacket(rules, fragments, rules.interfaceIndex(iface), view);
 }
 
 const generated = `${JSON.stringify(buildVectors(), null, 2)}\n`;

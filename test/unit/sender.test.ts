@@ -1,8 +1,11 @@
 // The live VXLAN sender on real kernel sockets (loopback of the test's own namespace): what
 // it counts as sent arrives, in order per flow, across batches larger than one sendmmsg
-// arena; the source port is stable per flow and inside 49152..65535; a closed target port
-// shows up as ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
+// arena; the source port is the flow's symmetric port (flowSourcePort, the same for both
+// directions); the kernel's UDP stack accepts the datagrams (over IPv6 only with the right
+// checksum, which the raw socket has the kernel fill in); a closed target port shows up as
+// ECONNREFUSED send errors (read from the IP_RECVERR queue), for both families.
 import dgram from 'node:dgram';
+import { readFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
@@ -11,7 +14,7 @@ import { decode } from '../../agent/packet/decode.js';
 import { PacketView } from '../../agent/packet/view.js';
 import { VxlanSender } from '../../agent/mirror/sender.js';
 import { BudgetBucket, SessionBudget } from '../../agent/mirror/budget.js';
-import { SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
+import { flowSourcePort, SOURCE_PORT_MAX, SOURCE_PORT_MIN } from '../../agent/mirror/flow-hash.js';
 
 const logger = pino({ level: 'silent' }, new Writable({ write: (_c, _e, cb) => cb() }));
 const VNI = 0x123456;
@@ -35,6 +38,16 @@ function frame(src: string, dst: string, flow: number, seq: number): Buffer {
   const payload = Buffer.alloc(FRAME_PAYLOAD);
   payload.writeUInt32BE(seq, 0);
   return buildPacket({ src, dst, proto: 'udp', srcPort: 10_000 + flow, dstPort: 53, payload });
+}
+
+/** Destination unreachable messages this namespace's kernel sent (/proc/net/snmp, /proc/net/snmp6). */
+async function destinationUnreachableSent(family: 4 | 6): Promise<number> {
+  if (family === 4) {
+    const [names = '', values = ''] = (await readFile('/proc/net/snmp', 'utf8')).split('\n').filter((l) => l.startsWith('Icmp:'));
+    return Number(values.split(/\s+/)[names.split(/\s+/).indexOf('OutDestUnreachs')]);
+  }
+  const line = (await readFile('/proc/net/snmp6', 'utf8')).split('\n').find((l) => l.startsWith('Icmp6OutDestUnreachs'));
+  return Number(line?.split(/\s+/)[1]);
 }
 
 function viewOf(buf: Buffer): PacketView {
@@ -79,8 +92,13 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
       expect(g.seq).toBeGreaterThan(lastSeq.get(g.flow) ?? -1);
       lastSeq.set(g.flow, g.seq);
     }
-    // Forty flows over sixteen sockets: the hash spreads them.
-    expect(new Set(portOfFlow.values()).size).toBeGreaterThan(4);
+    // Each flow's port is its symmetric port: the reply direction's frame maps to it too.
+    for (const [flow, port] of portOfFlow) {
+      expect(port, `flow ${flow}`).toBe(flowSourcePort(viewOf(frame(src, dst, flow, 0))));
+      const reply = buildPacket({ src: dst, dst: src, proto: 'udp', srcPort: 53, dstPort: 10_000 + flow, payload: Buffer.alloc(FRAME_PAYLOAD) });
+      expect(flowSourcePort(viewOf(reply)), `reply of flow ${flow}`).toBe(port);
+    }
+    expect(new Set(portOfFlow.values()).size).toBeGreaterThan(FLOWS / 2);
   });
 
   it('with a budget of 1000 pps, a burst of 3000 copies sends the bucket\'s 100 (plus the refill while it runs) and counts the rest as shed', async () => {
@@ -114,11 +132,11 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     probe.close();
     const lines: string[] = [];
     const logged = pino({ level: 'warn' }, new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
-    const sender = await VxlanSender.open({ address: target, port: closedPort, family, pathMtu: 1500, logger: logged, poolSize: 1 });
+    const sender = await VxlanSender.open({ address: target, port: closedPort, family, pathMtu: 1500, logger: logged });
     open.push(sender);
     const view = viewOf(frame(src, dst, 1, 1));
     const deadline = Date.now() + 10_000;
-    // Each ICMP error surfaces on the next send; loopback answers the first copies at once.
+    // Loopback answers the first copies at once; the sender reads the error queue after its sends.
     while (sender.sendErrors === 0 && Date.now() < deadline) {
       sender.send(view, VNI, 8500);
       await new Promise((r) => setTimeout(r, 5));
@@ -126,5 +144,35 @@ describe.each(families)('VxlanSender over IPv$family', ({ family, type, target, 
     expect(sender.sendErrors).toBeGreaterThan(0);
     expect(sender.packets).toBeGreaterThan(0);
     expect(lines.join('')).toMatch(/"err":"ECONNREFUSED \(Connection refused\)".*"msg":"mirror send failing"/);
+  });
+  it('ICMP errors about other UDP traffic of this host to the target are not counted as the sender\'s', async () => {
+    const receiver = dgram.createSocket({ type, recvBufferSize: 1024 * 1024 });
+    open.push(receiver);
+    await new Promise<void>((resolve) => receiver.bind(0, target, resolve));
+    let received = 0;
+    receiver.on('message', () => received++);
+    const probe = dgram.createSocket(type);
+    await new Promise<void>((resolve) => probe.bind(0, target, resolve));
+    const closedPort = probe.address().port;
+    probe.close();
+    const sender = await VxlanSender.open({ address: target, port: receiver.address().port, family, pathMtu: 1500, logger });
+    open.push(sender);
+    const view = viewOf(frame(src, dst, 1, 1));
+    const icmpBefore = await destinationUnreachableSent(family);
+    // Another socket's datagram to a closed port of the target draws a port unreachable,
+    // which the kernel also queues on the sender's raw socket (same protocol and addresses).
+    const other = dgram.createSocket(type);
+    await new Promise<void>((resolve, reject) => other.send(Buffer.alloc(10), closedPort, target, (err) => (err ? reject(err) : resolve())));
+    other.close();
+    const deadline = Date.now() + 10_000;
+    while ((await destinationUnreachableSent(family)) === icmpBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(await destinationUnreachableSent(family)).toBeGreaterThan(icmpBefore);
+    for (let i = 0; i < 3; i++) sender.send(view, VNI, 8500);
+    // close() flushes and reads the error queue.
+    await sender.close();
+    while (received < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(received).toBe(3);
+    expect(sender.packets).toBe(3);
+    expect(sender.sendErrors).toBe(0);
   });
 });
