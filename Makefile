@@ -60,6 +60,7 @@ lab: build
 bench: build
 	npx tsc -p bench/tsconfig.json
 	node dist/bench/ebpf-rules.js
+	node dist/bench/kernel-flows.js
 	node dist/bench/run.js
 	npx vitest bench --run bench/micro
 	node dist/bench/flows-query.js

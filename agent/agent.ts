@@ -122,7 +122,7 @@ export class Agent {
 
   private tick(): void {
     const gen = this.gen;
-    if (gen?.flow) gen.mirror.feedFlow(false);
+    if (gen?.flow) gen.mirror.feedFlow(false).catch((err: unknown) => this.log.warn({ err }, 'could not hand the data plane\'s flow counts to the flow logs; retrying at the next tick'));
     this.flowLogs.tick(Math.floor(Date.now() / 1000) - WINDOW_GRACE_SEC);
     if (gen) void gen.plane.tick();
     if (Date.now() - this.lastPathMtuCheck >= PATH_MTU_CHECK_MS && gen) {
@@ -264,8 +264,8 @@ export class Agent {
     await this.control?.close();
     const gen = this.gen;
     if (gen) {
-      // Every drop counted so far goes into the windows flushed below.
-      gen.mirror.feedFlow(true);
+      // Every flow and drop counted so far goes into the windows flushed below.
+      await gen.mirror.feedFlow(true);
       this.totals.fold(await gen.mirror.retire());
     }
     this.gen = undefined;

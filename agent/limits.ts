@@ -19,4 +19,8 @@ export const LIMITS = {
   /** Sensors in one `targets.pool` (config; MF_MAX_POOL is the upper one). */
   poolMin: 2,
   poolMax: 16,
+  /** Flows the eBPF plane counts for flow logs between two drains, both slots (MF_FLOW_ENTRIES). */
+  kernelFlows: 131_072,
+  /** TCP connections the eBPF plane tracks for retransmissions and RTT, least recently seen evicted (MF_TCP_CONNS). */
+  kernelTcpConnections: 100_000,
 } as const;

@@ -165,11 +165,13 @@ export async function memoryWithFlows(t: Topology, planes: readonly string[], pe
       }
       try {
         await t.exec('src', 'trafgen', ['--dev', t.srcIf, '--conf', r.conf, '--cpus', '1', '--num', String(r.tuples), '--rate', `${FLOW_RATE}pps`, '--no-cpu-stats', '--notouch-irq', '-q'], { timeoutMs: 120_000 });
-        // The capture may still be draining its ring: wait until the table stops growing.
+        // The capture may still be draining its ring, the eBPF plane drains its kernel flow
+        // map once a second: wait until the table has not grown for longer than a drain tick.
         let flowsActive = -1;
-        for (let i = 0; i < 50; i++) {
+        let changed = Date.now();
+        for (let i = 0; i < 100 && Date.now() - changed < 1500; i++) {
           const now = await metric(t, 'mirrorflow_flows_active');
-          if (now === flowsActive) break;
+          if (now !== flowsActive) changed = Date.now();
           flowsActive = now;
           await new Promise((res) => setTimeout(res, 200));
         }

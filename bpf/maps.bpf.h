@@ -84,8 +84,34 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MF_REJECT_FLOWS);
-	__type(key, struct mf_reject_key);
+	__type(key, struct mf_flow_key);
 	__type(value, struct mf_reject_val);
 } mf_rejects SEC(".maps");
+
+/* Flow logs from the kernel (flowlog.bpf.h): the source interfaces a flow log covers, ... */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MF_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u8);
+} mf_flow_ifaces SEC(".maps");
+
+/* ... their flows since the last drain (a full table counts mf_iface_stats.flow_skipped:
+ * nothing counted is lost, and a flow is never evicted with its counts) ... */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MF_FLOW_ENTRIES);
+	__type(key, struct mf_flow_key);
+	__type(value, struct mf_flow_val);
+} mf_flows SEC(".maps");
+
+/* ... and the TCP state of their connections, which outlives drains (least recently seen
+ * evicted first, as agent/flow/tcp.ts does). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MF_TCP_CONNS);
+	__type(key, struct mf_conn_key);
+	__type(value, struct mf_tcp_conn);
+} mf_tcp_conns SEC(".maps");
 
 #endif

@@ -18,6 +18,8 @@
  * only around the clone and restore at once (the mark survives segmentation and the veth
  * hop within one network namespace). skb->cb[0] reports the decision (read back by
  * BPF_PROG_TEST_RUN in the parity tests).
+ *   On the interfaces a flow log covers, mf_ingress/mf_egress also count every IP packet
+ *     into the flow map with its TCP analysis (flowlog.bpf.h): flow logs without capture.
  *   mf_kfree_skb (tp_btf/kfree_skb): counts packets the host's packet filter dropped on the
  *     source interfaces, for REJECT flow records (reject.bpf.h). Loaded only when a flow
  *     log needs it. */
@@ -32,6 +34,7 @@
 #include "flow_hash.bpf.h"
 #include "pool.bpf.h"
 #include "budget.bpf.h"
+#include "flowlog.bpf.h"
 
 /* linux/pkt_cls.h, which cannot be included next to vmlinux.h */
 #define TC_ACT_UNSPEC (-1)
@@ -75,8 +78,8 @@ static __always_inline struct mf_session_stats *mf_stats(__u32 slot_idx, __u32 s
  * gso_segs segments in mf-seg, each cut to trunc_len (its bytes: skb->len, or the cut of
  * every segment when that is less; the headers each segment repeats are not in skb->len).
  * cb[2] reports 1 for a shed copy to BPF_PROG_TEST_RUN. */
-static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
-				      const struct mf_slot *slot, __u64 session)
+static __always_inline int mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
+				     const struct mf_slot *slot, __u64 session)
 {
 	const struct mf_session *s;
 	struct mf_session_stats *st;
@@ -88,7 +91,7 @@ static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 	session &= MF_MAX_SESSIONS - 1;
 	s = &slot->sessions[session];
 	if (!s->vxlan_ifindex || !slot->seg_ifindex)
-		return;
+		return 0;
 	if (bytes > segs * s->trunc_len)
 		bytes = segs * s->trunc_len;
 	if (!mf_budget_admit(slot_idx, (__u32)session, slot, &s->budget, segs, bytes)) {
@@ -96,7 +99,7 @@ static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 		st = mf_stats(slot_idx, session);
 		if (st)
 			st->shed += segs;
-		return;
+		return 0;
 	}
 	mark = skb->mark;
 	skb->mark = MF_MARK_MAGIC | slot_idx << 8 | session;
@@ -106,7 +109,9 @@ static __always_inline void mf_mirror(struct __sk_buff *skb, __u32 slot_idx,
 		st = mf_stats(slot_idx, session);
 		if (st)
 			st->errors++;
+		return 0;
 	}
+	return 1;
 }
 
 static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
@@ -115,7 +120,8 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 	const struct mf_state *state = bpf_map_lookup_elem(&mf_state, &zero);
 	const struct mf_slot *slot;
 	struct mf_pkt p = {};
-	int decision;
+	__u32 cloned_to = 0;
+	int decision, decoded;
 
 	if (!state)
 		return TC_ACT_UNSPEC;
@@ -123,12 +129,17 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 	slot = bpf_map_lookup_elem(&mf_slots, &slot_idx);
 	if (!slot)
 		return TC_ACT_UNSPEC;
-	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, mf_parse(skb, &p));
+	decoded = mf_parse(skb, &p);
+	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, decoded);
 	skb->cb[0] = (__u32)decision;
 	skb->cb[2] = 0;
 	mf_count(skb, dir, decision);
-	if (decision >= 0)
-		mf_mirror(skb, slot_idx, slot, (__u64)decision);
+	if (decision >= 0 && mf_mirror(skb, slot_idx, slot, (__u64)decision))
+		cloned_to = (__u32)decision + 1;
+	/* Every decoded IP packet counts in the flow logs, mirrored or not, but the agent's own
+	 * outputs, which the pcap plane's capture filter leaves out too (rules/prefilter.ts). */
+	if (decoded == MF_DECODE_OK && decision != MF_EXCLUDED_OWN && mf_flow_logged(skb))
+		mf_flow(skb, dir, &p, cloned_to, skb->gso_segs > 1 ? skb->gso_segs : 1);
 	return TC_ACT_UNSPEC;
 }
 

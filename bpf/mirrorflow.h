@@ -22,6 +22,8 @@
 #define MF_FRAG_TTL_NS 30000000000ULL
 #define MF_REJECT_FLOWS 16384 /* dropped 5-tuples between two drains by user space */
 #define MF_MAX_POOL 16       /* sensors in one session's pool (config LIMITS.poolMax) */
+#define MF_FLOW_ENTRIES 131072 /* flows of flow-logged interfaces between two drains (both slots) */
+#define MF_TCP_CONNS 100000  /* TCP connections tracked for retransmissions and RTT (LRU) */
 
 /* Rule sets are double-buffered: user space fills the inactive slot, then flips. */
 #define MF_SLOTS 2
@@ -142,7 +144,7 @@ struct mf_slot {
 
 struct mf_state {
 	__u32 active_slot;
-	__u32 reject_slot;   /* mf_rejects entries being written; user space drains the other */
+	__u32 count_slot;    /* mf_flows and mf_rejects entries being written; user space drains the other */
 };
 
 struct mf_frag_key {
@@ -172,6 +174,7 @@ struct mf_iface_stats {
 	__u64 packets;       /* wire packets: a GSO/GRO aggregate counts its gso_segs */
 	__u64 bytes;         /* skb->len: one set of headers per aggregate */
 	__u64 decisions[MF_REASONS]; /* wire packets per decision; they sum to packets */
+	__u64 flow_skipped;  /* wire packets of a flow-logged interface not counted: mf_flows was full */
 };
 
 /* Per CPU, indexed by slot * MF_MAX_SESSIONS + session. */
@@ -183,9 +186,10 @@ struct mf_session_stats {
 	__u64 shed;          /* wire packets not cloned: over the session's or the agent's budget */
 };
 
-/* Packets the host's packet filter dropped (skb:kfree_skb, reason NETFILTER_DROP), per
- * interface, direction and 5-tuple; user space drains them into REJECT flow records. */
-struct mf_reject_key {
+/* One direction of one 5-tuple on one interface: the key of mf_flows (what the TC programs
+ * saw) and of mf_rejects (packets the host's packet filter dropped, skb:kfree_skb reason
+ * NETFILTER_DROP). User space drains both into flow records (ACCEPT and REJECT). */
+struct mf_flow_key {
 	__u32 src[4];        /* network byte order */
 	__u32 dst[4];
 	__u32 ifindex;
@@ -194,7 +198,7 @@ struct mf_reject_key {
 	__u8 protocol;
 	__u8 family;         /* 4 or 6 */
 	__u8 dir;
-	__u8 slot;           /* mf_state.reject_slot when counted */
+	__u8 slot;           /* mf_state.count_slot when counted */
 };
 
 struct mf_reject_val {
@@ -202,6 +206,61 @@ struct mf_reject_val {
 	__u64 bytes;         /* IP bytes, like the flow records */
 	__u64 first_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 last_ns;
+};
+
+/* Per CPU, per mf_flows entry: what one flow of a flow-logged interface did since the last
+ * drain, counted as agent/flow/ counts a captured packet (SPEC §4: wire packets, IP bytes of
+ * the wire segments) with the TCP analysis of agent/flow/tcp.ts (flowlog.bpf.h). */
+struct mf_flow_val {
+	__u64 packets;
+	__u64 bytes;
+	__u64 first_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_ns;
+	__u64 mirrored;      /* wire packets cloned to a session */
+	__u64 rtt_server_ns; /* SYN -> SYN-ACK, on the SYN-ACK's flow; 0: none */
+	__u64 rtt_client_ns; /* SYN-ACK -> ACK, on the ACK's flow; 0: none */
+	__u64 handshake_ns;  /* SYN -> ACK, on the ACK's flow (the record's rtt-us) */
+	__u32 retrans;       /* segments, as agent/flow/stage.ts counts them */
+	__u32 syn_retrans;
+	__u32 zero_win;
+	__u32 resets;
+	__u32 out_of_order;
+	__u32 session;       /* 1 + the session of the last mirrored packet; 0: none */
+	__u8 tcp_flags;      /* OR of FIN..URG */
+	__u8 pad[7];
+};
+
+/* A TCP connection on one interface, both directions: the lower endpoint (address, then
+ * port) is side 0, as agent/flow/tcp.ts keys it. */
+struct mf_conn_key {
+	__u32 addr[2][4];    /* network byte order */
+	__u32 ifindex;
+	__u16 port[2];       /* host byte order */
+	__u32 family;
+};
+
+/* What agent/flow/tcp.ts keeps per direction (same names, nanoseconds). */
+struct mf_tcp_dir {
+	__u64 last_advance_ns;
+	__u64 last_ack_ns;
+	__u32 next_seq;      /* highest sequence number seen + 1; 0: none yet */
+	__u32 base_seq;
+	__u32 last_ack;
+	__s32 last_window;   /* -1: none yet */
+	__u32 dup_acks;
+	__u8 has_base;
+	__u8 last_segment;   /* MF_SEG_* */
+	__u16 pad;
+};
+
+struct mf_tcp_conn {
+	struct mf_tcp_dir side[2];
+	__u64 syn_ns;
+	__u64 synack_ns;
+	__u64 first_rtt_ns;
+	__s8 client_side;    /* side that sent the SYN, or -1 */
+	__u8 handshake_done;
+	__u8 pad[6];
 };
 
 /* Interfaces whose drops are recorded: the tracepoint sees every namespace, ifindexes are

@@ -55,6 +55,14 @@ struct mf_pkt {
 	__u8 has_ports;     /* carries the transport header (not a later fragment) */
 	__u8 is_fragment;
 	__u8 tcp_flags;
+	/* For the flow logs (flowlog.bpf.h): */
+	__u16 icmp;         /* ICMP/ICMPv6 type << 8 | code */
+	__u16 tcp_window;   /* the raw window field */
+	__u32 ip_len;       /* IP header and payload (the IP length field, not skb->len) */
+	__u32 hdr_len;      /* IP and transport headers: what every wire segment repeats */
+	__u32 tcp_seq;
+	__u32 tcp_ack;
+	__u32 payload;      /* TCP payload bytes */
 };
 
 static __always_inline int mf_load_u16(struct __sk_buff *skb, __u32 off, __u16 *v)
@@ -68,10 +76,11 @@ static __always_inline int mf_load_u16(struct __sk_buff *skb, __u32 off, __u16 *
 
 /* Transport header at l4; the IP payload ends at ip_end (<= skb->len, checked by caller).
  * One load per header: helper calls are most of the parser's cost. */
-static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, __u32 l4, __u32 ip_end)
+static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, __u32 l3, __u32 l4, __u32 ip_end)
 {
+	p->hdr_len = l4 - l3;
 	if (p->protocol == P_TCP) {
-		struct { __be16 sport, dport; __be32 seq, ack; __u8 doff, flags; } tcp;
+		struct { __be16 sport, dport; __be32 seq, ack; __u8 doff, flags; __be16 window; } tcp;
 		__u32 hlen;
 
 		if (l4 + 20 > ip_end || bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
@@ -82,6 +91,11 @@ static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, 
 		p->tcp_flags = tcp.flags;
 		p->sport = bpf_ntohs(tcp.sport);
 		p->dport = bpf_ntohs(tcp.dport);
+		p->tcp_seq = bpf_ntohl(tcp.seq);
+		p->tcp_ack = bpf_ntohl(tcp.ack);
+		p->tcp_window = bpf_ntohs(tcp.window);
+		p->hdr_len += hlen;
+		p->payload = ip_end - l4 - hlen;
 	} else if (p->protocol == P_UDP || p->protocol == P_SCTP) {
 		__be16 ports[2];
 
@@ -89,9 +103,13 @@ static __always_inline int mf_parse_l4(struct __sk_buff *skb, struct mf_pkt *p, 
 			return MF_DECODE_MALFORMED;
 		p->sport = bpf_ntohs(ports[0]);
 		p->dport = bpf_ntohs(ports[1]);
+		p->hdr_len += p->protocol == P_UDP ? 8 : 12;
 	} else if (p->protocol == P_ICMP || p->protocol == P_ICMPV6) {
-		if (l4 + 4 > ip_end)
+		__be16 type_code;
+
+		if (l4 + 4 > ip_end || bpf_skb_load_bytes(skb, l4, &type_code, sizeof(type_code)))
 			return MF_DECODE_MALFORMED;
+		p->icmp = bpf_ntohs(type_code);
 	}
 	p->has_ports = 1;
 	return MF_DECODE_OK;
@@ -120,6 +138,7 @@ static __always_inline int mf_parse_ipv4(struct __sk_buff *skb, struct mf_pkt *p
 	if (total < hlen || l3 + total > len)
 		return MF_DECODE_MALFORMED;
 	p->ip_version = 4;
+	p->ip_len = total;
 	p->protocol = h.protocol;
 	p->src[0] = h.src;
 	p->dst[0] = h.dst;
@@ -129,7 +148,7 @@ static __always_inline int mf_parse_ipv4(struct __sk_buff *skb, struct mf_pkt *p
 	p->is_fragment = (frag & 0x2000) || p->frag_off;
 	if (p->frag_off)
 		return MF_DECODE_OK;
-	return mf_parse_l4(skb, p, l3 + hlen, l3 + total);
+	return mf_parse_l4(skb, p, l3, l3 + hlen, l3 + total);
 }
 
 static __always_inline int mf_parse_ipv6(struct __sk_buff *skb, struct mf_pkt *p, __u32 l3, __u32 len)
@@ -151,6 +170,7 @@ static __always_inline int mf_parse_ipv6(struct __sk_buff *skb, struct mf_pkt *p
 	if (ip_end > len)
 		return MF_DECODE_MALFORMED;
 	p->ip_version = 6;
+	p->ip_len = ip_end - l3;
 	__builtin_memcpy(p->src, h.src, 16);
 	__builtin_memcpy(p->dst, h.dst, 16);
 	next = h.next;
@@ -190,7 +210,7 @@ static __always_inline int mf_parse_ipv6(struct __sk_buff *skb, struct mf_pkt *p
 		}
 	}
 	p->protocol = next;
-	return mf_parse_l4(skb, p, off, ip_end);
+	return mf_parse_l4(skb, p, l3, off, ip_end);
 }
 
 /* Returns MF_DECODE_*; on MF_DECODE_OK, p describes the IP packet. */

@@ -17,7 +17,7 @@
 #define MF_ETH_P_IPV6 0x86DD
 #define MF_SKB_DST_PTRMASK (~1UL)
 
-static __always_inline int mf_reject_ports(const unsigned char *l4, __u8 protocol, struct mf_reject_key *k)
+static __always_inline int mf_reject_ports(const unsigned char *l4, __u8 protocol, struct mf_flow_key *k)
 {
 	__be16 ports[2];
 
@@ -42,7 +42,7 @@ static __always_inline int mf_reject_ports(const unsigned char *l4, __u8 protoco
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(mf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	struct mf_reject_key k = {};
+	struct mf_flow_key k = {};
 	struct mf_reject_iface iface;
 	struct mf_reject_val *v, init = {};
 	const struct mf_state *state;
@@ -60,7 +60,7 @@ int BPF_PROG(mf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (!state)
 		return 0;
 	/* Double-buffered like the rules: user space drains the slot it flipped away from. */
-	k.slot = state->reject_slot & 1;
+	k.slot = state->count_slot & 1;
 	dev = skb->dev;
 	if (!dev) {
 		struct dst_entry *dst = (struct dst_entry *)(skb->_skb_refdst & MF_SKB_DST_PTRMASK);

@@ -1,7 +1,8 @@
 // One generation's capture: every present source interface through one AF_PACKET socket
 // and ring (shared-capture.ts), opened paused next to the previous generation's and resumed
-// after the frames it delivered, so no frame is lost or seen twice across a rebuild. Both
-// data planes capture through it (the eBPF plane only for what flow logs need).
+// after the frames it delivered, so no frame is lost or seen twice across a rebuild. The
+// pcap plane captures through it; an eBPF-plane generation holds an empty one (none()): the
+// kernel mirrors and counts the flow logs itself.
 import type { Logger } from '../log.js';
 import type { Sample } from '../metrics/metrics.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
@@ -18,8 +19,6 @@ export interface CaptureSetOptions {
   pipeline: MirrorPipeline;
   /** Kernel ifindex of each source interface present now; a missing one gets no capture until it appears. */
   ifindexes: ReadonlyMap<string, number>;
-  /** True when user space mirrors (pcap plane); false: capture only what flow logs cover. */
-  userMirror: boolean;
   /** The running generation's capture: with one, this one opens paused (see resume). */
   previous: CaptureSet | undefined;
   log: Logger;
@@ -47,10 +46,8 @@ export class CaptureSet {
       }
       // A flow log needs every IP packet of its interfaces, not only the mirrored ones.
       const allIp = flow?.covers(index) ?? false;
-      // With the kernel mirroring, user space captures only what flow logs need.
-      if (!opts.userMirror && !allIp) continue;
       // Mirroring needs aggregates whole (their segments are cut from them); flow logs only headers.
-      const mirrored = opts.userMirror && (rules.chains[index * 2]!.length > 0 || rules.chains[index * 2 + 1]!.length > 0);
+      const mirrored = rules.chains[index * 2]!.length > 0 || rules.chains[index * 2 + 1]!.length > 0;
       interfaces.push({
         ifindex, index,
         filterIn: prefilterExpression(rules, name, DIR_IN, { allIp }),
@@ -60,6 +57,11 @@ export class CaptureSet {
     }
     if (interfaces.length === 0) return new CaptureSet(opts.pipeline);
     return new CaptureSet(opts.pipeline, openShared(opts.pipeline, interfaces, opts.previous?.shared !== undefined, opts.log));
+  }
+
+  /** No capture at all (eBPF plane). */
+  static none(pipeline: MirrorPipeline): CaptureSet {
+    return new CaptureSet(pipeline);
   }
 
   /** Starts delivering, after the frames `previous` delivered on the interfaces it covered. */

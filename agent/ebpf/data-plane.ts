@@ -14,8 +14,8 @@ import { frameLimit } from '../mirror/vxlan.js';
 import { parseAddress } from '../packet/address.js';
 import type { RuleSet } from '../rules/compile.js';
 import { TC_EGRESS, TC_INGRESS, tcAttach, tcDetach, tcHookCreate, tcHookDestroy } from './libbpf.js';
-import { MirrorMaps } from './mirror-maps.js';
-import type { IfaceStats, RejectedFlow, SlotSession } from './layout.js';
+import { COUNT_SLOT_GRACE_MS, MirrorMaps } from './mirror-maps.js';
+import type { IfaceStats, KernelFlow, RejectedFlow, SlotSession } from './layout.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
 import { SEG_RX, SEG_TX, VXLAN_PREFIX } from './device-names.js';
@@ -37,6 +37,9 @@ export const EBPF_STATE_FILE_NAME = 'ebpf-attached.json';
 /** Without a control socket directory to keep it in. */
 export const DEFAULT_STATE_FILE = `/run/mirrorflow/${EBPF_STATE_FILE_NAME}`;
 const SOURCE_PORT_RANGE = ['49152', '65535'];
+
+/** A kernel entry with the name of the source interface it was counted on. */
+export type Named<T> = T & { interfaceName: string };
 
 interface Attachment {
   name: string;
@@ -100,6 +103,8 @@ export class EbpfDataPlane {
   private readonly attached = new Map<string, Attachment>();
   /** Every interface life the programs ran on (a re-created interface has a new ifindex): counters add up over them. */
   private lives: Array<{ name: string; ifindex: number }> = [];
+  /** Interfaces removed since the last drains, by ifindex (see drainCounted). */
+  private readonly departed = new Map<number, { name: string; drains: number }>();
   /** VXLAN device ifindex by target UDP port. */
   private readonly devices = new Map<number, number>();
   /** ifindex of SEG_TX once the pair exists. */
@@ -162,11 +167,12 @@ export class EbpfDataPlane {
   /**
    * Makes `rules` live: VXLAN devices for the target ports, filters on every present
    * source interface (newly present or re-created ones included), then the map flip.
-   * Drops by the host's packet filter are counted on `rejectInterfaces` (those a flow log
-   * covers). A session with a pool starts with the mask `healthOf` gives for its index
-   * (default: every member healthy). Returns the slot the sessions' counters live in.
+   * On `flowInterfaces` (those a flow log covers) the programs count flows for the flow
+   * logs (bpf/flowlog.bpf.h) and drops by the host's packet filter. A session with a pool
+   * starts with the mask `healthOf` gives for its index (default: every member healthy).
+   * Returns the slot the sessions' counters live in.
    */
-  async install(rules: RuleSet, rejectInterfaces: readonly string[], healthOf?: (session: number) => number | undefined): Promise<number> {
+  async install(rules: RuleSet, flowInterfaces: readonly string[], healthOf?: (session: number) => number | undefined): Promise<number> {
     const ports = new Set(rules.sessions.map((s) => s.targetPort));
     if (ports.size > 0 && this.segIfindex === 0) this.segIfindex = await this.createSegmenter();
     for (const port of ports) if (!this.devices.has(port)) this.devices.set(port, await this.createDevice(port));
@@ -210,7 +216,9 @@ export class EbpfDataPlane {
       if (slotSession.members!.length > 0) slotSession.healthy = healthOf?.(i) ?? allHealthy(slotSession.members!.length);
     });
     const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget });
-    this.setRejectInterfaces(rejectInterfaces.flatMap((name) => ifindexes.get(name) ?? []));
+    const flowIfindexes = flowInterfaces.flatMap((name) => ifindexes.get(name) ?? []);
+    this.maps.flows.setInterfaces(flowIfindexes);
+    this.setRejectInterfaces(flowIfindexes);
 
     for (const [port, ifindex] of this.devices) {
       if (ports.has(port)) continue;
@@ -233,6 +241,7 @@ export class EbpfDataPlane {
     if (a === undefined) return;
     await detach(a);
     this.attached.delete(name);
+    this.departed.set(a.ifindex, { name, drains: 0 });
     this.maps.removeInterface(a.ifindex);
     this.lives = this.lives.filter((l) => l.name !== name);
     this.log.info({ interface: name, ifindex: a.ifindex }, 'TC programs detached (interface gone or no longer a source)');
@@ -260,6 +269,7 @@ export class EbpfDataPlane {
         }
         sum.stats.packets += s.packets;
         sum.stats.bytes += s.bytes;
+        sum.stats.flowSkipped += s.flowSkipped;
         s.decisions.forEach((n, i) => (sum.stats.decisions[i]! += n));
       }
     }
@@ -291,14 +301,37 @@ export class EbpfDataPlane {
     if (this.maps.rejectsAttached) this.setRejectInterfaces([]);
   }
 
-  /** Drops counted since the previous call, by source interface name (see MirrorMaps.drainRejects). */
-  drainRejects(all = false): Array<RejectedFlow & { interfaceName: string }> {
-    if (!this.maps.rejectsAttached && !all) return [];
+  /**
+   * Flows and drops the programs counted since the previous call, by source interface name:
+   * flips the count slot, waits for the programs still counting in the old one, takes it.
+   * `all`: both slots (at shutdown, once counting stopped, or when the flow stage changes).
+   */
+  async drainCounted(all = false): Promise<{ flows: Array<{ interfaceName: string; flow: KernelFlow }>; rejects: Array<Named<RejectedFlow>> }> {
+    const slot = this.maps.flipCountSlot();
+    await new Promise((resolve) => setTimeout(resolve, COUNT_SLOT_GRACE_MS));
+    const take = all ? 'all' : slot;
     const names = new Map([...this.attached.values()].map((a) => [a.ifindex, a.name]));
-    return this.maps.drainRejects(all).flatMap((r) => {
+    // An interface gone since: what it counted before it went drains under its name, from
+    // both count slots (this drain and the next), then it is forgotten.
+    for (const [ifindex, d] of this.departed) {
+      names.set(ifindex, d.name);
+      if (++d.drains >= 2 || all) this.departed.delete(ifindex);
+    }
+    const flows: Array<{ interfaceName: string; flow: KernelFlow }> = [];
+    for (const flow of await this.maps.takeFlows(take)) {
+      const interfaceName = names.get(flow.key.ifindex);
+      if (interfaceName !== undefined) flows.push({ interfaceName, flow });
+    }
+    const rejects = this.maps.takeRejects(take).flatMap((r) => {
       const interfaceName = names.get(r.ifindex);
       return interfaceName === undefined ? [] : [{ ...r, interfaceName }];
     });
+    return { flows, rejects };
+  }
+
+  /** Stops counting flows (at shutdown, before the last drain). */
+  stopFlows(): void {
+    this.maps.flows.setInterfaces([]);
   }
 
   private async createDevice(port: number): Promise<number> {

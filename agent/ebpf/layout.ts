@@ -11,6 +11,7 @@ import { PORT_ANY, PROTO_ANY, type CompiledRule, type OwnOutput } from '../rules
 import { ErrorCode, MirrorflowError } from '../errors.js';
 import type { BudgetRate } from '../config/types.js';
 import { budgetCosts } from '../mirror/budget.js';
+import type { FlowCounts } from '../flow/aggregator.js';
 
 export const MF_MAX_SESSIONS = LIMITS.enabledSessions;
 export const MF_MAX_CHAIN = LIMITS.sessionsPerInterface;
@@ -22,6 +23,8 @@ export const MF_SLOTS = 2;
 export const MF_REASONS = 8;
 export const MF_MARK_MAGIC = 0x4d460000;
 export const MF_MAX_POOL = LIMITS.poolMax;
+export const MF_FLOW_ENTRIES = LIMITS.kernelFlows;
+export const MF_TCP_CONNS = LIMITS.kernelTcpConnections;
 
 /** One struct member: byte offset and byte size (an array member: the whole array). */
 export interface Member {
@@ -41,6 +44,7 @@ const RULE_SIZE = 80;
 const BUDGET_SIZE = 32;
 const SESSION_SIZE = 32 + BUDGET_SIZE;
 const OWN_SIZE = 20;
+const TCP_DIR_SIZE = 40;
 
 /** Every struct of bpf/mirrorflow.h, in bytes, as the x86-64/aarch64 BPF target lays them out. */
 export const KERNEL_STRUCTS = {
@@ -78,7 +82,7 @@ export const KERNEL_STRUCTS = {
       agent_budget: m(16 + MF_MAX_OWN * OWN_SIZE + MF_MAX_SESSIONS * SESSION_SIZE, BUDGET_SIZE),
     },
   },
-  mf_state: { size: 8, members: { active_slot: m(0, 4), reject_slot: m(4, 4) } },
+  mf_state: { size: 8, members: { active_slot: m(0, 4), count_slot: m(4, 4) } },
   mf_frag_key: {
     size: 48,
     members: {
@@ -89,11 +93,11 @@ export const KERNEL_STRUCTS = {
   mf_frag_val: { size: 16, members: { decision: m(0, 4), pad: m(4, 4), expires_ns: m(8, 8) } },
   mf_iface_key: { size: 8, members: { ifindex: m(0, 4), dir: m(4, 4) } },
   mf_iface_stats: {
-    size: 16 + 8 * MF_REASONS,
-    members: { packets: m(0, 8), bytes: m(8, 8), decisions: m(16, 8 * MF_REASONS) },
+    size: 24 + 8 * MF_REASONS,
+    members: { packets: m(0, 8), bytes: m(8, 8), decisions: m(16, 8 * MF_REASONS), flow_skipped: m(16 + 8 * MF_REASONS, 8) },
   },
   mf_session_stats: { size: 40, members: { packets: m(0, 8), bytes: m(8, 8), truncated: m(16, 8), errors: m(24, 8), shed: m(32, 8) } },
-  mf_reject_key: {
+  mf_flow_key: {
     size: 44,
     members: {
       src: m(0, 16), dst: m(16, 16), ifindex: m(32, 4), sport: m(36, 2), dport: m(38, 2),
@@ -102,6 +106,30 @@ export const KERNEL_STRUCTS = {
   },
   mf_reject_val: { size: 32, members: { packets: m(0, 8), bytes: m(8, 8), first_ns: m(16, 8), last_ns: m(24, 8) } },
   mf_reject_iface: { size: 8, members: { netns: m(0, 4), ifindex: m(4, 4) } },
+  mf_flow_val: {
+    size: 96,
+    members: {
+      packets: m(0, 8), bytes: m(8, 8), first_ns: m(16, 8), last_ns: m(24, 8), mirrored: m(32, 8),
+      rtt_server_ns: m(40, 8), rtt_client_ns: m(48, 8), handshake_ns: m(56, 8),
+      retrans: m(64, 4), syn_retrans: m(68, 4), zero_win: m(72, 4), resets: m(76, 4), out_of_order: m(80, 4), session: m(84, 4),
+      tcp_flags: m(88, 1), pad: m(89, 7),
+    },
+  },
+  mf_conn_key: { size: 44, members: { addr: m(0, 32), ifindex: m(32, 4), port: m(36, 4), family: m(40, 4) } },
+  mf_tcp_dir: {
+    size: TCP_DIR_SIZE,
+    members: {
+      last_advance_ns: m(0, 8), last_ack_ns: m(8, 8), next_seq: m(16, 4), base_seq: m(20, 4), last_ack: m(24, 4),
+      last_window: m(28, 4), dup_acks: m(32, 4), has_base: m(36, 1), last_segment: m(37, 1), pad: m(38, 2),
+    },
+  },
+  mf_tcp_conn: {
+    size: 2 * TCP_DIR_SIZE + 32,
+    members: {
+      side: m(0, 2 * TCP_DIR_SIZE), syn_ns: m(80, 8), synack_ns: m(88, 8), first_rtt_ns: m(96, 8),
+      client_side: m(104, 1), handshake_done: m(105, 1), pad: m(106, 6),
+    },
+  },
   mf_pool: { size: 8 + MF_MAX_POOL * 16, members: { n_members: m(0, 4), healthy: m(4, 4), remote: m(8, MF_MAX_POOL * 16) } },
   mf_member_stats: { size: 16, members: { packets: m(0, 8), bytes: m(8, 8) } },
 } as const satisfies Record<string, StructLayout>;
@@ -111,8 +139,9 @@ const CHAIN = KERNEL_STRUCTS.mf_chain.members;
 const SESSION = KERNEL_STRUCTS.mf_session.members;
 const OWN = KERNEL_STRUCTS.mf_own.members;
 const SLOT = KERNEL_STRUCTS.mf_slot.members;
-const REJECT_KEY = KERNEL_STRUCTS.mf_reject_key.members;
+const FLOW_KEY = KERNEL_STRUCTS.mf_flow_key.members;
 const REJECT_VAL = KERNEL_STRUCTS.mf_reject_val.members;
+const FLOW_VAL = KERNEL_STRUCTS.mf_flow_val.members;
 const SESSION_STATS = KERNEL_STRUCTS.mf_session_stats.members;
 const BUDGET = KERNEL_STRUCTS.mf_budget.members;
 const IFACE_STATS = KERNEL_STRUCTS.mf_iface_stats.members;
@@ -129,7 +158,10 @@ export const FRAG_VAL_SIZE = KERNEL_STRUCTS.mf_frag_val.size;
 export const SESSION_STATS_SIZE = KERNEL_STRUCTS.mf_session_stats.size;
 export const IFACE_KEY_SIZE = KERNEL_STRUCTS.mf_iface_key.size;
 export const IFACE_STATS_SIZE = KERNEL_STRUCTS.mf_iface_stats.size;
-export const REJECT_KEY_SIZE = KERNEL_STRUCTS.mf_reject_key.size;
+export const FLOW_KEY_SIZE = KERNEL_STRUCTS.mf_flow_key.size;
+export const FLOW_VAL_SIZE = KERNEL_STRUCTS.mf_flow_val.size;
+export const CONN_KEY_SIZE = KERNEL_STRUCTS.mf_conn_key.size;
+export const TCP_CONN_SIZE = KERNEL_STRUCTS.mf_tcp_conn.size;
 export const REJECT_VAL_SIZE = KERNEL_STRUCTS.mf_reject_val.size;
 export const REJECT_IFACE_SIZE = KERNEL_STRUCTS.mf_reject_iface.size;
 export const POOL_SIZE = KERNEL_STRUCTS.mf_pool.size;
@@ -278,12 +310,13 @@ export function sumMemberStats(perCpu: Buffer, cpus: number): { packets: number;
 /** Offset of a session's trunc_len in a slot value (struct mf_slot.sessions[i].trunc_len). */
 export const sessionTruncLenOffset = (session: number): number => SLOT.sessions.offset + session * SESSION_SIZE + SESSION.trunc_len.offset;
 
-export const encodeState = (activeSlot: number, rejectSlot: number): Buffer => u32Pair(activeSlot, rejectSlot);
+/** struct mf_state: the live rule slot and the slot mf_flows and mf_rejects are counted in. */
+export const encodeState = (activeSlot: number, countSlot: number): Buffer => u32Pair(activeSlot, countSlot);
 
 export const encodeRejectIface = (netns: number, ifindex: number): Buffer => u32Pair(netns, ifindex);
 
-/** One drained mf_rejects entry: dropped packets of one interface, direction and 5-tuple. */
-export interface RejectedFlow {
+/** An mf_flow_key: one direction of one 5-tuple on one interface (mf_flows and mf_rejects). */
+export interface KernelFlowKey {
   ifindex: number;
   dir: Direction;
   family: 4 | 6;
@@ -292,29 +325,103 @@ export interface RejectedFlow {
   src: number[];
   dst: number[];
   srcPort: number;
+  /** ICMP/ICMPv6: type << 8 | code (srcPort 0). */
   dstPort: number;
-  packets: number;
-  bytes: number;
   /** bpf_ktime_get_ns (CLOCK_MONOTONIC) of the last packet. */
   lastNs: bigint;
 }
 
-export const rejectSlotOf = (key: Buffer): number => key.readUInt8(REJECT_KEY.slot.offset);
+/** One drained mf_rejects entry: dropped packets of one interface, direction and 5-tuple. */
+export interface RejectedFlow extends KernelFlowKey {
+  packets: number;
+  bytes: number;
+}
+
+/** The slot (mf_state.count_slot) an mf_flow_key was counted in. */
+export const flowSlotOf = (key: Buffer): number => key.readUInt8(FLOW_KEY.slot.offset);
+
+function decodeFlowKey(key: Buffer, lastNs: bigint): KernelFlowKey {
+  const words = (off: number) => [key.readUInt32BE(off), key.readUInt32BE(off + 4), key.readUInt32BE(off + 8), key.readUInt32BE(off + 12)];
+  return {
+    src: words(FLOW_KEY.src.offset),
+    dst: words(FLOW_KEY.dst.offset),
+    ifindex: key.readUInt32LE(FLOW_KEY.ifindex.offset),
+    srcPort: key.readUInt16LE(FLOW_KEY.sport.offset),
+    dstPort: key.readUInt16LE(FLOW_KEY.dport.offset),
+    protocol: key.readUInt8(FLOW_KEY.protocol.offset),
+    family: key.readUInt8(FLOW_KEY.family.offset) === 6 ? 6 : 4,
+    dir: key.readUInt8(FLOW_KEY.dir.offset) === 1 ? DIR_OUT : DIR_IN,
+    lastNs,
+  };
+}
 
 export function decodeReject(key: Buffer, value: Buffer): RejectedFlow {
-  const words = (off: number) => [0, 1, 2, 3].map((i) => key.readUInt32BE(off + 4 * i));
   return {
-    src: words(REJECT_KEY.src.offset),
-    dst: words(REJECT_KEY.dst.offset),
-    ifindex: key.readUInt32LE(REJECT_KEY.ifindex.offset),
-    srcPort: key.readUInt16LE(REJECT_KEY.sport.offset),
-    dstPort: key.readUInt16LE(REJECT_KEY.dport.offset),
-    protocol: key.readUInt8(REJECT_KEY.protocol.offset),
-    family: key.readUInt8(REJECT_KEY.family.offset) === 6 ? 6 : 4,
-    dir: key.readUInt8(REJECT_KEY.dir.offset) === 1 ? DIR_OUT : DIR_IN,
+    ...decodeFlowKey(key, value.readBigUInt64LE(REJECT_VAL.last_ns.offset)),
     packets: Number(value.readBigUInt64LE(REJECT_VAL.packets.offset)),
     bytes: Number(value.readBigUInt64LE(REJECT_VAL.bytes.offset)),
-    lastNs: value.readBigUInt64LE(REJECT_VAL.last_ns.offset),
+  };
+}
+
+/** An mf_flows entry summed over the CPUs: what one flow did between two drains. */
+export interface KernelFlow {
+  key: KernelFlowKey;
+  counts: FlowCounts;
+}
+
+/** A u64 member as a number (exact below 2^53: counters, and nanoseconds of up to 104 days). */
+const u64At = (buf: Buffer, off: number): number => buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 2 ** 32;
+
+/**
+ * Sums an mf_flows entry's per-CPU values (each CPU's value 8-byte aligned; struct
+ * mf_flow_val is). Where a flow has one value (RTTs, session), the CPU that saw its last
+ * packet wins, as the last packet's would. Per flow and drain: no BigInt arithmetic, one
+ * object per part, no spread (a drain of 100k flows must take milliseconds, not seconds:
+ * BigInt reads and an object spread per flow made it 2.7 s).
+ */
+export function sumFlow(key: Buffer, perCpu: Buffer, cpus: number): KernelFlow {
+  let packets = 0, bytes = 0, mirrored = 0, tcpFlags = 0, retrans = 0, synRetrans = 0, zeroWin = 0, resets = 0, outOfOrder = 0;
+  let rttServerNs = 0, rttClientNs = 0, handshakeNs = 0, session = 0;
+  let lastHi = -1, lastLo = 0;
+  for (let c = 0; c < cpus; c++) {
+    const off = c * FLOW_VAL_SIZE;
+    const n = u64At(perCpu, off + FLOW_VAL.packets.offset);
+    if (n === 0) continue;
+    const hi = perCpu.readUInt32LE(off + FLOW_VAL.last_ns.offset + 4);
+    const lo = perCpu.readUInt32LE(off + FLOW_VAL.last_ns.offset);
+    const latest = hi > lastHi || (hi === lastHi && lo >= lastLo);
+    if (latest) {
+      lastHi = hi;
+      lastLo = lo;
+    }
+    packets += n;
+    bytes += u64At(perCpu, off + FLOW_VAL.bytes.offset);
+    mirrored += u64At(perCpu, off + FLOW_VAL.mirrored.offset);
+    tcpFlags |= perCpu.readUInt8(off + FLOW_VAL.tcp_flags.offset);
+    retrans += perCpu.readUInt32LE(off + FLOW_VAL.retrans.offset);
+    synRetrans += perCpu.readUInt32LE(off + FLOW_VAL.syn_retrans.offset);
+    zeroWin += perCpu.readUInt32LE(off + FLOW_VAL.zero_win.offset);
+    resets += perCpu.readUInt32LE(off + FLOW_VAL.resets.offset);
+    outOfOrder += perCpu.readUInt32LE(off + FLOW_VAL.out_of_order.offset);
+    const server = u64At(perCpu, off + FLOW_VAL.rtt_server_ns.offset);
+    const client = u64At(perCpu, off + FLOW_VAL.rtt_client_ns.offset);
+    const handshake = u64At(perCpu, off + FLOW_VAL.handshake_ns.offset);
+    const s = perCpu.readUInt32LE(off + FLOW_VAL.session.offset);
+    if (server > 0 && (latest || rttServerNs === 0)) rttServerNs = server;
+    if (client > 0 && (latest || rttClientNs === 0)) rttClientNs = client;
+    if (handshake > 0 && (latest || handshakeNs === 0)) handshakeNs = handshake;
+    if (s > 0 && (latest || session === 0)) session = s;
+  }
+  return {
+    key: decodeFlowKey(key, (BigInt(Math.max(lastHi, 0)) << 32n) | BigInt(lastLo)),
+    counts: {
+      packets, bytes, tcpFlags, retrans, synRetrans, zeroWin, resets, outOfOrder,
+      rttServerUs: rttServerNs > 0 ? rttServerNs / 1000 : -1,
+      rttClientUs: rttClientNs > 0 ? rttClientNs / 1000 : -1,
+      handshakeUs: handshakeNs > 0 ? handshakeNs / 1000 : -1,
+      mirrored,
+      session: session - 1,
+    },
   };
 }
 
@@ -350,6 +457,8 @@ export function sumSessionStats(perCpu: Buffer, cpus: number): SessionStats {
 export interface IfaceStats {
   packets: number;
   bytes: number;
+  /** Wire packets of a flow-logged interface not counted in a flow: mf_flows was full. */
+  flowSkipped: number;
   /** Packets per decision: index 0 mirrored, else -code (rules/match.ts codes). */
   decisions: number[];
 }
@@ -358,11 +467,12 @@ export const encodeIfaceKey = (ifindex: number, dir: Direction): Buffer => u32Pa
 
 /** Sums a per-CPU struct mf_iface_stats lookup. */
 export function sumIfaceStats(perCpu: Buffer, cpus: number): IfaceStats {
-  const out: IfaceStats = { packets: 0, bytes: 0, decisions: new Array<number>(MF_REASONS).fill(0) };
+  const out: IfaceStats = { packets: 0, bytes: 0, flowSkipped: 0, decisions: new Array<number>(MF_REASONS).fill(0) };
   for (let c = 0; c < cpus; c++) {
     const off = c * IFACE_STATS_SIZE;
     out.packets += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.packets.offset));
     out.bytes += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.bytes.offset));
+    out.flowSkipped += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.flow_skipped.offset));
     for (let i = 0; i < MF_REASONS; i++) {
       out.decisions[i]! += Number(perCpu.readBigUInt64LE(off + IFACE_STATS.decisions.offset + 8 * i));
     }

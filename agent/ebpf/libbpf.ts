@@ -27,6 +27,9 @@ const fn = {
   remove: lib.func('int bpf_map_delete_elem(int fd, void *key)'),
   lookupAndDelete: lib.func('int bpf_map_lookup_and_delete_elem(int fd, void *key, void *value)'),
   nextKey: lib.func('int bpf_map_get_next_key(int fd, void *key, void *next)'),
+  lookupBatch: lib.func('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, void *opts)'),
+  deleteBatch: lib.func('int bpf_map_delete_batch(int fd, void *keys, _Inout_ uint32_t *count, void *opts)'),
+  setMaxEntries: lib.func('int bpf_map__set_max_entries(void *map, uint32_t max_entries)'),
   possibleCpus: lib.func('int libbpf_num_possible_cpus(void)'),
   hookCreate: lib.func('int bpf_tc_hook_create(void *hook)'),
   hookDestroy: lib.func('int bpf_tc_hook_destroy(void *hook)'),
@@ -93,13 +96,21 @@ export class BpfObject {
    * Opens the ELF object at `path` and loads (verifies) its programs, except those in
    * `skip`, which are left out of the kernel entirely.
    */
-  static load(path: string, skip: readonly string[] = []): BpfObject {
+  static load(path: string, skip: readonly string[] = [], maxEntries: Readonly<Record<string, number>> = {}): BpfObject {
     silenceLibbpf();
     const obj = fn.openFile(path, null);
     if (!obj) throw new LibbpfError(`open ${path}`, koffi.errno());
     for (const name of skip) {
       const prog = fn.findProgram(obj, name);
       if (prog) fn.setAutoload(prog, false);
+    }
+    for (const [name, entries] of Object.entries(maxEntries)) {
+      const map = fn.findMap(obj, name);
+      const rc = map ? (fn.setMaxEntries(map, entries) as number) : -ENOENT;
+      if (rc < 0) {
+        fn.close(obj);
+        throw new LibbpfError(`size map ${name} to ${entries} entries`, -rc);
+      }
     }
     const rc = fn.load(obj) as number;
     if (rc < 0) {
@@ -191,6 +202,45 @@ export function mapKeys(map: MapHandle): Buffer[] {
   }
 }
 
+/** Per-CPU map values as the kernel copies them out: each CPU's value 8-byte aligned. */
+export const perCpuValueSize = (valueSize: number, cpus: number): number => Math.ceil(valueSize / 8) * 8 * cpus;
+
+/** One chunk of a batch lookup: `count` keys and values laid end to end. */
+export interface MapBatch {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
+/**
+ * Every entry of a hash map, in chunks of up to `chunk` entries (BPF_MAP_LOOKUP_BATCH: a few
+ * syscalls for the whole map, not two per entry); `valueSize` is one entry's value as copied
+ * out (perCpuValueSize for a per-CPU map). Each chunk's buffers are reused by the next.
+ */
+export function* mapBatches(map: MapHandle, valueSize: number, chunk: number): Generator<MapBatch> {
+  const batch = { keys: Buffer.alloc(map.keySize * chunk), values: Buffer.alloc(valueSize * chunk), count: 0 };
+  const token = Buffer.alloc(8);
+  const next = Buffer.alloc(8);
+  let first = true;
+  for (;;) {
+    const count = [chunk];
+    const rc = fn.lookupBatch(map.fd, first ? null : token, next, batch.keys, batch.values, count, null) as number;
+    if (rc < 0 && rc !== -ENOENT) check(`batch lookup of ${map.name}`, rc);
+    batch.count = count[0]!;
+    if (batch.count > 0) yield batch;
+    if (rc === -ENOENT) return;
+    next.copy(token);
+    first = false;
+  }
+}
+
+/** Deletes `count` keys laid end to end in `keys` (BPF_MAP_DELETE_BATCH); absent ones are an error. */
+export function mapDeleteBatch(map: MapHandle, keys: Buffer, count: number): void {
+  if (count === 0) return;
+  const n = [count];
+  check(`batch delete of ${map.name} (${n[0]} of ${count} deleted)`, fn.deleteBatch(map.fd, keys, n, null) as number);
+}
+
 export const possibleCpus = (): number => check('possible CPUs', fn.possibleCpus() as number);
 
 function tcHook(ifindex: number, attachPoint: number): Buffer {
@@ -247,6 +297,16 @@ export function tcQuery(ifindex: number, attachPoint: number, handle: number, pr
   return opts.readUInt32LE(16);
 }
 
+/** struct bpf_map_info (linux/bpf.h): the part up to its id. */
+const MAP_INFO_SIZE = 8;
+
+/** The kernel's id of a map (what `bpftool map show id N` takes). */
+export function mapId(map: MapHandle): number {
+  const info = Buffer.alloc(MAP_INFO_SIZE);
+  check(`info of map ${map.name}`, fn.objInfo(map.fd, info, [MAP_INFO_SIZE]) as number);
+  return info.readUInt32LE(4);
+}
+
 /** struct bpf_prog_info (linux/bpf.h, kernel 5.16+): its size and where verified_insns sits. */
 const PROG_INFO_SIZE = 232;
 const PROG_INFO_VERIFIED_INSNS = 216;
@@ -278,6 +338,7 @@ export const SKB_MARK_OFFSET = 8;
 export const SKB_IFINDEX_OFFSET = 40;
 export const SKB_CB_OFFSET = 48;
 export const SKB_GSO_SEGS_OFFSET = 164;
+export const SKB_GSO_SIZE_OFFSET = 176;
 
 const MAX_TEST_FRAME = 65535;
 let testMemory: { data: NativeMemory; dataOut: NativeMemory; ctx: NativeMemory; ctxOut: NativeMemory; opts: Buffer } | undefined;

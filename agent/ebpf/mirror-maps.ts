@@ -8,17 +8,24 @@ import type { RuleSet } from '../rules/compile.js';
 import type { BudgetRate } from '../config/types.js';
 import { DIR_IN, DIR_OUT, type Direction } from '../packet/view.js';
 import {
-  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
-  mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
+  BpfObject, SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_GSO_SIZE_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET, mapDelete, mapKeys, mapLookup, mapLookupAndDelete,
+  mapId, mapUpdate, possibleCpus, testRun, verifiedInstructions, type BpfLink, type MapHandle,
 } from './libbpf.js';
 import {
   MEMBER_STATS_SIZE, MF_MAX_POOL, POOL_HEALTHY_OFFSET, POOL_SIZE, encodePool, memberIndex, sessionIndex, sumMemberStats,
   BUCKET_SIZE, CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
-  REJECT_IFACE_SIZE, REJECT_KEY_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE, decodeReject,
-  encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, rejectSlotOf, sessionTruncLenOffset,
-  sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type RejectedFlow, type SessionStats, type SlotSession,
+  REJECT_IFACE_SIZE, FLOW_KEY_SIZE, FLOW_VAL_SIZE, CONN_KEY_SIZE, TCP_CONN_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE,
+  decodeReject, encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, flowSlotOf, sessionTruncLenOffset,
+  sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type KernelFlow, type RejectedFlow, type SessionStats, type SlotSession,
 } from './layout.js';
+import { KernelFlowMap } from './flow-map.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
+
+/**
+ * How long a program may still be counting in the slot flipCountSlot() flipped away from: a
+ * TC or tracing program runs for microseconds once it has read mf_state.
+ */
+export const COUNT_SLOT_GRACE_MS = 10;
 
 /** The tracing program behind REJECT records; the mirror works without it. */
 const REJECT_PROGRAM = 'mf_kfree_skb';
@@ -45,6 +52,12 @@ export interface InstallPlan {
   agentBudget?: BudgetRate;
 }
 
+/** Map sizes other than the defaults of bpf/mirrorflow.h (LIMITS.kernelFlows, LIMITS.kernelTcpConnections). */
+export interface MapSizes {
+  flows?: number;
+  tcpConnections?: number;
+}
+
 export class MirrorMaps {
   readonly ingressFd: number;
   readonly egressFd: number;
@@ -60,8 +73,9 @@ export class MirrorMaps {
   private readonly pools: MapHandle;
   private readonly memberStatsMap: MapHandle;
   private readonly cpus = possibleCpus();
+  readonly flows: KernelFlowMap;
   private active = 0;
-  private rejectSlot = 0;
+  private countSlot = 0;
   private epoch = 0;
   private rejectLink: BpfLink | undefined;
 
@@ -77,9 +91,11 @@ export class MirrorMaps {
     this.ifaceStatsMap = this.checked('mf_iface_stats', IFACE_KEY_SIZE, IFACE_STATS_SIZE);
     this.buckets = this.checked('mf_buckets', 4, BUCKET_SIZE);
     this.rejectIfaces = this.checked('mf_reject_ifaces', REJECT_IFACE_SIZE, 1);
-    this.rejects = this.checked('mf_rejects', REJECT_KEY_SIZE, REJECT_VAL_SIZE);
+    this.rejects = this.checked('mf_rejects', FLOW_KEY_SIZE, REJECT_VAL_SIZE);
     this.pools = this.checked('mf_pools', 4, POOL_SIZE);
     this.memberStatsMap = this.checked('mf_member_stats', 4, MEMBER_STATS_SIZE);
+    this.flows = new KernelFlowMap(this.checked('mf_flows', FLOW_KEY_SIZE, FLOW_VAL_SIZE), this.checked('mf_flow_ifaces', 4, 1), this.cpus);
+    this.checked('mf_tcp_conns', CONN_KEY_SIZE, TCP_CONN_SIZE);
   }
 
   /**
@@ -87,13 +103,17 @@ export class MirrorMaps {
    * the mirror programs; when it refuses only the REJECT tracer, loads without it and
    * says why in rejectUnavailable.
    */
-  static open(path = mirrorObjectPath()): MirrorMaps {
+  static open(path = mirrorObjectPath(), sizes: MapSizes = {}): MirrorMaps {
     let obj: BpfObject;
     let rejectUnavailable: string | undefined;
+    const maxEntries = {
+      ...(sizes.flows === undefined ? {} : { mf_flows: sizes.flows }),
+      ...(sizes.tcpConnections === undefined ? {} : { mf_tcp_conns: sizes.tcpConnections }),
+    };
     try {
-      obj = BpfObject.load(path);
+      obj = BpfObject.load(path, [], maxEntries);
     } catch (err) {
-      obj = BpfObject.load(path, [REJECT_PROGRAM]);
+      obj = BpfObject.load(path, [REJECT_PROGRAM], maxEntries);
       rejectUnavailable = (err as Error).message;
     }
     try {
@@ -135,7 +155,7 @@ export class MirrorMaps {
       const ifindex = plan.ifindexes.get(name);
       if (ifindex !== undefined) this.writeChains(next, ifindex, plan.rules, pos);
     });
-    mapUpdate(this.state, u32Key(0), encodeState(next, this.rejectSlot));
+    mapUpdate(this.state, u32Key(0), encodeState(next, this.countSlot));
     this.active = next;
     return next;
   }
@@ -221,14 +241,16 @@ export class MirrorMaps {
 
   /**
    * Runs the ingress or egress program on one frame with BPF_PROG_TEST_RUN as if it had
-   * been seen on `ifindex` (as an aggregate of `gsoSegs` segments when > 1); returns the
+   * been seen on `ifindex` (as an aggregate of `gsoSegs` segments of `gsoSize` payload bytes
+   * when gsoSegs > 1); returns the
    * decision the program reported, whether the budget shed its copy, and the kernel's mean
    * run time. The frame must be at least an Ethernet header (the kernel's minimum).
    */
-  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1, gsoSegs = 0): { decision: number; shed: boolean; durationNs: number } {
+  decide(frame: Buffer, ifindex: number, dir: Direction, repeat = 1, gsoSegs = 0, gsoSize = 0): { decision: number; shed: boolean; durationNs: number } {
     const ctx = Buffer.alloc(SKB_CTX_SIZE);
     ctx.writeUInt32LE(ifindex, SKB_IFINDEX_OFFSET);
     ctx.writeUInt32LE(gsoSegs, SKB_GSO_SEGS_OFFSET);
+    ctx.writeUInt32LE(gsoSize, SKB_GSO_SIZE_OFFSET);
     const run = testRun(dir === DIR_OUT ? this.egressFd : this.ingressFd, frame, ctx, repeat);
     return { decision: run.ctxOut.readInt32LE(SKB_CB_OFFSET), shed: run.ctxOut.readUInt32LE(SKB_CB_OFFSET + 8) === 1, durationNs: run.durationNs };
   }
@@ -263,26 +285,42 @@ export class MirrorMaps {
   }
 
   /**
-   * Takes the drops counted in the slot flipped away from at the previous call (quiet for
-   * a tick, so no program is still adding to it), then flips: every drop is taken once.
-   * With `all` (at shutdown, tracer detached) both slots are taken.
+   * Makes the programs count flows and drops in the other slot; returns the slot they
+   * counted in until now. Take it (takeFlows, takeRejects) once the programs that read the
+   * old slot are done (COUNT_SLOT_GRACE_MS): then no program adds to what is taken, and
+   * every flow and drop is taken once.
    */
-  drainRejects(all = false): RejectedFlow[] {
+  flipCountSlot(): number {
+    const old = this.countSlot;
+    this.countSlot ^= 1;
+    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.countSlot));
+    return old;
+  }
+
+  /** Reads and deletes the flows counted in `slot` ('all': both, at shutdown). */
+  takeFlows(slot: number | 'all'): Promise<KernelFlow[]> {
+    return this.flows.take(slot);
+  }
+
+  /** Reads and deletes the drops counted in `slot` ('all': both, at shutdown). */
+  takeRejects(slot: number | 'all'): RejectedFlow[] {
     const out: RejectedFlow[] = [];
     const value = Buffer.alloc(REJECT_VAL_SIZE);
-    const quiet = this.rejectSlot ^ 1;
     for (const key of mapKeys(this.rejects)) {
-      if (!all && rejectSlotOf(key) !== quiet) continue;
+      if (slot !== 'all' && flowSlotOf(key) !== slot) continue;
       if (mapLookupAndDelete(this.rejects, key, value)) out.push(decodeReject(key, value));
     }
-    this.rejectSlot = quiet;
-    mapUpdate(this.state, u32Key(0), encodeState(this.active, this.rejectSlot));
     return out;
   }
 
   private detachRejects(): void {
     this.rejectLink?.destroy();
     this.rejectLink = undefined;
+  }
+
+  /** The kernel's id of one of the object's maps (for bpftool in the benchmark). */
+  kernelMapId(name: string): number {
+    return mapId(this.obj.map(name));
   }
 
   /** Instructions the verifier processed, per program (for the benchmark report). */

@@ -1,18 +1,18 @@
-// A drained REJECT entry as the PacketView the flow stage counts with: 5-tuple, direction,
-// and the wall-clock time of the last dropped packet (the kernel stamps CLOCK_MONOTONIC,
-// the same clock as process.hrtime).
+// A drained kernel flow (mf_flows or mf_rejects entry) as the PacketView the flow stage
+// counts with: 5-tuple, direction, and the wall-clock time of its last packet (the kernel
+// stamps CLOCK_MONOTONIC, the same clock as process.hrtime).
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../packet/offsets.js';
 import { PacketView } from '../packet/view.js';
-import type { RejectedFlow } from './layout.js';
+import type { KernelFlowKey } from './layout.js';
 
-export function fillRejectView(view: PacketView, r: RejectedFlow, nowWallUs: number, nowMonoNs: bigint): PacketView {
+export function fillRejectView(view: PacketView, r: KernelFlowKey, nowWallUs: number, nowMonoNs: bigint): PacketView {
   for (let i = 0; i < 4; i++) {
     view.src[i] = r.src[i]!;
     view.dst[i] = r.dst[i]!;
   }
   view.ipVersion = r.family;
   view.protocol = r.protocol;
-  // The kernel keys ICMP drops per type and code, in the destination port slot.
+  // The kernel keys ICMP flows per type and code, in the destination port slot.
   const icmp = r.protocol === IPPROTO_ICMP || r.protocol === IPPROTO_ICMPV6;
   view.srcPort = icmp ? 0 : r.srcPort;
   view.dstPort = icmp ? 0 : r.dstPort;

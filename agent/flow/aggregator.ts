@@ -21,6 +21,30 @@ const VICTIM_SCAN = 8;
 /** Idle windows reported as NODATA in one go at most (a clock jump must not flood the sink). */
 const MAX_IDLE_WINDOWS = 1000;
 
+/**
+ * What one flow (one direction of one 5-tuple on one interface) did since it was last
+ * handed over, counted elsewhere (the eBPF plane's TC programs) as observe() counts packets.
+ */
+export interface FlowCounts {
+  packets: number;
+  bytes: number;
+  /** OR of the TCP flags (FIN..URG). */
+  tcpFlags: number;
+  /** Segments retransmitted (as the records count them: FlowStage.observe), SYNs among them, zero windows, out of order. */
+  retrans: number;
+  synRetrans: number;
+  zeroWin: number;
+  resets: number;
+  outOfOrder: number;
+  /** Handshake timings completed in this flow, in microseconds; -1 when none (tcp.ts: server SYN → SYN-ACK, client SYN-ACK → ACK, SYN → ACK). */
+  rttServerUs: number;
+  rttClientUs: number;
+  handshakeUs: number;
+  /** Wire packets mirrored, and the session index of the last one (-1: none). */
+  mirrored: number;
+  session: number;
+}
+
 export interface AggregatorOptions {
   flowLog: FlowLog;
   agent: AgentSettings;
@@ -135,6 +159,27 @@ export class FlowLogAggregator {
     if (mirrorSession >= 0) {
       this.mirrored[slot]! += 1;
       this.session[slot] = mirrorSession;
+    }
+  }
+
+  /**
+   * Packets of one flow counted elsewhere (the eBPF plane's flow map) as observe() would have
+   * counted them: `view` carries the 5-tuple, direction and time of the last packet.
+   */
+  addCounted(ifIndex: number, view: PacketView, c: FlowCounts): void {
+    const slot = this.slotFor(ifIndex, view, ACTION_ACCEPT);
+    this.seen[ifIndex]! += c.packets;
+    this.packets[slot]! += c.packets;
+    this.bytes[slot]! += c.bytes;
+    if (view.protocol === IPPROTO_TCP) {
+      this.tcpFlags[slot]! |= c.tcpFlags & 0x3f;
+      this.retrans[slot]! += c.retrans;
+      this.zeroWin[slot]! += c.zeroWin;
+      if (c.handshakeUs >= 0) this.rttUs[slot] = c.handshakeUs;
+    }
+    if (c.session >= 0) {
+      this.mirrored[slot]! += c.mirrored;
+      this.session[slot] = c.session;
     }
   }
 

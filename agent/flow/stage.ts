@@ -4,7 +4,7 @@
 import type { Config } from '../config/types.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
 import type { RttRecorder } from '../metrics/metrics.js';
-import { ACTION_ACCEPT, FlowLogAggregator } from './aggregator.js';
+import { ACTION_ACCEPT, FlowLogAggregator, type FlowCounts } from './aggregator.js';
 import type { FlowRecord } from './record.js';
 import { EV_OUT_OF_ORDER, EV_RESET, EV_RETRANS, EV_RTT_CLIENT, EV_RTT_SERVER, EV_SYN_RETRANS, EV_ZERO_WINDOW, TcpTracker } from './tcp.js';
 
@@ -132,6 +132,23 @@ export class FlowStage {
     const aggs = this.byInterface[ifIndex];
     if (aggs === undefined) return;
     for (let i = 0; i < aggs.length; i++) aggs[i]!.observe(ifIndex, view, ev, handshakeRtt, mirrorSession, ACTION_ACCEPT);
+  }
+
+  /**
+   * One flow the kernel counted and analysed (eBPF plane, bpf/flowlog.bpf.h) since the last
+   * drain: into the TCP counters, the RTT histogram and every flow log covering the interface,
+   * as observe() would have put its packets.
+   */
+  observeCounted(ifIndex: number, view: PacketView, counts: FlowCounts): void {
+    const c = this.counters;
+    c.retransmissions[ifIndex]! += counts.retrans;
+    c.synRetransmissions[ifIndex]! += counts.synRetrans;
+    c.zeroWindows[ifIndex]! += counts.zeroWin;
+    c.resets[ifIndex]! += counts.resets;
+    c.outOfOrder[ifIndex]! += counts.outOfOrder;
+    if (counts.rttServerUs >= 0) this.rtt?.server(counts.rttServerUs / 1e6);
+    if (counts.rttClientUs >= 0) this.rtt?.client(counts.rttClientUs / 1e6);
+    for (const a of this.byInterface[ifIndex] ?? []) a.addCounted(ifIndex, view, counts);
   }
 
   /** Dropped packets of one 5-tuple counted by the kernel (eBPF plane): REJECT records. */

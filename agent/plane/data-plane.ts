@@ -38,7 +38,7 @@ export interface GenerationInput {
  */
 export interface PlaneGeneration {
   readonly pipeline: MirrorPipeline;
-  /** Capture of the present source interfaces, one socket (eBPF plane: only those a flow log covers). */
+  /** Capture of the present source interfaces, one socket (eBPF plane: none, the kernel counts the flow logs). */
   readonly capture: CaptureSet;
   /** By session index: UDP senders (pcap) or views of the kernel's session slots (ebpf). */
   readonly outputs: readonly MirrorOutput[];
@@ -47,11 +47,12 @@ export interface PlaneGeneration {
   /** Starts delivering captured frames after the last one `previous` delivered (undefined: from now). */
   resume(previous: PlaneGeneration | undefined): void;
   /**
-   * Hands the flow stage what the plane learnt since the last call: capture drops (SKIPDATA)
-   * and, on the eBPF plane, packets the host's filter dropped (REJECT). `final` at shutdown:
-   * stop counting drops and take every one counted.
+   * Hands the flow stage what the plane learnt since the last call: capture drops (SKIPDATA);
+   * on the eBPF plane the flows the programs counted, packets the host's filter dropped
+   * (REJECT) and packets a full kernel flow table could not count (SKIPDATA). `final` at
+   * shutdown: stop counting and take everything counted.
    */
-  feedFlow(final: boolean): void;
+  feedFlow(final: boolean): Promise<void>;
   /** This generation's counters now (cumulative since it was built). */
   counters(): PlaneCounters;
   /** Drains capture into the flow logs, closes capture and outputs; returns the final counters. */
@@ -92,7 +93,7 @@ export abstract class GenerationParts implements PlaneGeneration {
     this.capture.resume(previous?.capture);
   }
 
-  abstract feedFlow(final: boolean): void;
+  abstract feedFlow(final: boolean): Promise<void>;
   abstract counters(): PlaneCounters;
 
   async retire(): Promise<PlaneCounters> {

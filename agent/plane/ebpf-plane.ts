@@ -1,18 +1,19 @@
 // The kernel data plane: TC programs clone and cut on every source interface and send
-// through external VXLAN devices (agent/ebpf/data-plane.ts owns that kernel side). User
-// space captures only what flow logs need, reads the kernel's counters, drains the REJECTs
-// the kfree_skb tracer counted and watches the devices' send errors.
+// through external VXLAN devices (agent/ebpf/data-plane.ts owns that kernel side); on the
+// interfaces a flow log covers they also count the flows and analyse TCP. User space
+// captures nothing: it reads the kernel's counters, drains the flows and the REJECTs the
+// kfree_skb tracer counted into the flow stage (agent/ebpf/flow-feed.ts) and watches the
+// devices' send errors.
 import { dirname, join } from 'node:path';
 import { CaptureSet } from '../capture/capture-set.js';
 import { EBPF_STATE_FILE_NAME, EbpfDataPlane } from '../ebpf/data-plane.js';
 import { KernelPoolOutput, KernelSessionOutput, openKernelPool } from '../ebpf/kernel-output.js';
-import { fillRejectView } from '../ebpf/reject-view.js';
+import { KernelFlowFeed, type FeedMode } from '../ebpf/flow-feed.js';
 import type { Logger } from '../log.js';
 import type { Sample } from '../metrics/metrics.js';
 import { DIRECTION_NAMES, outputCounters, type PlaneCounters } from '../metrics/counters.js';
 import type { MirrorOutput } from '../mirror/output.js';
 import { pathMtu } from '../mirror/path-mtu.js';
-import { PacketView } from '../packet/view.js';
 import { MirrorPipeline } from '../pipeline.js';
 import { EXCLUDED_MALFORMED, matchReasonName } from '../rules/match.js';
 import { GenerationParts, type DataPlane, type GenerationInput, type PlaneGeneration } from './data-plane.js';
@@ -21,10 +22,11 @@ export class EbpfPlane implements DataPlane {
   readonly name = 'ebpf';
   /** tx_errors + tx_dropped of the plane's devices at the last tick. */
   private errors: Array<{ device: string; errors: number }> = [];
-  /** Reused for every REJECT entry handed to the flow stage. */
-  private readonly rejectView = new PacketView();
+  private readonly flows: KernelFlowFeed;
 
-  private constructor(private readonly kernel: EbpfDataPlane, private readonly log: Logger) {}
+  private constructor(private readonly kernel: EbpfDataPlane, private readonly log: Logger) {
+    this.flows = new KernelFlowFeed(kernel);
+  }
 
   /**
    * Loads the programs (after removing what a crashed run left). The state file is kept
@@ -36,13 +38,12 @@ export class EbpfPlane implements DataPlane {
     return new EbpfPlane(await EbpfDataPlane.open({ log, stateFile }), log);
   }
 
-  async build({ rules, flow, ifindexes, previous, log }: GenerationInput): Promise<PlaneGeneration> {
+  async build({ rules, flow, log }: GenerationInput): Promise<PlaneGeneration> {
     const maps = this.kernel.maps;
     const outputs: MirrorOutput[] = [];
     const pathMtus = new Map<string, number>();
     // The rules install into the slot after the live one, as the last step of the build.
     const slot = maps.activeSlot ^ 1;
-    let capture: CaptureSet | undefined;
     try {
       for (const s of rules.sessions) {
         outputs[s.index] = s.members.length > 1
@@ -52,13 +53,11 @@ export class EbpfPlane implements DataPlane {
         if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
       }
       const pipeline = new MirrorPipeline(rules, outputs, flow);
-      capture = CaptureSet.open({ pipeline, ifindexes, userMirror: false, previous: previous?.capture, log });
-      const rejectInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
+      const flowInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
       const healthOf = (i: number) => (outputs[i] instanceof KernelPoolOutput ? outputs[i].healthy : undefined);
-      if ((await this.kernel.install(rules, rejectInterfaces, healthOf)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
-      return new EbpfGeneration(this, pipeline, outputs, pathMtus, capture);
+      if ((await this.kernel.install(rules, flowInterfaces, healthOf)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
+      return new EbpfGeneration(this, pipeline, outputs, pathMtus, CaptureSet.none(pipeline));
     } catch (err) {
-      capture?.close();
       await Promise.all(outputs.map((s) => s.close()));
       throw err;
     }
@@ -96,18 +95,9 @@ export class EbpfPlane implements DataPlane {
     return this.errors.map(({ device, errors }) => [{ device }, errors] as const);
   }
 
-  /** Drops the kernel counted since the last call into the flow logs as REJECT records. */
-  feedRejects(pipeline: MirrorPipeline, final: boolean): void {
-    const flow = pipeline.flow;
-    if (final) this.kernel.stopRejects();
-    const rejected = this.kernel.drainRejects(final);
-    if (!flow || rejected.length === 0) return;
-    const nowWallUs = Date.now() * 1000;
-    const nowMonoNs = process.hrtime.bigint();
-    for (const r of rejected) {
-      const i = pipeline.rules.interfaceIndex(r.interfaceName);
-      if (i >= 0) flow.observeRejected(i, fillRejectView(this.rejectView, r, nowWallUs, nowMonoNs), r.packets, r.bytes);
-    }
+  /** Flows and drops the kernel counted into the generation's flow logs (see KernelFlowFeed). */
+  feedFlows(pipeline: MirrorPipeline, mode: FeedMode): Promise<void> {
+    return this.flows.feed(pipeline.flow, pipeline.rules, mode);
   }
 
   async close(): Promise<void> {
@@ -124,16 +114,18 @@ class EbpfGeneration extends GenerationParts {
     super(pipeline, outputs, pathMtus, capture);
   }
 
-  feedFlow(final: boolean): void {
-    if (!final) this.capture.noteDrops();
-    this.plane.feedRejects(this.pipeline, final);
+  feedFlow(final: boolean): Promise<void> {
+    return this.plane.feedFlows(this.pipeline, final ? 'stop' : 'tick');
   }
 
-  /**
-   * The sessions' counters from this generation's kernel slot, and capture drops of the
-   * rings feeding flow logs; what the programs saw per interface is the plane's (counters()).
-   */
+  /** What the kernel counted so far goes to the flow stage this generation counted it for. */
+  override async retire(): Promise<PlaneCounters> {
+    await this.plane.feedFlows(this.pipeline, 'all');
+    return super.retire();
+  }
+
+  /** The sessions' counters from this generation's kernel slot; what the programs saw per interface is the plane's (counters()). */
   counters(): PlaneCounters {
-    return { captureDrops: this.capture.dropSamples(), ...outputCounters(this.pipeline.rules.sessions, this.outputs) };
+    return outputCounters(this.pipeline.rules.sessions, this.outputs);
   }
 }

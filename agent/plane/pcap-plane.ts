@@ -34,7 +34,7 @@ export class PcapPlane implements DataPlane {
         log.info({ session: s.id, target, pathMtu: mtu.mtu, mtuSource: mtu.reason }, 'mirror target ready');
       }
       const pipeline = new MirrorPipeline(rules, outputs, flow);
-      const capture = CaptureSet.open({ pipeline, ifindexes, userMirror: true, previous: previous?.capture, log });
+      const capture = CaptureSet.open({ pipeline, ifindexes, previous: previous?.capture, log });
       return new PcapGeneration(pipeline, outputs, pathMtus, capture);
     } catch (err) {
       await Promise.all(outputs.map((s) => s.close()));
@@ -57,7 +57,7 @@ export class PcapPlane implements DataPlane {
 }
 
 class PcapGeneration extends GenerationParts {
-  feedFlow(): void {
+  async feedFlow(): Promise<void> {
     this.capture.noteDrops();
   }
 

@@ -1,6 +1,7 @@
-// Flow logs live (root): the compiled agent logs every IP packet of src's interface (and an
-// idle dummy interface) to a JSON lines file while real TCP/UDP/ICMP and a lossy iperf3
-// transfer run. Checked against the kernel: packet and byte totals equal the veth's own
+// Flow logs live (root), on each data plane (pcap: a capture ring into agent/flow; ebpf: the
+// TC programs' flow map, no capture): the compiled agent logs every IP packet of src's
+// interface (and an idle dummy interface) to a JSON lines file while real TCP/UDP/ICMP and
+// a lossy iperf3 transfer run. Checked against the kernel: packet and byte totals equal the veth's own
 // counters (IP bytes), retransmissions match the sender's TcpRetransSegs within 5%; the
 // idle interface gets NODATA; SIGTERM writes the open window; every field is typed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,7 +34,7 @@ async function retransSegs(t: Topology): Promise<number> {
   return (JSON.parse(stdout) as { kernel: { TcpRetransSegs: number } }).kernel.TcpRetransSegs;
 }
 
-describe('flow logs against the kernel (root, veth, real agent)', () => {
+describe.each(['pcap', 'ebpf'] as const)('flow logs against the kernel (root, veth, real agent, dataPlane %s)', (plane) => {
   let topo: Topology | undefined;
   let agent: Spawned | undefined;
   let exit: ExitStatus;
@@ -57,7 +58,7 @@ describe('flow logs against the kernel (root, veth, real agent)', () => {
     const logFile = join(t.workDir, 'flows.jsonl');
     const configFile = join(t.workDir, 'flowlog.yaml');
     await writeFile(configFile, stringify({
-      agent: { vmId: 'e2e-host', vpcId: 'vpc-e2e', metrics: { listen: '' }, control: { socket: join(t.workDir, 'control.sock') } },
+      agent: { vmId: 'e2e-host', vpcId: 'vpc-e2e', dataPlane: plane, metrics: { listen: '' }, control: { socket: join(t.workDir, 'control.sock') } },
       filters: [],
       sessions: [],
       flowLogs: [{ id: 'fl-e2e', sources: [t.srcIf, IDLE_IF], window: WINDOW, sink: { type: 'file', path: logFile } }],
@@ -70,7 +71,7 @@ describe('flow logs against the kernel (root, veth, real agent)', () => {
     const nonIpCap = await startCapture(t, 'src', t.srcIf, join(t.workDir, 'non-ip.pcap'), ['not', 'ip', 'and', 'not', 'ip6']);
 
     agent = t.spawn('src', process.execPath, [AGENT_CLI, 'run', '--config', configFile], { cwd: REPO_ROOT });
-    await agent.waitForLine(/"msg":"agent ready"/, 20_000, { stream: 'stdout' });
+    await agent.waitForLine(new RegExp(`"dataPlane":"${plane}".*"msg":"agent ready"`), 20_000, { stream: 'stdout' });
     const before = await linkStats(t, t.srcIf);
     const retransBefore = await retransSegs(t);
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../agent/exec.js';
 import { KERNEL_STRUCTS, MF_MARK_MAGIC, MF_REASONS, MF_SLOTS } from '../../agent/ebpf/layout.js';
-import { SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET } from '../../agent/ebpf/libbpf.js';
+import { SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_GSO_SIZE_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET } from '../../agent/ebpf/libbpf.js';
 import { mirrorObjectPath } from '../../agent/ebpf/mirror-maps.js';
 import { LIMITS } from '../../agent/limits.js';
 import { DIR_IN, DIR_OUT } from '../../agent/packet/view.js';
@@ -34,7 +34,10 @@ describe('struct layouts: layout.ts against the BTF of dist/bpf/mirror.bpf.o', (
   });
 
   it('has every mf_ struct of the object, and no other', () => {
-    const inObject = [...btf.keys()].filter((n) => n.startsWith('mf_')).sort();
+    // The parser's result (bpf/parse.bpf.h) never leaves the kernel; it is in the BTF as the
+    // argument of the flow-log subprogram (bpf/flowlog.bpf.h mf_flow).
+    const programInternal = new Set(['mf_pkt']);
+    const inObject = [...btf.keys()].filter((n) => n.startsWith('mf_') && !programInternal.has(n)).sort();
     expect(inObject).toEqual(Object.keys(KERNEL_STRUCTS).sort());
   });
 
@@ -45,6 +48,7 @@ describe('struct layouts: layout.ts against the BTF of dist/bpf/mirror.bpf.o', (
     expect(skb.members['ifindex']?.offset).toBe(SKB_IFINDEX_OFFSET);
     expect(skb.members['cb']?.offset).toBe(SKB_CB_OFFSET);
     expect(skb.members['gso_segs']?.offset).toBe(SKB_GSO_SEGS_OFFSET);
+    expect(skb.members['gso_size']?.offset).toBe(SKB_GSO_SIZE_OFFSET);
   });
 
   for (const [name, ours] of Object.entries(KERNEL_STRUCTS)) {
@@ -85,6 +89,8 @@ describe('limits: agent/limits.ts against bpf/mirrorflow.h', () => {
     ['MF_MAX_OWN', LIMITS.ownOutputs],
     ['MF_MAX_IFACES', LIMITS.sourceInterfaces],
     ['MF_MAX_POOL', LIMITS.poolMax],
+    ['MF_FLOW_ENTRIES', LIMITS.kernelFlows],
+    ['MF_TCP_CONNS', LIMITS.kernelTcpConnections],
     ['MF_SLOTS', MF_SLOTS],
     ['MF_REASONS', MF_REASONS],
     ['MF_MARK_MAGIC', MF_MARK_MAGIC],
