@@ -64,7 +64,13 @@ export class FlowLogAggregator {
   /** Records emitted, by log-status. */
   readonly recordsByStatus: Record<LogStatus, number> = { OK: 0, NODATA: 0, SKIPDATA: 0 };
   evictions = 0;
+  /**
+   * By index: 1 when the flow log's sources name the interface, live or gone (a gone one's
+   * last frames and drops still arrive from the generation that captured it).
+   */
   private covered: Uint8Array;
+  /** By index: 0 for a gone interface's slot (no NODATA for it); undefined: all live. */
+  private live: Uint8Array | undefined;
   /** Interface names by index (retarget() changes them). */
   private names: readonly string[];
   private readonly table: FlowHashTable;
@@ -93,7 +99,8 @@ export class FlowLogAggregator {
     this.id = opts.flowLog.id;
     this.windowSec = opts.flowLog.window;
     this.names = opts.interfaces;
-    this.covered = this.coverage(opts.interfaces, opts.live);
+    this.covered = this.coverage(opts.interfaces);
+    this.live = opts.live;
     this.table = new FlowHashTable(opts.maxFlows);
     const cap = this.table.capacity;
     this.packets = new Float64Array(cap);
@@ -128,12 +135,13 @@ export class FlowLogAggregator {
     this.dropped = fresh(this.dropped);
     this.evicted = fresh(this.evicted);
     this.names = interfaces;
-    this.covered = this.coverage(interfaces, live);
+    this.covered = this.coverage(interfaces);
+    this.live = live;
   }
 
-  private coverage(interfaces: readonly string[], live: Uint8Array | undefined): Uint8Array {
+  private coverage(interfaces: readonly string[]): Uint8Array {
     const sources = this.opts.flowLog.sources;
-    return Uint8Array.from(interfaces, (name, i) => ((live?.[i] ?? 1) === 1 && sourcesCover(sources, name, isOwnDevice) ? 1 : 0));
+    return Uint8Array.from(interfaces, (name) => (sourcesCover(sources, name, isOwnDevice) ? 1 : 0));
   }
 
   get activeFlows(): number {
@@ -288,7 +296,7 @@ export class FlowLogAggregator {
     }
     this.names.forEach((name, i) => {
       // An interface gone during the window still reports what it lost, but no NODATA.
-      if (this.covered[i] === 1 && this.seen[i] === 0) out.push(this.statusRecord(name, 'NODATA', undefined));
+      if (this.covered[i] === 1 && this.live?.[i] !== 0 && this.seen[i] === 0) out.push(this.statusRecord(name, 'NODATA', undefined));
       if (this.dropped[i]! > 0 || this.evicted[i]! > 0) out.push(this.statusRecord(name, 'SKIPDATA', this.dropped[i]!));
     });
     this.clearWindow();

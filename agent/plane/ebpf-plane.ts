@@ -53,7 +53,8 @@ export class EbpfPlane implements DataPlane {
         if (!pathMtus.has(s.targetAddress)) pathMtus.set(s.targetAddress, (await pathMtu(s.targetAddress)).mtu);
       }
       const pipeline = new MirrorPipeline(rules, outputs, flow);
-      const flowInterfaces = rules.interfaces.filter((_, i) => flow?.covers(i) ?? false);
+      // A gone interface's reserved slot is still covered (its last flows are written) but has nothing to attach.
+      const flowInterfaces = rules.interfaces.filter((_, i) => rules.live[i] === 1 && (flow?.covers(i) ?? false));
       const healthOf = (i: number) => (outputs[i] instanceof KernelPoolOutput ? outputs[i].healthy : undefined);
       if ((await this.kernel.install(rules, flowInterfaces, healthOf)) !== slot) throw new Error('eBPF rule maps flipped to an unexpected slot');
       return new EbpfGeneration(this, pipeline, outputs, pathMtus, CaptureSet.none(pipeline));

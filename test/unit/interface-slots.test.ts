@@ -97,6 +97,9 @@ describe('flow stage across interfaces coming and going', () => {
     // cali1 goes, cali2 appears: the same stage, eth0 at the same index.
     const second = build(['lo', 'eth0', 'cali2'], T0 + 10);
     expect(second.stage).toBe(first.stage);
+    // The old generation retires after the new one is built: cali1's last frame, still in
+    // its capture, is drained into the stage then, and counts.
+    see(first.rules.interfaceIndex('cali1'), '198.18.0.3', 2000, T0 + 9);
     await flowLogs.commit(second.stage);
     expect(second.rules.interfaceIndex('eth0')).toBe(first.rules.interfaceIndex('eth0'));
     expect(second.rules.interfaces).toEqual(['eth0', 'cali1', 'cali2']);
@@ -114,7 +117,7 @@ describe('flow stage across interfaces coming and going', () => {
     const firstWindow = records.filter((r) => r.start === T0);
     // eth0's flow is one record of 2 packets: the changes between its packets did not cut it.
     expect(firstWindow.filter((r) => r['log-status'] === 'OK').map((r) => [r['eni-id'], r.srcport, r.packets]).sort())
-      .toEqual([['cali1', 2000, 1], ['cali2', 3000, 1], ['eth0', 1000, 2]]);
+      .toEqual([['cali1', 2000, 2], ['cali2', 3000, 1], ['eth0', 1000, 2]]);
     // No NODATA for the gone interface (nor for the live ones, which had traffic).
     expect(firstWindow.filter((r) => r['log-status'] === 'NODATA')).toEqual([]);
     // The window after: NODATA for the live interfaces only, the new one under its own name.
