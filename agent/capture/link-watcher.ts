@@ -98,7 +98,14 @@ export class LinkWatcher implements Wakeable {
       sys.close(events);
       throw err;
     }
-    return new LinkWatcher(events, dump, opts);
+    try {
+      return new LinkWatcher(events, dump, opts);
+    } catch (err) {
+      // The first dump failed (send, receive or a kernel error): nothing may keep the sockets.
+      sys.close(events);
+      sys.close(dump);
+      throw err;
+    }
   }
 
   private constructor(private readonly fd: number, private readonly dumpFd: number, private readonly opts: LinkWatcherOptions) {

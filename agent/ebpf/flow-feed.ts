@@ -84,6 +84,9 @@ export class KernelFlowFeed {
       if (n > before) fresh.set(name, n - before);
       this.skippedSeen.set(name, n);
     }
+    // Names no longer counted (interfaces gone) leave: pod interfaces come and go all day,
+    // each under a new name, and a name that returns starts a new count from 0.
+    for (const name of this.skippedSeen.keys()) if (!total.has(name)) this.skippedSeen.delete(name);
     return fresh;
   }
 }
