@@ -251,6 +251,13 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
     }
 
     for (const [role, dev] of links) await waitLinkUp(ns[role], dev);
+    // Resolve every neighbour the copies' path needs (src's gateway, and dst and each sensor
+    // in peer): while a neighbour is unresolved the kernel queues at most ~100 packets for it
+    // (unres_qlen) and drops the rest, so a transfer's first burst of copies at Gbit/s lost
+    // 95-177 of them in CI before the ARP reply came.
+    for (const address of [addr4.dst, addr6.dst, ...sensors.v4.slice(0, nSensors), ...sensors.v6.slice(0, nSensors)]) {
+      await topo.exec('src', 'ping', ['-c', '1', '-W', '2', '-q', address]);
+    }
     topo.srcMac = (await linkInfo(ns.src, srcIf)).address;
     return topo;
   } catch (err) {
