@@ -101,6 +101,16 @@ async function linkInfo(ns: string, dev: string): Promise<LinkInfo> {
 }
 
 /** Polls the link's operstate until it is UP: a veth is UP only once both ends are. */
+/** Resolves once `address` has a link-layer address in the namespace's neighbour table (≤ 2 s). */
+async function waitNeighbour(netns: string, address: string): Promise<void> {
+  for (const deadline = Date.now() + 2000; ; ) {
+    const { stdout } = await run('ip', ['-n', netns, 'neigh', 'show', 'to', address]);
+    if (/lladdr/.test(stdout)) return;
+    if (Date.now() > deadline) throw new Error(`lab: ${address} has no neighbour entry in ${netns} after 2 s: ${stdout.trim() || 'none'}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function waitLinkUp(ns: string, dev: string, timeoutMs = LINK_UP_TIMEOUT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -251,12 +261,16 @@ export async function createLabTopology(opts: TopologyOptions = {}): Promise<Top
     }
 
     for (const [role, dev] of links) await waitLinkUp(ns[role], dev);
-    // Resolve every neighbour the copies' path needs (src's gateway, and dst and each sensor
-    // in peer): while a neighbour is unresolved the kernel queues at most ~100 packets for it
-    // (unres_qlen) and drops the rest, so a transfer's first burst of copies at Gbit/s lost
-    // 95-177 of them in CI before the ARP reply came.
-    for (const address of [addr4.dst, addr6.dst, ...sensors.v4.slice(0, nSensors), ...sensors.v6.slice(0, nSensors)]) {
-      await topo.exec('src', 'ping', ['-c', '1', '-W', '2', '-q', address]);
+    // Resolve every neighbour the copies' path needs (src's gateway; dst in peer, also the
+    // next hop to the sensors) before a test starts: while a neighbour is unresolved the kernel queues at most
+    // ~100 packets for it (unres_qlen) and drops the rest, and a TSO burst of copies is
+    // hundreds of segments at once (CI lost 95-177 copies, always in a run's first transfer).
+    // One datagram to the discard port each (no ping on a minimal host), then wait for the
+    // entries.
+    const targets = [addr4.dst, addr6.dst];
+    for (const address of targets) await topo.exec('src', 'bash', ['-c', `echo > /dev/udp/${address}/9`]);
+    for (const [role, address] of [['src', addr4.peerSrc], ['src', addr6.peerSrc], ...targets.map((a) => ['peer', a] as const)] as const) {
+      await waitNeighbour(ns[role], address);
     }
     topo.srcMac = (await linkInfo(ns.src, srcIf)).address;
     return topo;
