@@ -144,6 +144,9 @@ describe.each(['pcap', 'ebpf'])('mirror path end to end, dataPlane %s (root, vet
 
     agent = t.spawn('src', process.execPath, [AGENT_CLI, 'run', '--config', configFile], { cwd: REPO_ROOT });
     await agent.waitForLine(new RegExp(`"dataPlane":"${dataPlane}".*"msg":"agent ready"`), READY_TIMEOUT_MS, { stream: 'stdout' });
+    // The lab resolved src's neighbours; forget them so the traffic below brings ARP through
+    // the mirrored interface (which the agent must not mirror).
+    await t.exec('src', 'ip', ['neigh', 'flush', 'dev', t.srcIf]);
 
     await driveTraffic(t, 'src', {
       tcp: [
