@@ -152,8 +152,9 @@ export type PacketRingOptions = (OneInterface | AllInterfaces) & {
   onWarning: (msg: string) => void;
   /**
    * Open without delivering: the kernel fills the ring until resume(). A reload opens the
-   * new ring paused, drains and closes the old one, then resumes the new one from the old
-   * one's last timestamp, so no frame is lost or seen twice.
+   * new ring paused, drains and closes the old one, then resumes the new one; SharedCapture
+   * skips, per interface, the frames up to the old one's last timestamp, so no frame is
+   * lost or seen twice.
    */
   paused?: boolean;
 };
@@ -222,7 +223,6 @@ export class PacketRing implements Wakeable {
   private block = 0;
   private frameAt = 0;
   private framesLeft = 0;
-  private skipThroughUs = 0;
   private lastTs = 0;
   private frameIf = 0;
   /** Blocks handed back to the kernel since open. */
@@ -305,10 +305,9 @@ export class PacketRing implements Wakeable {
     return this.frameIf;
   }
 
-  /** Starts delivering a paused ring, skipping frames at or before `skipThroughUs`. */
-  resume(skipThroughUs: number): void {
+  /** Starts delivering a paused ring (the frames a handover skips are SharedCapture's to skip, per interface). */
+  resume(): void {
     if (this.closed) return;
-    this.skipThroughUs = skipThroughUs;
     this.startWaking();
   }
 
@@ -431,7 +430,6 @@ export class PacketRing implements Wakeable {
   private deliver(f: number): void {
     const ring = this.ring;
     const tsUs = ring.readUInt32LE(f + TP_SEC) * 1e6 + Math.floor(ring.readUInt32LE(f + TP_NSEC) / 1000);
-    if (tsUs <= this.skipThroughUs) return;
     this.lastTs = tsUs;
     const mac = f + ring.readUInt16LE(f + TP_MAC);
     let caplen = ring.readUInt32LE(f + TP_SNAPLEN);

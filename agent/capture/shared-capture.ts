@@ -106,7 +106,7 @@ export class SharedCapture {
       const before = new Set(previous.covered.map((c) => c.ifindex));
       for (const c of this.covered) if (before.has(c.ifindex)) this.skipUs[c.index] = previous.lastTsUs;
     }
-    this.ring.resume(0);
+    this.ring.resume();
   }
 
   /** Delivers what the kernel holds now (see PacketRing.drain). */

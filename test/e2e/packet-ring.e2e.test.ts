@@ -369,7 +369,7 @@ describe('PacketRing on veth with default offloads (root, namespaces)', () => {
       const after = await settled(() => linkPackets('src', quiet.src));
       const carried = after.rx - before.rx + (after.tx - before.tx);
       const paused = { ...c.ring.stats() };
-      c.ring.resume(0);
+      c.ring.resume();
       await c.ring.drain();
       const final = c.ring.stats();
       console.log(`overflow: link carried ${carried} (receiver got ${got}); kernel: ${JSON.stringify(final)}; delivered ${c.frames.length}`);
