@@ -7,6 +7,7 @@ import type { AgentSettings, FlowLog } from '../config/types.js';
 import { sourcesCover } from '../config/sources.js';
 import { isOwnDevice } from '../ebpf/device-names.js';
 import { formatAddress } from '../packet/address.js';
+import { carryBySlot } from '../rules/interface-slots.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../packet/offsets.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
 import { EMPTY, FlowHashTable, hashKey, KEY_WORDS } from './flow-hash-table.js';
@@ -125,12 +126,7 @@ export class FlowLogAggregator {
    * once the flows of its previous interface have been written).
    */
   retarget(interfaces: readonly string[], live: Uint8Array | undefined): void {
-    const n = interfaces.length;
-    const fresh = (a: Float64Array) => {
-      const b = new Float64Array(n);
-      for (let i = 0; i < Math.min(n, a.length); i++) if (interfaces[i] === this.names[i]) b[i] = a[i]!;
-      return b;
-    };
+    const fresh = (a: Float64Array) => carryBySlot(a, this.names, interfaces);
     this.seen = fresh(this.seen);
     this.dropped = fresh(this.dropped);
     this.evicted = fresh(this.evicted);

@@ -2,6 +2,7 @@
 // the interface. Built from the config's flowLogs; the agent keeps one across reloads that
 // do not change what it depends on, so open windows and TCP state survive a reload.
 import type { Config } from '../config/types.js';
+import { carryBySlot } from '../rules/interface-slots.js';
 import { DIR_OUT, type PacketView } from '../packet/view.js';
 import type { RttRecorder } from '../metrics/metrics.js';
 import { ACTION_ACCEPT, FlowLogAggregator, type FlowCounts } from './aggregator.js';
@@ -80,11 +81,7 @@ export class FlowStage {
   retarget(interfaces: readonly string[], live: Uint8Array | undefined): void {
     for (const a of this.aggregators) a.retarget(interfaces, live);
     this.byInterface = interfaces.map((_, i) => this.aggregators.filter((a) => a.covers(i)));
-    const kept = (a: Float64Array) => {
-      const b = new Float64Array(interfaces.length);
-      for (let i = 0; i < Math.min(b.length, a.length); i++) if (interfaces[i] === this.interfaces[i]) b[i] = a[i]!;
-      return b;
-    };
+    const kept = (a: Float64Array) => carryBySlot(a, this.interfaces, interfaces);
     const c = this.counters;
     this.counters = {
       retransmissions: kept(c.retransmissions), synRetransmissions: kept(c.synRetransmissions), zeroWindows: kept(c.zeroWindows),

@@ -62,3 +62,13 @@ export class InterfaceSlots {
     return best;
   }
 }
+
+/**
+ * Per-interface counters carried across a change of slot layout: a slot keeps its value
+ * while it names the same interface; a slot new, or given to another interface, starts at 0.
+ */
+export function carryBySlot(values: Float64Array, before: readonly string[], after: readonly string[]): Float64Array {
+  const out = new Float64Array(after.length);
+  for (let i = 0; i < Math.min(out.length, values.length); i++) if (after[i] === before[i]) out[i] = values[i]!;
+  return out;
+}
