@@ -7,6 +7,14 @@
 // Each bucket is a GCRA (virtual scheduling): per dimension, the time its debt runs out
 // (tat). A copy of cost c fits when max(tat, now) + c - now <= depth. The eBPF plane runs the
 // same rule in bpf/budget.bpf.h with the costs budgetCosts() computes here.
+//
+// "now" is the packet's capture time, as in the kernel (which charges at the clone), not the
+// time user space gets to the copy: an agent that falls behind and then works through its
+// ring's backlog would otherwise see the backlog as one burst past the bucket's depth and
+// shed copies of traffic well under the budget (measured: 6,533 of 40,000 copies shed at
+// 20k pps against a 100k pps budget). Capture times are wall-clock, so a clock stepped back
+// would leave the debt in the future; a debt beyond what any charge can leave (depth) plus
+// CLOCK_STEP_NS starts the bucket afresh.
 
 import type { BudgetRate } from '../config/types.js';
 
@@ -18,6 +26,8 @@ export const BUDGET_BURST_NS = 100e6;
 /** The least a bucket holds whatever its rate: a whole 64 KiB aggregate of up to 64 segments. */
 export const BUDGET_MIN_BURST_PACKETS = 64;
 export const BUDGET_MIN_BURST_BYTES = 65536;
+/** Debt this far past the most a charge can leave is a wall clock stepped back, not traffic. */
+const CLOCK_STEP_NS = 1e9;
 
 /** A budget as the kernel takes it (struct mf_budget): costs and depths in 1/256 ns; a cost of 0 is no limit. */
 export interface BudgetCosts {
@@ -57,6 +67,10 @@ export class BudgetBucket {
   }
 
   fits(packets: number, bytes: number, nowNs: number): boolean {
+    if (this.packetTat - nowNs > this.packetDepth + CLOCK_STEP_NS || this.byteTat - nowNs > this.byteDepth + CLOCK_STEP_NS) {
+      this.packetTat = 0;
+      this.byteTat = 0;
+    }
     return Math.max(this.packetTat, nowNs) + packets * this.packetCost - nowNs <= this.packetDepth
       && Math.max(this.byteTat, nowNs) + bytes * this.byteCost - nowNs <= this.byteDepth;
   }

@@ -29,7 +29,7 @@ export interface VxlanSenderOptions {
   budget?: SessionBudget;
 }
 
-const NS_PER_MS = 1e6;
+const NS_PER_US = 1e3;
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Copies and bytes held for one batch; a batch is flushed early when either fills. */
 const BATCH_MESSAGES = 1024;
@@ -106,8 +106,9 @@ export class VxlanSender implements MirrorOutput {
       return false;
     }
     const len = Math.min(view.caplen, frameLimit(this.pathMtu, this.opts.family, packetLength));
-    // Shed before any work is done for the copy: production traffic wins.
-    if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, performance.now() * NS_PER_MS)) return false;
+    // Shed before any work is done for the copy: production traffic wins. Charged at the
+    // packet's capture time (budget.ts: a backlog is not a burst).
+    if (this.opts.budget !== undefined && !this.opts.budget.admit(1, len, view.tsUs * NS_PER_US)) return false;
     const size = this.headersLength + len;
     if (this.count === BATCH_MESSAGES || this.used + size > ARENA_BYTES) this.flush();
     if (len < view.wireLen) this.truncated++;

@@ -85,6 +85,18 @@ describe('mirror budget buckets', () => {
     expect(budget.admit(19, 19 * 1514, 0)).toBe(true);
   });
 
+  it('a wall clock stepped back an hour does not leave the bucket in debt for that hour', () => {
+    const budget = new SessionBudget(new BudgetBucket({ pps: 1000, bps: 8_000_000 }), new BudgetBucket(NONE));
+    const start = 5e12;
+    // Emptied: 100 ms of the rate at once, the rest shed.
+    expect(offer(budget, 500, 1000, start, 0)).toBe(100);
+    // Capture times jump back an hour (an NTP step): the flow at 500 pps goes on being sent.
+    expect(offer(budget, 500, 1000, start - 3600e9, 1000 * MS)).toBe(500);
+    // A reorder within a second is still traffic: at the empty bucket's edge nothing extra fits.
+    expect(offer(budget, 200, 1000, start - 3600e9 + 1000 * MS + 100 * MS, 0)).toBe(100);
+    expect(budget.admit(1, 1000, start - 3600e9 + 1000 * MS + 50 * MS)).toBe(false);
+  });
+
   it('no limit in either dimension admits everything', () => {
     const budget = new SessionBudget(new BudgetBucket(NONE), new BudgetBucket(NONE));
     expect(offer(budget, 100_000, 9000, 0, 0)).toBe(100_000);
