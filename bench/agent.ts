@@ -6,7 +6,9 @@ import type { Spawned } from '../agent/exec.js';
 import type { Topology } from '../agent/lab/topology.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(REPO, 'dist/agent/cli.js');
+/** BENCH_AGENT: another build's dist/agent/cli.js (e.g. the commit an issue was measured at), for before/after in one run. */
+export const OTHER_AGENT = process.env.BENCH_AGENT;
+const CLI = OTHER_AGENT ?? join(REPO, 'dist/agent/cli.js');
 const READY_TIMEOUT_MS = 20_000;
 /** pino's level for error; the agent logs one JSON object per line on stdout. */
 const LEVEL_ERROR = 50;
