@@ -71,8 +71,10 @@ export class BudgetBucket {
       this.packetTat = 0;
       this.byteTat = 0;
     }
-    return Math.max(this.packetTat, nowNs) + packets * this.packetCost - nowNs <= this.packetDepth
-      && Math.max(this.byteTat, nowNs) + bytes * this.byteCost - nowNs <= this.byteDepth;
+    // A cost of 0 is no limit in that dimension: it fits whatever the time stamps do (capture
+    // times from several CPUs can step back by microseconds, past a depth of 0).
+    return (this.packetCost === 0 || Math.max(this.packetTat, nowNs) + packets * this.packetCost - nowNs <= this.packetDepth)
+      && (this.byteCost === 0 || Math.max(this.byteTat, nowNs) + bytes * this.byteCost - nowNs <= this.byteDepth);
   }
 
   charge(packets: number, bytes: number, nowNs: number): void {

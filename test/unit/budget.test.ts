@@ -102,6 +102,14 @@ describe('mirror budget buckets', () => {
     expect(offer(budget, 100_000, 9000, 0, 0)).toBe(100_000);
   });
 
+  it('no limit admits copies whose capture times step back (frames from several CPUs)', () => {
+    const budget = new SessionBudget(new BudgetBucket(NONE), new BudgetBucket({ pps: 0, bps: 8e9 }));
+    let admitted = 0;
+    for (let i = 0; i < 1000; i++) if (budget.admit(1, 1500, 5e12 + (i % 2 === 0 ? 3000 : 0) + i)) admitted++;
+    expect(admitted).toBe(1000);
+    expect(budget.shed).toBe(0);
+  });
+
   it('the kernel costs: 1/256 ns units, depth 100 ms or the minimum burst, 0 for no limit', () => {
     expect(budgetCosts({ pps: 1000, bps: 8_000_000 })).toEqual({
       packetCost: 1e6 * 256, byteCost: 1000 * 256, packetDepth: BUDGET_BURST_NS * 256, byteDepth: BUDGET_BURST_NS * 256,
