@@ -217,6 +217,50 @@ export class RawUdpSocket {
   }
 }
 
+const AF_PACKET = 17;
+/** sockaddr_ll: family, protocol (big-endian), ifindex, then hatype, pkttype, halen, addr. */
+const SOCKADDR_LL_LEN = 20;
+const ETH_P_IP = 0x0800;
+
+/**
+ * A non-blocking AF_PACKET socket that sends whole Ethernet frames on one device
+ * (link-path.ts has why and when): the IP layer's route lookup, netfilter hooks and
+ * neighbour lookup are skipped, the device's qdisc is not (production traffic keeps its
+ * queueing and the copies its back-pressure: a full qdisc fails the send with ENOBUFS).
+ * Protocol 0: it receives nothing.
+ */
+export class PacketSendSocket {
+  private constructor(private fd: number, readonly ifindex: number) {}
+
+  static open(ifindex: number, sendBufferBytes: number): PacketSendSocket {
+    const fd = sys.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+    if (fd < 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `packet socket (needs CAP_NET_RAW): ${errnoText(koffi.errno())}`);
+    try {
+      const sll = Buffer.alloc(SOCKADDR_LL_LEN);
+      sll.writeUInt16LE(AF_PACKET, 0);
+      sll.writeUInt16BE(ETH_P_IP, 2);
+      sll.writeInt32LE(ifindex, 4);
+      if (sys.bind(fd, sll, sll.length) !== 0) throw new MirrorflowError(ErrorCode.MIRROR_SOCKET, `packet socket bind to ifindex ${ifindex}: ${errnoText(koffi.errno())}`);
+      setOption(fd, SOL_SOCKET, SO_SNDBUF, int32(sendBufferBytes), 'SO_SNDBUF');
+      return new PacketSendSocket(fd, ifindex);
+    } catch (err) {
+      sys.close(fd);
+      throw err;
+    }
+  }
+
+  /** Messages taken by the kernel (≥ 1), or -errno. */
+  sendBatch(vector: MessageVector, first: number, count: number): number {
+    const sent = sys.sendmmsg(this.fd, vector.entry(first), count, 0) as number;
+    return sent >= 0 ? sent : -koffi.errno();
+  }
+
+  close(): void {
+    if (this.fd >= 0) sys.close(this.fd);
+    this.fd = -1;
+  }
+}
+
 /**
  * The IPv4 header an IP_HDRINCL socket sends for us, as five big-endian words: version 4,
  * 20 bytes, DF (path MTU discovery, as a UDP socket sends), TTL 64, protocol UDP, the
