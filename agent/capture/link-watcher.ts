@@ -10,31 +10,19 @@
 // it dumps again and reports the difference, so no change is lost, only coalesced.
 // Layouts are Linux's uapi (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h).
 import koffi from 'koffi';
-import { SOCK_CLOEXEC, SOCK_NONBLOCK, SOL_SOCKET, errnoText, int32, libc, socketCalls } from '../libc.js';
+import { SOL_SOCKET, errnoText, int32 } from '../libc.js';
+import {
+  AF_NETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST, align4, forEachMessage, netlinkSys as sys,
+  openNetlinkRoute,
+} from '../netlink.js';
 import { ringWaker, type Wakeable } from './ring-waker.js';
 
-const sys = {
-  ...socketCalls,
-  send: libc.func('int64_t send(int fd, const void *buf, uint64_t len, int flags)'),
-  recv: libc.func('int64_t recv(int fd, void *buf, uint64_t len, int flags)'),
-};
-
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const NETLINK_ROUTE = 0;
 const RTMGRP_LINK = 1;
 const SO_RCVBUFFORCE = 33;
 const SO_RCVBUF = 8;
 const EAGAIN = 11;
 const EINTR = 4;
 const ENOBUFS = 105;
-// struct nlmsghdr: u32 len, u16 type, u16 flags, u32 seq, u32 pid.
-const NLMSG_HDRLEN = 16;
-const NLMSG_NOOP = 1;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const NLM_F_REQUEST = 1;
-const NLM_F_DUMP = 0x300;
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
 const RTM_GETLINK = 18;
@@ -49,8 +37,6 @@ const IFF_LOWER_UP = 0x10000;
 const RECV_BUFFER_BYTES = 64 * 1024;
 /** Room for a burst of notifications (~1.5 KiB each: 4 MiB ≈ 2,700 links changing at once). */
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
-
-const align4 = (n: number) => (n + 3) & ~3;
 
 export interface Link {
   ifindex: number;
@@ -86,14 +72,14 @@ export class LinkWatcher implements Wakeable {
    * that namespace's), subscribes, then dumps the present links. Throws naming the call.
    */
   static open(opts: LinkWatcherOptions): LinkWatcher {
-    const events = openSocket(true);
+    const events = openNetlinkRoute(true, 'link watcher');
     let dump: number;
     try {
       if (sys.setsockopt(events, SOL_SOCKET, SO_RCVBUFFORCE, int32(SOCKET_BUFFER_BYTES), 4) !== 0) {
         sys.setsockopt(events, SOL_SOCKET, SO_RCVBUF, int32(SOCKET_BUFFER_BYTES), 4);
       }
       bindGroups(events, RTMGRP_LINK);
-      dump = openSocket(false);
+      dump = openNetlinkRoute(false, 'link watcher');
     } catch (err) {
       sys.close(events);
       throw err;
@@ -232,29 +218,12 @@ export class LinkWatcher implements Wakeable {
   }
 }
 
-function openSocket(nonblocking: boolean): number {
-  const fd = sys.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), NETLINK_ROUTE) as number;
-  if (fd < 0) throw new Error(`link watcher: AF_NETLINK socket: ${errnoText(koffi.errno())}`);
-  return fd;
-}
-
 function bindGroups(fd: number, groups: number): void {
   // struct sockaddr_nl: u16 family, u16 pad, u32 pid (0: the kernel assigns), u32 groups.
   const addr = Buffer.alloc(12);
   addr.writeUInt16LE(AF_NETLINK, 0);
   addr.writeUInt32LE(groups, 8);
   if (sys.bind(fd, addr, addr.length) !== 0) throw new Error(`link watcher: bind to RTMGRP_LINK: ${errnoText(koffi.errno())}`);
-}
-
-/** Calls `each(type, offset, length)` for every netlink message in buf[0..n). */
-function forEachMessage(buf: Buffer, n: number, each: (type: number, at: number, len: number) => void): void {
-  for (let at = 0; at + NLMSG_HDRLEN <= n;) {
-    const len = buf.readUInt32LE(at);
-    if (len < NLMSG_HDRLEN || at + len > n) return;
-    const type = buf.readUInt16LE(at + 4);
-    if (type !== NLMSG_NOOP) each(type, at, len);
-    at += align4(len);
-  }
 }
 
 /** The link an RTM_NEWLINK/RTM_DELLINK message at `at` describes; undefined without a name. */

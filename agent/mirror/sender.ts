@@ -12,7 +12,7 @@
 // send buffer that stays full drops the rest of the batch, counted.
 //
 // IPv4 copies skip the IP layer while the kernel knows the link-layer path to the target
-// (link-path.ts, asked once a second): whole Ethernet frames, the IPv4 header complete with
+// (link-path.ts, asked over netlink once a second): whole Ethernet frames, the IPv4 header complete with
 // its checksum, on an AF_PACKET socket bound to the egress device (PacketSendSocket). That
 // is the IP layer's per-packet route and neighbour lookups and its netfilter hooks less per
 // copy (docs/benchmarks.md: ~0.35-0.6 CPU s less per million copies, a third of the send).
@@ -28,7 +28,7 @@ import { frameLimit, UDP_HEADER_LEN, VXLAN_HEADER_LEN, writeOuterUdpHeader, writ
 import { NativeMemory } from '../native-memory.js';
 import type { SessionBudget } from './budget.js';
 import { EAGAIN, EINTR, ENOBUFS, errnoText, ipv4HeaderTemplate, MessageVector, PacketSendSocket, RawUdpSocket, socketAddress } from './udp-socket.js';
-import { resolveLinkPath, samePath, type LinkPath } from './link-path.js';
+import { LinkPathResolver, samePath, type LinkPath } from './link-path.js';
 
 export interface VxlanSenderOptions {
   address: string;
@@ -83,6 +83,7 @@ export class VxlanSender implements MirrorOutput {
   private linkHeaderSum = 0;
   private ipId = 0;
   private linkTimer: NodeJS.Timeout | undefined;
+  private readonly resolver: LinkPathResolver | undefined;
   /** Why copies go through the IP layer, as last logged (a change is logged once). */
   private linkState = '';
   private connected = false;
@@ -112,6 +113,7 @@ export class VxlanSender implements MirrorOutput {
     this.target = socketAddress(opts.family, opts.address, 0);
     this.ipv4Header = opts.family === 4 ? ipv4HeaderTemplate(opts.address) : new Uint32Array(0);
     this.pathMtu = opts.pathMtu;
+    this.resolver = opts.family === 4 ? new LinkPathResolver(opts.address) : undefined;
   }
 
   static async open(opts: VxlanSenderOptions): Promise<VxlanSender> {
@@ -125,7 +127,7 @@ export class VxlanSender implements MirrorOutput {
       throw err;
     }
     sender.connect();
-    if (opts.family === 4) await sender.refreshLink();
+    sender.refreshLink();
     return sender;
   }
 
@@ -318,22 +320,23 @@ export class VxlanSender implements MirrorOutput {
       this.socket.close();
     }
     this.packetSocket?.close();
+    this.resolver?.close();
     this.arena.release();
     this.vector.release();
     this.nudgeVector.release();
   }
 
   /** Asks the kernel for the link-layer path, switches to it or off it, and asks again in a second. */
-  private async refreshLink(): Promise<void> {
-    const path = await resolveLinkPath(this.opts.address);
-    if (this.closed) return;
+  private refreshLink(): void {
+    if (this.closed || this.resolver === undefined) return;
+    const path = this.resolver.resolve();
     try {
       this.useLink(typeof path === 'string' ? undefined : path, typeof path === 'string' ? path : '');
     } catch (err) {
       // No packet socket (a refused bind): the IP layer carries the copies.
       this.useLink(undefined, (err as Error).message);
     }
-    this.linkTimer = setTimeout(() => void this.refreshLink(), LINK_REFRESH_MS);
+    this.linkTimer = setTimeout(() => this.refreshLink(), LINK_REFRESH_MS);
     this.linkTimer.unref();
   }
 
