@@ -26,7 +26,7 @@ function memlock(maps: MirrorMaps, name: string): number {
 
 /** Mean ns per run of mf_egress on `frame`, flow logging on or off. */
 function perPacketNs(maps: MirrorMaps, frame: Buffer, flowLogged: boolean): number {
-  maps.flows.setInterfaces(flowLogged ? [IFINDEX] : []);
+  maps.setFlowInterfaces(flowLogged ? [IFINDEX] : []);
   maps.decide(frame, IFINDEX, DIR_OUT); // the flow and connection entries exist from here on
   return maps.decide(frame, IFINDEX, DIR_OUT, REPEAT).durationNs;
 }
@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   for (const n of COUNTS) {
     const maps = MirrorMaps.open(undefined, { flows: n });
     try {
-      maps.flows.setInterfaces([IFINDEX]);
+      maps.setFlowInterfaces([IFINDEX]);
       const frame = buildPacket({ src: '198.18.0.1', dst: '198.18.0.2', proto: 'udp', srcPort: 1, dstPort: 9, payload: 18 });
       const filled = performance.now();
       // Distinct 5-tuples: source address (last two bytes) and source port.

@@ -1,4 +1,4 @@
-/* Flow logs from the kernel (SPEC §4): on the interfaces a flow log covers (mf_flow_ifaces),
+/* Flow logs from the kernel (SPEC §4): on the interfaces a flow log covers (MF_CHAIN_FLOW_LOG),
  * every decoded IP packet is counted per direction and 5-tuple into mf_flows, per CPU, the
  * way agent/flow/aggregator.ts counts a captured one: wire packets (an aggregate counts its
  * gso_segs), the IP bytes of its wire segments (each repeats the IP and transport headers),
@@ -212,13 +212,6 @@ static __always_inline void mf_tcp(struct __sk_buff *skb, __u32 dir, const struc
 		mf_tcp_reset(c);
 	}
 	mf_tcp_analyse(c, side, dir, p, now, segs, skb->gso_size, v);
-}
-
-static __always_inline int mf_flow_logged(struct __sk_buff *skb)
-{
-	__u32 ifindex = skb->ifindex;
-
-	return bpf_map_lookup_elem(&mf_flow_ifaces, &ifindex) != NULL;
 }
 
 /* One decoded IP packet (or aggregate of `segs` wire packets) of a flow-logged interface;

@@ -88,15 +88,8 @@ struct {
 	__type(value, struct mf_reject_val);
 } mf_rejects SEC(".maps");
 
-/* Flow logs from the kernel (flowlog.bpf.h): the source interfaces a flow log covers, ... */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MF_MAX_IFACES);
-	__type(key, __u32);
-	__type(value, __u8);
-} mf_flow_ifaces SEC(".maps");
-
-/* ... their flows since the last drain (a full table counts mf_iface_stats.flow_skipped:
+/* Flow logs from the kernel (flowlog.bpf.h) on the interfaces whose chains carry
+ * MF_CHAIN_FLOW_LOG: their flows since the last drain (a full table counts mf_iface_stats.flow_skipped:
  * nothing counted is lost, and a flow is never evicted with its counts) ... */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

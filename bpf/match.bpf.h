@@ -63,11 +63,33 @@ static __always_inline int mf_rule_matches(const struct mf_rule *r, const struct
 	return 1;
 }
 
-static __always_inline int mf_walk_chain(__u32 ifindex, __u32 dir, __u32 slot_idx, const struct mf_pkt *p)
+/* The chain of one interface and direction in one slot; NULL: no sessions, no flow log. */
+static __always_inline const struct mf_chain *mf_chain_of(__u32 ifindex, __u32 dir, __u32 slot_idx)
 {
 	struct mf_chain_key key = { .ifindex = ifindex, .dir_slot = dir | slot_idx << 1 };
-	const struct mf_chain *c = bpf_map_lookup_elem(&mf_chains, &key);
 
+	return bpf_map_lookup_elem(&mf_chains, &key);
+}
+
+/* The chain lookup, once per packet: the rule walk here and the flow log's flag in
+ * mf_handle both read it. `looked` says whether c holds it yet (a DHCP or own packet, or
+ * a later fragment with a stored decision, needs no walk). */
+struct mf_chain_ref {
+	const struct mf_chain *c;
+	int looked;
+};
+
+static __always_inline const struct mf_chain *mf_chain_get(struct mf_chain_ref *ref, __u32 ifindex, __u32 dir, __u32 slot_idx)
+{
+	if (!ref->looked) {
+		ref->c = mf_chain_of(ifindex, dir, slot_idx);
+		ref->looked = 1;
+	}
+	return ref->c;
+}
+
+static __always_inline int mf_walk_chain(const struct mf_chain *c, const struct mf_pkt *p)
+{
 	if (!c)
 		return MF_NO_MATCH;
 	for (int s = 0; s < MF_MAX_CHAIN; s++) {
@@ -87,7 +109,7 @@ static __always_inline int mf_walk_chain(__u32 ifindex, __u32 dir, __u32 slot_id
 }
 
 static __always_inline int mf_decide_ip(__u32 ifindex, __u32 dir, __u32 slot_idx,
-					const struct mf_slot *slot, const struct mf_pkt *p)
+					const struct mf_slot *slot, const struct mf_pkt *p, struct mf_chain_ref *chain)
 {
 	if (p->protocol == P_UDP && p->has_ports) {
 		if (mf_is_dhcp(p))
@@ -95,7 +117,7 @@ static __always_inline int mf_decide_ip(__u32 ifindex, __u32 dir, __u32 slot_idx
 		if (mf_is_own_output(slot, p))
 			return MF_EXCLUDED_OWN;
 	}
-	return mf_walk_chain(ifindex, dir, slot_idx, p);
+	return mf_walk_chain(mf_chain_get(chain, ifindex, dir, slot_idx), p);
 }
 
 static __always_inline void mf_frag_key(struct mf_frag_key *k, __u32 ifindex, __u32 dir,
@@ -112,8 +134,8 @@ static __always_inline void mf_frag_key(struct mf_frag_key *k, __u32 ifindex, __
 }
 
 /* Decision for a parsed frame: a session index or a negative MF_* code. */
-static __always_inline int mf_decide(__u32 ifindex, __u32 dir, __u32 slot_idx,
-				     const struct mf_slot *slot, const struct mf_pkt *p, int decoded)
+static __always_inline int mf_decide(__u32 ifindex, __u32 dir, __u32 slot_idx, const struct mf_slot *slot,
+				     const struct mf_pkt *p, int decoded, struct mf_chain_ref *chain)
 {
 	struct mf_frag_key key;
 	struct mf_frag_val val = {};
@@ -127,7 +149,7 @@ static __always_inline int mf_decide(__u32 ifindex, __u32 dir, __u32 slot_idx,
 	if (decoded == MF_DECODE_NON_IP)
 		return MF_EXCLUDED_NON_IP;
 	if (!p->is_fragment)
-		return mf_decide_ip(ifindex, dir, slot_idx, slot, p);
+		return mf_decide_ip(ifindex, dir, slot_idx, slot, p, chain);
 
 	mf_frag_key(&key, ifindex, dir, slot, p);
 	now = bpf_ktime_get_ns();
@@ -136,9 +158,9 @@ static __always_inline int mf_decide(__u32 ifindex, __u32 dir, __u32 slot_idx,
 
 		if (stored && stored->expires_ns > now)
 			return stored->decision;
-		return mf_decide_ip(ifindex, dir, slot_idx, slot, p);
+		return mf_decide_ip(ifindex, dir, slot_idx, slot, p, chain);
 	}
-	decision = mf_decide_ip(ifindex, dir, slot_idx, slot, p);
+	decision = mf_decide_ip(ifindex, dir, slot_idx, slot, p, chain);
 	val.decision = decision;
 	val.expires_ns = now + MF_FRAG_TTL_NS;
 	bpf_map_update_elem(&mf_frags, &key, &val, BPF_ANY);

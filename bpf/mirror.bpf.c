@@ -41,6 +41,9 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
+/* A new mf_iface_stats entry; a read-only global, not 88 bytes of the BPF stack. */
+static const struct mf_iface_stats mf_iface_stats_new;
+
 static __always_inline void mf_count(struct __sk_buff *skb, __u32 dir, int decision)
 {
 	struct mf_iface_key key = { .ifindex = skb->ifindex, .dir = dir };
@@ -48,9 +51,7 @@ static __always_inline void mf_count(struct __sk_buff *skb, __u32 dir, int decis
 	struct mf_iface_stats *st = bpf_map_lookup_elem(&mf_iface_stats, &key);
 
 	if (!st) {
-		struct mf_iface_stats zero = {};
-
-		bpf_map_update_elem(&mf_iface_stats, &key, &zero, BPF_NOEXIST);
+		bpf_map_update_elem(&mf_iface_stats, &key, &mf_iface_stats_new, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&mf_iface_stats, &key);
 		if (!st)
 			return;
@@ -119,6 +120,8 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 	__u32 zero = 0, slot_idx;
 	const struct mf_state *state = bpf_map_lookup_elem(&mf_state, &zero);
 	const struct mf_slot *slot;
+	const struct mf_chain *c;
+	struct mf_chain_ref chain = {};
 	struct mf_pkt p = {};
 	__u32 cloned_to = 0;
 	int decision, decoded;
@@ -130,15 +133,19 @@ static __always_inline int mf_handle(struct __sk_buff *skb, __u32 dir)
 	if (!slot)
 		return TC_ACT_UNSPEC;
 	decoded = mf_parse(skb, &p);
-	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, decoded);
+	decision = mf_decide(skb->ifindex, dir, slot_idx, slot, &p, decoded, &chain);
 	skb->cb[0] = (__u32)decision;
 	skb->cb[2] = 0;
 	mf_count(skb, dir, decision);
 	if (decision >= 0 && mf_mirror(skb, slot_idx, slot, (__u64)decision))
 		cloned_to = (__u32)decision + 1;
-	/* Every decoded IP packet counts in the flow logs, mirrored or not, but the agent's own
-	 * outputs, which the pcap plane's capture filter leaves out too (rules/prefilter.ts). */
-	if (decoded == MF_DECODE_OK && decision != MF_EXCLUDED_OWN && mf_flow_logged(skb))
+	/* Every decoded IP packet of a flow-logged interface counts in the flow logs, mirrored
+	 * or not, but the agent's own outputs, which the pcap plane's capture filter leaves out
+	 * too (rules/prefilter.ts). The flag is in the chain the rule walk has mostly read. */
+	if (decoded != MF_DECODE_OK || decision == MF_EXCLUDED_OWN)
+		return TC_ACT_UNSPEC;
+	c = mf_chain_get(&chain, skb->ifindex, dir, slot_idx);
+	if (c && (c->flags & MF_CHAIN_FLOW_LOG))
 		mf_flow(skb, dir, &p, cloned_to, skb->gso_segs > 1 ? skb->gso_segs : 1);
 	return TC_ACT_UNSPEC;
 }

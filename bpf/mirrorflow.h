@@ -64,12 +64,18 @@ struct mf_rule {
 	__u8 dport_any;
 };
 
-/* The enabled sessions of one interface and direction, priority ascending, each with its
- * filter's rules for that direction, priority ascending. */
+/* mf_chain.flags: a flow log covers this interface (flowlog.bpf.h counts its packets). */
+#define MF_CHAIN_FLOW_LOG 1
+
+/* One interface and direction in one slot: the enabled sessions, priority ascending, each
+ * with its filter's rules for that direction, priority ascending, and MF_CHAIN_* flags.
+ * Present when there are sessions or a flow log: the entry the programs look up once per
+ * packet for both. */
 struct mf_chain {
 	__u32 n_sessions;
 	__u32 session[MF_MAX_CHAIN];
 	__u32 n_rules[MF_MAX_CHAIN];
+	__u32 flags;
 	struct mf_rule rules[MF_MAX_CHAIN][MF_MAX_RULES];
 };
 

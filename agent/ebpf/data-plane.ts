@@ -215,9 +215,8 @@ export class EbpfDataPlane {
     sessions.forEach((slotSession, i) => {
       if (slotSession.members!.length > 0) slotSession.healthy = healthOf?.(i) ?? allHealthy(slotSession.members!.length);
     });
-    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget });
     const flowIfindexes = flowInterfaces.flatMap((name) => ifindexes.get(name) ?? []);
-    this.maps.flows.setInterfaces(flowIfindexes);
+    const slot = this.maps.install({ rules, ifindexes, sessions, segIfindex: this.segIfindex, agentBudget: rules.agentBudget, flowIfindexes });
     this.setRejectInterfaces(flowIfindexes);
 
     for (const [port, ifindex] of this.devices) {
@@ -331,7 +330,7 @@ export class EbpfDataPlane {
 
   /** Stops counting flows (at shutdown, before the last drain). */
   stopFlows(): void {
-    this.maps.flows.setInterfaces([]);
+    this.maps.setFlowInterfaces([]);
   }
 
   private async createDevice(port: number): Promise<number> {

@@ -1,12 +1,12 @@
-// The kernel's flow table (bpf/flowlog.bpf.h): which interfaces the TC programs count flows
-// on, and the drain of what they counted. Entries carry the slot they were counted in
+// The kernel's flow table (bpf/flowlog.bpf.h): the drain of what the TC programs counted on
+// the interfaces a flow log covers (MirrorMaps.setFlowInterfaces). Entries carry the slot they were counted in
 // (mf_state.count_slot); a drain flips it, lets the programs still on the old slot finish,
 // then takes that slot (MirrorMaps), so no program adds to an entry while it is read and
 // deleted. Read with batch lookups (a few syscalls for the map, not two per flow); per
 // flow, not per packet.
 
-import { mapBatches, mapDelete, mapDeleteBatch, mapKeys, mapUpdate, perCpuValueSize, type MapHandle } from './libbpf.js';
-import { FLOW_KEY_SIZE, FLOW_VAL_SIZE, flowSlotOf, sumFlow, u32Key, type KernelFlow } from './layout.js';
+import { mapBatches, mapDeleteBatch, perCpuValueSize, type MapHandle } from './libbpf.js';
+import { FLOW_KEY_SIZE, FLOW_VAL_SIZE, flowSlotOf, sumFlow, type KernelFlow } from './layout.js';
 
 /** Entries per batch syscall; more than any hash bucket holds (the kernel refuses a batch smaller than a bucket). */
 const BATCH_ENTRIES = 4096;
@@ -17,15 +17,8 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 export class KernelFlowMap {
   private readonly valueSize: number;
 
-  constructor(private readonly flows: MapHandle, private readonly interfaces: MapHandle, private readonly cpus: number) {
+  constructor(private readonly flows: MapHandle, private readonly cpus: number) {
     this.valueSize = perCpuValueSize(FLOW_VAL_SIZE, cpus);
-  }
-
-  /** Counts flows on these interfaces (kernel ifindexes) only; the others' packets are not looked at. */
-  setInterfaces(ifindexes: readonly number[]): void {
-    const wanted = new Set(ifindexes);
-    for (const key of mapKeys(this.interfaces)) if (!wanted.has(key.readUInt32LE(0))) mapDelete(this.interfaces, key);
-    for (const ifindex of wanted) mapUpdate(this.interfaces, u32Key(ifindex), Buffer.from([1]));
   }
 
   /**

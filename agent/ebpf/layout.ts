@@ -22,6 +22,8 @@ export const MF_SLOTS = 2;
 /** mf_iface_stats.decisions entries: index 0 accepted, index -code for each rules/match.ts code. */
 export const MF_REASONS = 8;
 export const MF_MARK_MAGIC = 0x4d460000;
+/** mf_chain.flags: a flow log covers the interface. */
+export const MF_CHAIN_FLOW_LOG = 1;
 export const MF_MAX_POOL = LIMITS.poolMax;
 export const MF_FLOW_ENTRIES = LIMITS.kernelFlows;
 export const MF_TCP_CONNS = LIMITS.kernelTcpConnections;
@@ -57,10 +59,10 @@ export const KERNEL_STRUCTS = {
     },
   },
   mf_chain: {
-    size: 28 + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE,
+    size: 32 + MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE,
     members: {
-      n_sessions: m(0, 4), session: m(4, 4 * MF_MAX_CHAIN), n_rules: m(16, 4 * MF_MAX_CHAIN),
-      rules: m(28, MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE),
+      n_sessions: m(0, 4), session: m(4, 4 * MF_MAX_CHAIN), n_rules: m(16, 4 * MF_MAX_CHAIN), flags: m(28, 4),
+      rules: m(32, MF_MAX_CHAIN * MF_MAX_RULES * RULE_SIZE),
     },
   },
   mf_chain_key: { size: 8, members: { ifindex: m(0, 4), dir_slot: m(4, 4) } },
@@ -194,11 +196,12 @@ export interface ChainEntry {
   rules: readonly CompiledRule[];
 }
 
-/** struct mf_chain for one interface and direction. */
-export function encodeChain(entries: readonly ChainEntry[]): Buffer {
+/** struct mf_chain for one interface and direction; flowLogged sets MF_CHAIN_FLOW_LOG. */
+export function encodeChain(entries: readonly ChainEntry[], flowLogged = false): Buffer {
   if (entries.length > MF_MAX_CHAIN) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_CHAIN} sessions on one interface`);
   const buf = Buffer.alloc(CHAIN_SIZE);
   buf.writeUInt32LE(entries.length, CHAIN.n_sessions.offset);
+  buf.writeUInt32LE(flowLogged ? MF_CHAIN_FLOW_LOG : 0, CHAIN.flags.offset);
   entries.forEach((entry, s) => {
     if (entry.rules.length > MF_MAX_RULES) throw new MirrorflowError(ErrorCode.EBPF_LIMIT, `more than ${MF_MAX_RULES} rules in one direction`);
     buf.writeUInt32LE(entry.session, CHAIN.session.offset + 4 * s);
@@ -206,6 +209,16 @@ export function encodeChain(entries: readonly ChainEntry[]): Buffer {
     entry.rules.forEach((rule, r) => writeRule(buf, CHAIN.rules.offset + (s * MF_MAX_RULES + r) * RULE_SIZE, rule));
   });
   return buf;
+}
+
+/** Sets or clears MF_CHAIN_FLOW_LOG in an encoded struct mf_chain, in place. */
+export function setChainFlowLog(chain: Buffer, flowLogged: boolean): void {
+  chain.writeUInt32LE(flowLogged ? MF_CHAIN_FLOW_LOG : 0, CHAIN.flags.offset);
+}
+
+/** Whether an encoded struct mf_chain has MF_CHAIN_FLOW_LOG, and how many sessions. */
+export function chainInfo(chain: Buffer): { flowLogged: boolean; sessions: number } {
+  return { flowLogged: (chain.readUInt32LE(CHAIN.flags.offset) & MF_CHAIN_FLOW_LOG) !== 0, sessions: chain.readUInt32LE(CHAIN.n_sessions.offset) };
 }
 
 /** Two u32 fields: the shape of mf_chain_key, mf_state, mf_iface_key and mf_reject_iface. */

@@ -15,8 +15,8 @@ import {
   MEMBER_STATS_SIZE, MF_MAX_POOL, POOL_HEALTHY_OFFSET, POOL_SIZE, encodePool, memberIndex, sessionIndex, sumMemberStats,
   BUCKET_SIZE, CHAIN_KEY_SIZE, CHAIN_SIZE, FRAG_KEY_SIZE, FRAG_VAL_SIZE, IFACE_KEY_SIZE, IFACE_STATS_SIZE, MF_MAX_SESSIONS,
   REJECT_IFACE_SIZE, FLOW_KEY_SIZE, FLOW_VAL_SIZE, CONN_KEY_SIZE, TCP_CONN_SIZE, REJECT_VAL_SIZE, SESSION_STATS_SIZE, SLOT_SIZE, STATE_SIZE,
-  decodeReject, encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, flowSlotOf, sessionTruncLenOffset,
-  sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type KernelFlow, type RejectedFlow, type SessionStats, type SlotSession,
+  chainInfo, decodeReject, encodeChain, encodeChainKey, encodeIfaceKey, encodeRejectIface, encodeSlot, encodeState, flowSlotOf, sessionTruncLenOffset, setChainFlowLog,
+  sumIfaceStats, sumSessionStats, u32Key, type IfaceStats, type KernelFlow, type RejectedFlow, type ChainEntry, type SessionStats, type SlotSession,
 } from './layout.js';
 import { KernelFlowMap } from './flow-map.js';
 import { ErrorCode, MirrorflowError } from '../errors.js';
@@ -50,6 +50,8 @@ export interface InstallPlan {
   segIfindex: number;
   /** agent.mirrorBudget; absent: no agent-wide limit. */
   agentBudget?: BudgetRate;
+  /** Kernel ifindexes a flow log covers (setFlowInterfaces); absent: those set before. */
+  flowIfindexes?: readonly number[];
 }
 
 /** Map sizes other than the defaults of bpf/mirrorflow.h (LIMITS.kernelFlows, LIMITS.kernelTcpConnections). */
@@ -76,6 +78,8 @@ export class MirrorMaps {
   readonly flows: KernelFlowMap;
   private active = 0;
   private countSlot = 0;
+  /** Interfaces whose chains carry MF_CHAIN_FLOW_LOG, in every slot written. */
+  private flowIfindexes = new Set<number>();
   private epoch = 0;
   private rejectLink: BpfLink | undefined;
 
@@ -94,7 +98,7 @@ export class MirrorMaps {
     this.rejects = this.checked('mf_rejects', FLOW_KEY_SIZE, REJECT_VAL_SIZE);
     this.pools = this.checked('mf_pools', 4, POOL_SIZE);
     this.memberStatsMap = this.checked('mf_member_stats', 4, MEMBER_STATS_SIZE);
-    this.flows = new KernelFlowMap(this.checked('mf_flows', FLOW_KEY_SIZE, FLOW_VAL_SIZE), this.checked('mf_flow_ifaces', 4, 1), this.cpus);
+    this.flows = new KernelFlowMap(this.checked('mf_flows', FLOW_KEY_SIZE, FLOW_VAL_SIZE), this.cpus);
     this.checked('mf_tcp_conns', CONN_KEY_SIZE, TCP_CONN_SIZE);
   }
 
@@ -144,6 +148,7 @@ export class MirrorMaps {
    */
   install(plan: InstallPlan): number {
     const next = this.active ^ 1;
+    if (plan.flowIfindexes) this.flowIfindexes = new Set(plan.flowIfindexes);
     this.clearSlot(next);
     this.epoch = (this.epoch + 1) >>> 0;
     mapUpdate(this.slots, u32Key(next), encodeSlot(this.epoch, plan.rules.ownOutputs, plan.sessions, plan.segIfindex, plan.agentBudget));
@@ -151,10 +156,14 @@ export class MirrorMaps {
       const members = s.members ?? [];
       if (members.length > 0) mapUpdate(this.pools, u32Key(sessionIndex(next, i)), encodePool(members, s.healthy ?? 0));
     });
+    const written = new Set<number>();
     plan.rules.interfaces.forEach((name, pos) => {
       const ifindex = plan.ifindexes.get(name);
-      if (ifindex !== undefined) this.writeChains(next, ifindex, plan.rules, pos);
+      if (ifindex === undefined) return;
+      this.writeChains(next, ifindex, plan.rules.chains[pos * 2 + DIR_IN] ?? [], plan.rules.chains[pos * 2 + DIR_OUT] ?? []);
+      written.add(ifindex);
     });
+    for (const ifindex of this.flowIfindexes) if (!written.has(ifindex)) this.writeChains(next, ifindex, [], []);
     mapUpdate(this.state, u32Key(0), encodeState(next, this.countSlot));
     this.active = next;
     return next;
@@ -164,12 +173,50 @@ export class MirrorMaps {
   removeInterface(ifindex: number): void {
     for (const slot of [0, 1]) for (const dir of [DIR_IN, DIR_OUT] as Direction[]) mapDelete(this.chains, encodeChainKey(ifindex, dir, slot));
     for (const dir of [DIR_IN, DIR_OUT] as Direction[]) mapDelete(this.ifaceStatsMap, encodeIfaceKey(ifindex, dir));
+    this.flowIfindexes.delete(ifindex);
   }
 
-  private writeChains(slot: number, ifindex: number, rules: RuleSet, pos: number): void {
-    for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
-      const chain = rules.chains[pos * 2 + dir] ?? [];
-      if (chain.length > 0) mapUpdate(this.chains, encodeChainKey(ifindex, dir, slot), encodeChain(chain));
+  /**
+   * One interface's chains in one slot: one per direction with sessions, and on a
+   * flow-logged interface one per direction in any case (the programs read the flag there).
+   */
+  private writeChains(slot: number, ifindex: number, chainIn: readonly ChainEntry[], chainOut: readonly ChainEntry[]): void {
+    const flowLogged = this.flowIfindexes.has(ifindex);
+    for (const [dir, chain] of [[DIR_IN, chainIn], [DIR_OUT, chainOut]] as const) {
+      if (chain.length > 0 || flowLogged) mapUpdate(this.chains, encodeChainKey(ifindex, dir, slot), encodeChain(chain, flowLogged));
+    }
+  }
+
+  /**
+   * Counts flows on these interfaces (kernel ifindexes) only; the others' packets are not
+   * looked at. Sets the flag in place in both slots' chains (a packet reads the chain with
+   * or without it), adds an empty chain where a flow-logged interface has none, and drops
+   * the empty ones of interfaces no longer flow-logged.
+   */
+  setFlowInterfaces(ifindexes: readonly number[]): void {
+    this.flowIfindexes = new Set(ifindexes);
+    const value = Buffer.alloc(CHAIN_SIZE);
+    const present = new Set<string>();
+    for (const key of mapKeys(this.chains)) {
+      if (!mapLookup(this.chains, key, value)) continue;
+      const want = this.flowIfindexes.has(key.readUInt32LE(0));
+      const { flowLogged, sessions } = chainInfo(value);
+      if (want) present.add(key.toString('hex'));
+      if (want === flowLogged) continue;
+      if (!want && sessions === 0) {
+        mapDelete(this.chains, key);
+      } else {
+        setChainFlowLog(value, want);
+        mapUpdate(this.chains, key, value);
+      }
+    }
+    for (const ifindex of this.flowIfindexes) {
+      for (const slot of [0, 1]) {
+        for (const dir of [DIR_IN, DIR_OUT] as Direction[]) {
+          const key = encodeChainKey(ifindex, dir, slot);
+          if (!present.has(key.toString('hex'))) mapUpdate(this.chains, key, encodeChain([], true));
+        }
+      }
     }
   }
 

@@ -79,14 +79,14 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
   });
 
   it('counts nothing on an interface no flow log covers', async () => {
-    maps.flows.setInterfaces([]);
+    maps.setFlowInterfaces([]);
     await drainAll();
     maps.decide(buildPacket({ src: A, dst: B, proto: 'udp', srcPort: 1, dstPort: 2, payload: 10 }), ifindex, DIR_OUT);
     expect(await drainAll()).toEqual([]);
   });
 
   it('counts wire packets and IP bytes per direction and 5-tuple, ICMP per type and code, taken by count slot', async () => {
-    maps.flows.setInterfaces([ifindex]);
+    maps.setFlowInterfaces([ifindex]);
     await drainAll();
     const udp = buildPacket({ src: A, dst: B, proto: 'udp', srcPort: 5000, dstPort: 53, payload: 100 });
     for (let i = 0; i < 3; i++) maps.decide(udp, ifindex, DIR_OUT);
@@ -112,7 +112,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
   });
 
   it('a drain of more flows than one batch syscall returns takes every one once, and leaves none behind', async () => {
-    maps.flows.setInterfaces([ifindex]);
+    maps.setFlowInterfaces([ifindex]);
     await drainAll();
     const frame = buildPacket({ src: A, dst: B, proto: 'udp', srcPort: 1, dstPort: 7, payload: 1 });
     const n = 10_000;
@@ -131,7 +131,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
     const small = MirrorMaps.open(undefined, { flows: 2 });
     try {
       small.install({ rules: compileRules(config()), ifindexes: new Map([[DEV, ifindex]]), sessions: [], segIfindex: 0 });
-      small.flows.setInterfaces([ifindex]);
+      small.setFlowInterfaces([ifindex]);
       for (let port = 1; port <= 6; port++) small.decide(buildPacket({ src: A, dst: B, proto: 'udp', srcPort: port, dstPort: 9, payload: 1 }), ifindex, DIR_OUT);
       const counted = (await drainAll(small)).reduce((n, f) => n + f.counts.packets, 0);
       const skipped = small.ifaceStats(ifindex, DIR_OUT).flowSkipped;
@@ -144,7 +144,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
   }, 300_000);
 
   it('TCP: the records from the kernel\'s counts equal those from the same segments through agent/flow (tcp.ts)', async () => {
-    maps.flows.setInterfaces([ifindex]);
+    maps.setFlowInterfaces([ifindex]);
     await drainAll();
     const interfaces = [DEV];
     const records = { user: [] as FlowRecord[], kernel: [] as FlowRecord[] };
@@ -205,7 +205,7 @@ describe('flow logs in mf_ingress/mf_egress (BPF_PROG_TEST_RUN)', () => {
   });
 
   it('TCP aggregates: a retransmitted aggregate counts each wire segment below nextseq, as tcp.ts counts the segments user space cuts', async () => {
-    maps.flows.setInterfaces([ifindex]);
+    maps.setFlowInterfaces([ifindex]);
     await drainAll();
     // Its own connection (port 41000), so the state of the test above does not matter.
     const frame = (seq: number, ack: number, flags: number, payload = 0) => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../agent/exec.js';
-import { KERNEL_STRUCTS, MF_MARK_MAGIC, MF_REASONS, MF_SLOTS } from '../../agent/ebpf/layout.js';
+import { KERNEL_STRUCTS, MF_CHAIN_FLOW_LOG, MF_MARK_MAGIC, MF_REASONS, MF_SLOTS } from '../../agent/ebpf/layout.js';
 import { SKB_CB_OFFSET, SKB_CTX_SIZE, SKB_GSO_SEGS_OFFSET, SKB_GSO_SIZE_OFFSET, SKB_IFINDEX_OFFSET, SKB_MARK_OFFSET } from '../../agent/ebpf/libbpf.js';
 import { mirrorObjectPath } from '../../agent/ebpf/mirror-maps.js';
 import { LIMITS } from '../../agent/limits.js';
@@ -94,6 +94,7 @@ describe('limits: agent/limits.ts against bpf/mirrorflow.h', () => {
     ['MF_SLOTS', MF_SLOTS],
     ['MF_REASONS', MF_REASONS],
     ['MF_MARK_MAGIC', MF_MARK_MAGIC],
+    ['MF_CHAIN_FLOW_LOG', MF_CHAIN_FLOW_LOG],
     ['MF_DIR_IN', DIR_IN],
     ['MF_DIR_OUT', DIR_OUT],
     ['MF_PROTO_ANY', PROTO_ANY],
