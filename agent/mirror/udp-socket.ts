@@ -181,8 +181,7 @@ export class RawUdpSocket {
 
   /** Messages taken by the kernel (≥ 1), or -errno. */
   sendBatch(vector: MessageVector, first: number, count: number): number {
-    const sent = sys.sendmmsg(this.fd, vector.entry(first), count, 0) as number;
-    return sent >= 0 ? sent : -koffi.errno();
+    return sendEntries(this.fd, vector, first, count);
   }
 
   /**
@@ -251,8 +250,7 @@ export class PacketSendSocket {
 
   /** Messages taken by the kernel (≥ 1), or -errno. */
   sendBatch(vector: MessageVector, first: number, count: number): number {
-    const sent = sys.sendmmsg(this.fd, vector.entry(first), count, 0) as number;
-    return sent >= 0 ? sent : -koffi.errno();
+    return sendEntries(this.fd, vector, first, count);
   }
 
   close(): void {
@@ -286,6 +284,12 @@ function attachDropAllFilter(fd: number): void {
   } finally {
     mem.release();
   }
+}
+
+/** sendmmsg of `count` entries of `vector` from `first`: messages taken (≥ 1), or -errno. */
+function sendEntries(fd: number, vector: MessageVector, first: number, count: number): number {
+  const sent = sys.sendmmsg(fd, vector.entry(first), count, 0) as number;
+  return sent >= 0 ? sent : -koffi.errno();
 }
 
 function setOption(fd: number, level: number, name: number, value: Buffer, what: string): void {
