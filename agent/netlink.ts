@@ -54,6 +54,20 @@ export function forEachAttribute(buf: Buffer, start: number, end: number, each: 
   }
 }
 
+/** A NUL-terminated string attribute's text (interface names). */
+export function attributeString(buf: Buffer, at: number, len: number): string {
+  const nul = buf.indexOf(0, at);
+  return buf.toString('latin1', at, nul < 0 || nul > at + len ? at + len : nul);
+}
+
+/** Writes the nlmsghdr of a request: its length, type, flags and sequence number. */
+export function writeRequestHeader(req: Buffer, type: number, flags: number, seq: number): void {
+  req.writeUInt32LE(req.length, 0);
+  req.writeUInt16LE(type, 4);
+  req.writeUInt16LE(flags, 6);
+  req.writeUInt32LE(seq, 8);
+}
+
 /**
  * Sends one request (its nlmsghdr's length, flags and sequence number are written here) on
  * a non-blocking socket and reads the answer, which the kernel queues before send()
@@ -61,10 +75,7 @@ export function forEachAttribute(buf: Buffer, start: number, end: number, each: 
  * kernel's NLMSG_ERROR, or EAGAIN when nothing came).
  */
 export function requestOne(fd: number, req: Buffer, type: number, answerType: number, seq: number, buf: Buffer): number {
-  req.writeUInt32LE(req.length, 0);
-  req.writeUInt16LE(type, 4);
-  req.writeUInt16LE(NLM_F_REQUEST, 6);
-  req.writeUInt32LE(seq, 8);
+  writeRequestHeader(req, type, NLM_F_REQUEST, seq);
   if (Number(netlinkSys.send(fd, req, req.length, 0)) !== req.length) return -koffi.errno();
   for (;;) {
     const n = Number(netlinkSys.recv(fd, buf, buf.length, 0));

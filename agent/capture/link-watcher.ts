@@ -12,8 +12,8 @@
 import koffi from 'koffi';
 import { SOL_SOCKET, errnoText, int32 } from '../libc.js';
 import {
-  AF_NETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST, align4, forEachMessage, netlinkSys as sys,
-  openNetlinkRoute,
+  AF_NETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST, attributeString, forEachAttribute, forEachMessage,
+  netlinkSys as sys, openNetlinkRoute, writeRequestHeader,
 } from '../netlink.js';
 import { ringWaker, type Wakeable } from './ring-waker.js';
 
@@ -192,10 +192,7 @@ export class LinkWatcher implements Wakeable {
   private dump(): Link[] {
     const req = Buffer.alloc(NLMSG_HDRLEN + IFINFO_LEN);
     const seq = this.seq++;
-    req.writeUInt32LE(req.length, 0);
-    req.writeUInt16LE(RTM_GETLINK, 4);
-    req.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
-    req.writeUInt32LE(seq, 8);
+    writeRequestHeader(req, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq);
     if (Number(sys.send(this.dumpFd, req, req.length, 0)) !== req.length) throw new Error(`link dump: send: ${errnoText(koffi.errno())}`);
     const links: Link[] = [];
     for (let done = false; !done;) {
@@ -232,18 +229,10 @@ function parseLink(buf: Buffer, at: number, len: number): Link | undefined {
   if (len < NLMSG_HDRLEN + IFINFO_LEN) return undefined;
   const ifindex = buf.readInt32LE(info + IFI_INDEX);
   const flags = buf.readUInt32LE(info + IFI_FLAGS);
-  const end = at + len;
-  for (let a = info + IFINFO_LEN; a + 4 <= end;) {
-    const alen = buf.readUInt16LE(a);
-    if (alen < 4 || a + alen > end) break;
-    if (buf.readUInt16LE(a + 2) === IFLA_IFNAME) {
-      const raw = buf.subarray(a + 4, a + alen);
-      const nul = raw.indexOf(0);
-      const name = raw.toString('latin1', 0, nul < 0 ? raw.length : nul);
-      const up = (flags & IFF_UP) !== 0 && (flags & IFF_LOWER_UP) !== 0;
-      return { ifindex, name, up };
-    }
-    a += align4(alen);
-  }
-  return undefined;
+  let name: string | undefined;
+  forEachAttribute(buf, info + IFINFO_LEN, at + len, (type, a, alen) => {
+    if (type === IFLA_IFNAME && name === undefined) name = attributeString(buf, a, alen);
+  });
+  if (name === undefined) return undefined;
+  return { ifindex, name, up: (flags & IFF_UP) !== 0 && (flags & IFF_LOWER_UP) !== 0 };
 }

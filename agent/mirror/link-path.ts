@@ -11,7 +11,7 @@
 // one the sender goes through the IP layer, whose sends make the kernel resolve it. Only
 // Ethernet devices qualify (no tunnels, WireGuard or IPoIB, which have no MAC header).
 import { errnoText } from '../libc.js';
-import { NLMSG_HDRLEN, forEachAttribute, netlinkSys, openNetlinkRoute, requestOne } from '../netlink.js';
+import { NLMSG_HDRLEN, attributeString, forEachAttribute, netlinkSys, openNetlinkRoute, requestOne } from '../netlink.js';
 
 const AF_INET = 2;
 const RTM_NEWLINK = 16;
@@ -124,7 +124,7 @@ export class LinkPathResolver {
     let deviceMac: Buffer | undefined;
     const linkType = buf.readUInt16LE(at + NLMSG_HDRLEN + IFI_TYPE);
     forEachAttribute(buf, at + NLMSG_HDRLEN + IFINFO_LEN, at + buf.readUInt32LE(at), (type, a, len) => {
-      if (type === IFLA_IFNAME) device = buf.toString('latin1', a, a + len).replace(/\0.*$/s, '');
+      if (type === IFLA_IFNAME) device = attributeString(buf, a, len);
       else if (type === IFLA_ADDRESS && len === 6) deviceMac = Buffer.from(buf.subarray(a, a + 6));
     });
     if (linkType !== ARPHRD_ETHER || deviceMac === undefined) return `device ${device} is not Ethernet`;
